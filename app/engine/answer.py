@@ -1,0 +1,64 @@
+"""The answer model built from [answer]: one pydantic model whose JSON schema constrains the model's output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, create_model
+
+from app.config import AnswerSection
+
+# Answer fields whose values may go into the ledger: labels and numbers, never free text.
+PUBLIC_TYPES = {"choice", "bool", "int", "number"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one reply: `values` when valid, else an `error` kind (json, schema, cutoff)."""
+
+    values: dict[str, Any] | None
+    error: str | None = None
+
+
+class AnswerSpec:
+    def __init__(self, section: AnswerSection):
+        self.section = section
+        self.model = _build_model(section)
+        self.schema: dict[str, Any] = self.model.model_json_schema()
+        self.public_fields = tuple(n for n, f in section.fields.items() if f.type in PUBLIC_TYPES)
+        self.fallback = {name: section.fallback.get(name) for name in section.fields}
+
+    def check(self, content: str, cut_off: bool = False) -> Verdict:
+        try:
+            answer = self.model.model_validate_json(content)
+        except ValidationError as exc:
+            if cut_off:
+                return Verdict(None, "cutoff")
+            kind = exc.errors(include_url=False)[0]["type"]
+            return Verdict(None, "json" if kind == "json_invalid" else "schema")
+        return Verdict(answer.model_dump())
+
+    def public(self, values: dict[str, Any] | None) -> dict[str, Any]:
+        if not values:
+            return {}
+        return {name: values[name] for name in self.public_fields if values.get(name) is not None}
+
+
+def _build_model(section: AnswerSection) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, spec in section.fields.items():
+        info = Field(description=spec.description or None)
+        if spec.type == "choice":
+            assert spec.choices
+            annotation: Any = Literal[tuple(spec.choices)]  # type: ignore[valid-type]
+        elif spec.type == "text":
+            annotation = Annotated[str, Field(max_length=spec.max_length)]
+        elif spec.type == "bool":
+            annotation = StrictBool
+        elif spec.type == "int":
+            annotation = StrictInt
+        else:
+            annotation = float
+        fields[name] = (annotation, info)
+    return create_model("Answer", __config__=ConfigDict(extra="forbid"), **fields)

@@ -1,0 +1,78 @@
+"""The headless printer: plain progress lines for a terminal or a Slurm log. Never note text."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from app.engine.events import HostState, Notice, Progress, RunFinished, RunStarted
+
+
+def clock(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class ConsolePrinter:
+    def __init__(self, out: TextIO | None = None, every_s: float = 5.0):
+        self.out = out or sys.stdout
+        self.every_s = every_s
+        self._last = 0.0
+        self._host_said: dict[str, float] = {}
+        self.started: RunStarted | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, RunStarted):
+            self.started = event
+            h = event.header
+            digest = (h.get("model_digest") or "")[:12] or "unknown"
+            hosts = h.get("hosts") or []
+            where = f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}" if h.get("backend") == "ollama" else "in-process"
+            self.say(f"run {event.run_id}: {event.experiment!r} with {h.get('model')} (digest {digest}) "
+                     f"{where}, {event.total} notes to do")
+            self._last = time.monotonic()
+        elif isinstance(event, Notice):
+            self.say(f"note: {event.message}")
+        elif isinstance(event, HostState):
+            now = time.monotonic()
+            if event.state != "busy" or now - self._host_said.get(event.host, 0.0) >= self.every_s:
+                self._host_said[event.host] = now
+                self.say(f"host {event.host}: {event.detail or event.state}")
+        elif isinstance(event, Progress):
+            now = time.monotonic()
+            if now - self._last >= self.every_s:
+                self._last = now
+                self.say(self.progress_line(event))
+        elif isinstance(event, RunFinished):
+            self.say(self.summary(event))
+
+    @staticmethod
+    def progress_line(p: Progress) -> str:
+        c = p.counts
+        rate = c.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        pct = 100.0 * c.done / c.total if c.total else 100.0
+        answered = c.valid + c.invalid
+        valid = f"{100.0 * c.valid / answered:.1f}%" if answered else "-"
+        eta = clock((c.total - c.done) / rate) if rate > 0 else "--:--:--"
+        return (f"[{clock(p.elapsed_s)}] {c.done}/{c.total} ({pct:.1f}%)  valid {valid}  {rate:.1f} notes/s  "
+                f"ETA {eta}  in flight {p.in_flight}")
+
+    @staticmethod
+    def summary(f: RunFinished) -> str:
+        c = f.counts
+        rate = c.done / f.elapsed_s if f.elapsed_s > 0 else 0.0
+        lines = [f"run {f.run_id} {f.status}" + (f" ({f.reason})" if f.reason and f.status != "completed" else "")
+                 + f" in {clock(f.elapsed_s)}: {c.done}/{c.total} notes, {rate:.1f} notes/s",
+                 f"  valid {c.valid}, invalid {c.invalid} (fallback written), retried {c.retried}, empty {c.empty}, "
+                 f"truncated {c.truncated}, errors {c.errors}; tokens in {c.tokens_in}, out {c.tokens_out}"]
+        if c.replaced_bytes:
+            lines.append(f"  {c.replaced_bytes} bytes of note text were not UTF-8 and were replaced")
+        if c.truncated:
+            lines.append("  truncated notes filled the whole context: raise [model.options].num_ctx and rerun them")
+        if f.last_error:
+            lines.append(f"  last error: {f.last_error}")
+        return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Rendering the user template for one unit, and the hash that identifies a prompt across runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from typing import Any, Mapping
+
+
+class Template:
+    """A `{column}` template parsed once; rendering is a join, so note text with braces is never re-parsed."""
+
+    def __init__(self, text: str):
+        self.parts: list[tuple[str, str | None]] = [
+            (literal, name) for literal, name, _, _ in string.Formatter().parse(text)
+        ]
+
+    def render(self, values: Mapping[str, Any]) -> str:
+        out = []
+        for literal, name in self.parts:
+            out.append(literal)
+            if name is not None:
+                value = values[name]
+                out.append("" if value is None else str(value))
+        return "".join(out)
+
+
+def prompt_hash(system: str, user: str, schema: dict[str, Any], options: dict[str, Any]) -> str:
+    canonical = json.dumps({"system": system, "user": user, "schema": schema, "options": options},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

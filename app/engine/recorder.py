@@ -1,0 +1,34 @@
+"""The run journal as an engine subscriber: header at start, a record per committed batch, checkpoints, close."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from app.engine.events import BatchCommitted, Progress, RunFinished, RunStarted
+from ledger import Journal
+
+CHECKPOINT_EVERY_S = 5.0
+
+
+class JournalRecorder:
+    def __init__(self, ledger_dir: Path):
+        self.ledger_dir = ledger_dir
+        self.journal: Journal | None = None
+        self._last_checkpoint = 0.0
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, RunStarted):
+            self.journal = Journal.create(self.ledger_dir, event.header, run_id=event.run_id)
+            self._last_checkpoint = time.monotonic()
+        elif self.journal is None:
+            return
+        elif isinstance(event, BatchCommitted):
+            self.journal.append_units([u.record() for u in event.units])
+        elif isinstance(event, Progress):
+            now = time.monotonic()
+            if now - self._last_checkpoint >= CHECKPOINT_EVERY_S:
+                self._last_checkpoint = now
+                self.journal.checkpoint(event.counts.as_dict())
+        elif isinstance(event, RunFinished):
+            self.journal.close(event.status, event.counts.as_dict(), event.last_error)

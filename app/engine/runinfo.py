@@ -1,0 +1,81 @@
+"""Who, where and with what a run was made: the header record of its journal. Never credentials, never note text."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import socket
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+from app.backends.base import ModelInfo
+from app.config import Experiment
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version("notes-tui")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: with the pid it tells a live process from a later one that reused its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def slurm_ids(environ: dict[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    names = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "array_task_id": "SLURM_ARRAY_TASK_ID",
+             "cluster": "SLURM_CLUSTER_NAME"}
+    return {k: env[v] for k, v in names.items() if env.get(v)}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema: dict[str, Any], phash: str,
+               total: int, per_host: int) -> dict[str, Any]:
+    spec = exp.spec
+    return {
+        "experiment": spec.name,
+        "description": spec.description,
+        "toml_path": str(exp.path),
+        "toml_text": exp.toml_text,
+        "toml_sha256": hashlib.sha256(exp.toml_text.encode("utf-8")).hexdigest(),
+        "prompt_hash": phash,
+        "system_prompt": spec.prompt.system,
+        "user_template": spec.prompt.user,
+        "answer_schema": schema,
+        "max_attempts": spec.answer.max_attempts,
+        "fallback": spec.answer.fallback,
+        "backend": spec.model.backend,
+        "model": info.model,
+        "model_digest": info.digest,
+        "model_details": info.details,
+        "server_version": info.server_version,
+        "hosts": list(info.hosts),
+        "options": spec.model.options.as_dict(),
+        "concurrency_per_host": per_host,
+        "tool_version": tool_version(),
+        "user": _user(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": process_start_ticks(os.getpid()),
+        "slurm": slurm_ids(),
+        "total": total,
+        "source": source,
+        "results_table": spec.results.table,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }

@@ -1,0 +1,358 @@
+"""The one run loop: units stream in from the source, go out to the backend's hosts, come back validated, and are
+written in batches. Front ends only subscribe to its events; the TUI and the headless printer see the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app.backends.base import Backend, Busy, ModelInfo, Transient
+from app.config import Experiment
+from app.engine.answer import AnswerSpec
+from app.engine.bus import EventBus
+from app.engine.events import (BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted,
+                               UnitDone)
+from app.engine.hosts import AllHostsDown, HostPool, HostSlot
+from app.engine.prompt import Template, prompt_hash
+from app.engine.runinfo import run_header
+from app.errors import UserError
+from app.sources.base import ResultRow, RunStamp, Source, Unit
+from ledger import new_run_id
+
+MAX_TRANSPORT_FAILURES = 4  # per unit: 5xx, timeouts, dropped connections (refused connections only pause the host)
+BUSY_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+PROGRESS_EVERY_S = 1.0
+READ_AHEAD_CHUNKS = 2
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    limit: int | None = None
+    rerun_invalid: bool = False
+    give_up_after_s: float = 60.0
+
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    status: str
+    counts: Counts
+    elapsed_s: float
+    reason: str | None = None
+    last_error: str | None = None
+
+
+class _Stop(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, exp: Experiment, source: Source, backend: Backend, bus: EventBus,
+                 options: RunOptions = RunOptions()):
+        self.exp = exp
+        self.source = source
+        self.backend = backend
+        self.bus = bus
+        self.opts = options
+        self.answer = AnswerSpec(exp.spec.answer)
+        self.template = Template(exp.spec.prompt.user)
+        self.system = exp.spec.prompt.system
+        self.counts = Counts()
+        self.stop_reason: str | None = None
+        self._stopping = asyncio.Event()
+        self._pending: list[tuple[UnitDone, ResultRow | None]] = []
+        self._last_error: str | None = None
+        self._fatal: BaseException | None = None
+
+    def request_stop(self, reason: str) -> None:
+        """Stop dispatching; notes in flight may finish within the grace period. Safe to call more than once."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stopping.set()
+
+    async def run(self) -> RunResult:
+        t0 = time.monotonic()
+        info: ModelInfo = await self.backend.prepare()
+        await asyncio.to_thread(self.source.ensure_results_table)
+        survey = await asyncio.to_thread(self.source.survey, self.opts.rerun_invalid)
+        total = survey.todo if self.opts.limit is None else min(survey.todo, self.opts.limit)
+        self.counts.total = total
+        schema = self.answer.schema
+        options = self.exp.spec.model.options.as_dict()
+        phash = prompt_hash(self.system, self.exp.spec.prompt.user, schema, options)
+        run_id = new_run_id()
+        per_host = self.exp.spec.run.concurrency or self.backend.default_concurrency
+        self.stamp = RunStamp(experiment=self.exp.name, run_id=run_id, model=info.model, prompt_hash=phash)
+        header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host)
+        self.bus.emit(RunStarted(run_id=run_id, experiment=self.exp.name, total=total, header=header))
+        if survey.null_ids:
+            self.bus.emit(Notice(f"{survey.null_ids} notes have a NULL id column and are skipped"))
+        if survey.duplicate_keys:
+            self.bus.emit(Notice(f"{len(survey.duplicate_keys)} ids occur more than once in the source; "
+                                 "only the first note of each is answered"))
+        self._dups = set(survey.duplicate_keys)
+        self._dups_seen: set[tuple] = set()
+        self.pool = HostPool(info.hosts, per_host, self.opts.give_up_after_s, on_state=self._host_state)
+        self._t0 = t0
+        self._commit_queue: asyncio.Queue = asyncio.Queue()
+        committer = asyncio.create_task(self._committer())
+        ticker = asyncio.create_task(self._ticker())
+        status = "completed"
+        try:
+            await self._dispatch_all()
+        except AllHostsDown as exc:
+            self.request_stop("no server answered")
+            self._last_error = f"no Ollama server answered for {self.opts.give_up_after_s:g} s: {exc}"
+        except UserError as exc:
+            self.request_stop("error")
+            self._fatal = exc
+        except asyncio.CancelledError:
+            self.request_stop("cancelled")
+        except BaseException as exc:  # a bug or a database failure: record it, then let it surface
+            self._fatal = exc
+        await self._drain_in_flight()
+        self._flush_batch()
+        await self._commit_queue.put(None)
+        try:
+            await committer
+        except BaseException as exc:  # noqa: BLE001
+            self._fatal = self._fatal or exc
+        ticker.cancel()
+        if self._fatal is not None:
+            status = "failed"
+            self._last_error = self._last_error or _describe(self._fatal)
+        elif self.stop_reason is not None:
+            status = "interrupted"
+        elapsed = time.monotonic() - t0
+        self.bus.emit(RunFinished(run_id=run_id, status=status, counts=self.counts.snapshot(), elapsed_s=elapsed,
+                                  last_error=self._last_error, reason=self.stop_reason))
+        await self.backend.close()
+        if isinstance(self._fatal, UserError):
+            raise self._fatal
+        return RunResult(run_id, status, self.counts.snapshot(), elapsed, self.stop_reason, self._last_error)
+
+    # -- feeding --------------------------------------------------------------------------------------------------
+    async def _dispatch_all(self) -> None:
+        chunks: asyncio.Queue = asyncio.Queue(maxsize=READ_AHEAD_CHUNKS)
+        reader = asyncio.create_task(self._read(chunks))
+        self._tasks: set[asyncio.Task] = set()
+        try:
+            while not self._stopping.is_set():
+                chunk = await chunks.get()
+                if chunk is None:
+                    break
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                for unit in chunk:
+                    if self._stopping.is_set():
+                        break
+                    if unit.key in self._dups:
+                        if unit.key in self._dups_seen:
+                            self._finish(unit, "error", None, 0, 0.0, None, None, False, "duplicate_id", None)
+                            continue
+                        self._dups_seen.add(unit.key)
+                    if unit.text is None:
+                        self._finish(unit, "empty", None, 0, 0.0, None, None, False, None, None)
+                        continue
+                    slot = await self._acquire()
+                    if slot is None:
+                        break
+                    task = asyncio.create_task(self._answer(unit, slot))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+                if self._fatal is not None:
+                    raise self._fatal
+        finally:
+            reader.cancel()
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, AllHostsDown):
+                self._last_error = f"no Ollama server answered for {self.opts.give_up_after_s:g} s: {exc}"
+                self.request_stop("no server answered")
+            else:
+                self._fatal = self._fatal or exc
+                self.request_stop("error")
+
+    async def _acquire(self) -> HostSlot | None:
+        """A host with room, or None once a stop was requested while waiting."""
+        if self._stopping.is_set():
+            return None
+        slot = self.pool.try_acquire()
+        if slot is not None:  # the common case costs no extra tasks
+            return slot
+        acquire = asyncio.ensure_future(self.pool.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if acquire in done:
+            stop.cancel()
+            slot = acquire.result()
+            if self._stopping.is_set():
+                self.pool.cancelled(slot)
+                return None
+            return slot
+        acquire.cancel()
+        return None
+
+    async def _read(self, out: asyncio.Queue) -> None:
+        it = self.source.iter_chunks(self.opts.rerun_invalid, self.opts.limit)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, it, None)
+                await out.put(chunk)
+                if chunk is None:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the dispatcher, which owns failure
+            await out.put(exc)
+        finally:
+            await asyncio.to_thread(it.close)
+
+    # -- answering ------------------------------------------------------------------------------------------------
+    async def _answer(self, unit: Unit, slot: HostSlot | None) -> None:
+        prompt = self.template.render(unit.fields)
+        started = time.monotonic()
+        attempts = 0
+        failures = 0
+        busy = 0
+        tokens_in = tokens_out = 0
+        truncated = False
+        error = None
+        host = None
+        while True:
+            if slot is None:
+                slot = await self._acquire()
+                if slot is None:
+                    return  # stopping: the unit stays to do for the next run
+            host = slot.url
+            try:
+                reply = await self.backend.chat(slot.url, self.system, prompt, self.answer.schema)
+            except Busy:
+                self.pool.busy(slot)
+                slot = None
+                await asyncio.sleep(BUSY_BACKOFF_S[min(busy, len(BUSY_BACKOFF_S) - 1)])
+                busy += 1
+                continue
+            except Transient as exc:
+                self.pool.failed(slot, str(exc), exc.down)
+                slot = None
+                self._last_error = f"{host}: {exc}"
+                if not exc.down:
+                    failures += 1
+                    if failures >= MAX_TRANSPORT_FAILURES:
+                        self._finish(unit, "error", None, attempts, _ms(started), tokens_in or None,
+                                     tokens_out or None, truncated, "transport", host)
+                        return
+                    await asyncio.sleep(min(8.0, 0.5 * 2 ** failures))
+                continue
+            except BaseException:
+                self.pool.cancelled(slot)
+                raise
+            self.pool.ok(slot)
+            slot = None
+            attempts += 1
+            tokens_in += reply.tokens_in or 0
+            tokens_out += reply.tokens_out or 0
+            truncated = truncated or reply.truncated
+            verdict = self.answer.check(reply.content, cut_off=reply.done_reason == "length")
+            if verdict.values is not None:
+                self._finish(unit, "valid", verdict.values, attempts, _ms(started), tokens_in, tokens_out,
+                             truncated, None, host)
+                return
+            error = verdict.error
+            if attempts >= self.exp.spec.answer.max_attempts:
+                self._finish(unit, "invalid", None, attempts, _ms(started), tokens_in, tokens_out, truncated,
+                             error, host)
+                return
+
+    def _finish(self, unit: Unit, outcome: str, values: dict[str, Any] | None, attempts: int, latency_ms: float,
+                tokens_in: int | None, tokens_out: int | None, truncated: bool, error: str | None,
+                host: str | None) -> None:
+        c = self.counts
+        c.done += 1
+        c.replaced_bytes += unit.replaced_bytes
+        if outcome == "valid":
+            c.valid += 1
+        elif outcome == "invalid":
+            c.invalid += 1
+        elif outcome == "empty":
+            c.empty += 1
+        else:
+            c.errors += 1
+        if attempts > 1:
+            c.retried += 1
+        if truncated:
+            c.truncated += 1
+        c.tokens_in += tokens_in or 0
+        c.tokens_out += tokens_out or 0
+        event = UnitDone(id=unit.uid, outcome=outcome, answer=self.answer.public(values), attempts=attempts,
+                         latency_ms=round(latency_ms, 1), tokens_in=tokens_in, tokens_out=tokens_out,
+                         truncated=truncated, error=error, host=host)
+        row = None
+        if outcome == "valid":
+            row = ResultRow(unit.key, values or {}, True, attempts, truncated)
+        elif outcome == "invalid":
+            row = ResultRow(unit.key, self.answer.fallback, False, attempts, truncated)
+        elif outcome == "empty":
+            row = ResultRow(unit.key, {}, False, 0, False)
+        # an error leaves no row: the unit stays to do, and the next run answers it
+        self._pending.append((event, row))
+        self.bus.emit(event)
+        if len(self._pending) >= self.exp.spec.results.batch_size:
+            self._flush_batch()
+
+    # -- writing --------------------------------------------------------------------------------------------------
+    def _flush_batch(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._commit_queue.put_nowait(batch)
+
+    async def _committer(self) -> None:
+        while True:
+            batch = await self._commit_queue.get()
+            if batch is None:
+                return
+            rows = [row for _, row in batch if row is not None]
+            if rows:
+                try:
+                    await asyncio.to_thread(self.source.write_results, self.stamp, rows)
+                except BaseException as exc:
+                    self._fatal = self._fatal or exc
+                    self.request_stop("error")
+                    raise
+            self.bus.emit(BatchCommitted(units=tuple(e for e, _ in batch), counts=self.counts.snapshot()))
+
+    async def _drain_in_flight(self) -> None:
+        if not getattr(self, "_tasks", None):
+            return
+        grace = self.exp.spec.run.grace_s if self.stop_reason else None
+        done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            self.bus.emit(Notice(f"{len(pending)} notes still in flight after {grace:g} s were left for the next run"))
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            self.bus.emit(Progress(counts=self.counts.snapshot(), elapsed_s=time.monotonic() - self._t0,
+                                   in_flight=self.pool.in_flight))
+
+    def _host_state(self, slot: HostSlot, state: str, detail: str) -> None:
+        self.bus.emit(HostState(host=slot.url, state=state, limit=slot.limit, detail=detail))
+
+
+def _ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000.0
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{exc.__class__.__name__}: {text}"[:300]

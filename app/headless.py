@@ -1,0 +1,80 @@
+"""`notes-tui --run FILE`: one run with the console printer and the run journal as subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from app.backends import make_backend
+from app.cli import ExitCode
+from app.config import Experiment, load_experiment
+from app.engine.bus import EventBus
+from app.engine.console import ConsolePrinter
+from app.engine.recorder import JournalRecorder
+from app.engine.runner import RunOptions, RunResult, Runner
+from app.sources import open_source
+from ledger import Ledger, resolve_ledger_dir
+
+
+def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
+                 rerun_invalid: bool = False) -> int:
+    exp = load_experiment(file)
+    for warning in exp.warnings:
+        print(f"notes-tui: {warning}", file=sys.stderr)
+    ledger_dir = resolve_ledger_dir(ledger)
+    printer = ConsolePrinter()
+    bus = EventBus()
+    bus.subscribe(JournalRecorder(ledger_dir))
+    bus.subscribe(printer)
+    source = open_source(exp)
+    try:
+        backend = make_backend(exp)
+        runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid))
+        result = asyncio.run(_run_with_signals(runner))
+    finally:
+        source.close()
+    imported = Ledger(ledger_dir).sync(wait_s=2.0)
+    _print_where(printer, exp, ledger_dir, result, imported)
+    if result.status == "completed":
+        return ExitCode.OK
+    if result.status == "interrupted" and result.reason == "SIGINT":
+        return ExitCode.SIGINT
+    if result.status == "interrupted" and result.reason == "SIGTERM":
+        return ExitCode.SIGTERM
+    return ExitCode.FAILED
+
+
+async def _run_with_signals(runner: Runner) -> RunResult:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_signal, runner, sig)
+    try:
+        return await runner.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(runner: Runner, sig: signal.Signals) -> None:
+    if runner.stop_reason is None:
+        print(f"notes-tui: {sig.name}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
+              "for those in flight, then saving", file=sys.stderr, flush=True)
+    runner.request_stop(sig.name)
+
+
+def _print_where(printer: ConsolePrinter, exp: Experiment, ledger_dir: Path, result: RunResult,
+                 imported: bool) -> None:
+    src = exp.spec.source
+    where = f"SQLite {exp.sqlite_path}" if src.kind == "sqlite" else (
+        f"MySQL {exp.mysql.host}:{exp.mysql.port}/{exp.mysql.database}" if exp.mysql else "MySQL")
+    if result.run_id is None:
+        return
+    printer.say(f"results: table {exp.spec.results.table} in {where}")
+    printer.say(f"ledger:  {ledger_dir / 'journal' / (result.run_id + '.jsonl')}"
+                + ("" if imported else " (index busy: imported on the next ledger read)"))
+    if result.status != "completed":
+        printer.say(f"resume:  notes-tui --run {exp.path}   (answered notes are skipped)")
+    printer.say("next:    notes-tui ledger list   ·   notes-tui check FILE   ·   notes-tui (the TUI, coming)")
+

@@ -1,0 +1,219 @@
+"""Where notes come from and answers go: one protocol, a SQLite and a MySQL implementation.
+
+A source streams *units* (one note, or all notes of a group joined) that have no answer yet for the experiment, and
+upserts results in batches, one transaction per batch. Both sides are blocking; the engine calls them in threads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from app.config import AnswerSection, Experiment
+
+
+class Unit:
+    """One thing the model answers about. `fields` holds what the prompt template may use; `text` is None when empty."""
+
+    __slots__ = ("key", "uid", "text", "fields", "replaced_bytes")
+
+    def __init__(self, key: tuple, text: str | None, fields: dict[str, Any], replaced_bytes: int = 0):
+        self.key = key
+        self.uid = "|".join(str(k) for k in key)
+        self.text = text
+        self.fields = fields
+        self.replaced_bytes = replaced_bytes
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    key: tuple
+    answer: dict[str, Any]
+    valid: bool
+    attempts: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class RunStamp:
+    """What every result row of one run carries, so a table row leads back to its ledger run."""
+
+    experiment: str
+    run_id: str
+    model: str
+    prompt_hash: str
+
+
+@dataclass(frozen=True)
+class SourceSurvey:
+    todo: int
+    null_ids: int
+    duplicate_keys: frozenset[tuple]
+    results_table_exists: bool
+
+
+_local = threading.local()
+
+
+def _count_replaced(exc: UnicodeError) -> tuple[str, int]:
+    assert isinstance(exc, UnicodeDecodeError)
+    _local.replaced = getattr(_local, "replaced", 0) + (exc.end - exc.start)
+    return "\ufffd", exc.end
+
+
+codecs.register_error("notes_tui_count", _count_replaced)
+
+
+def decode_note(value: Any) -> tuple[str | None, int]:
+    """Note text from a TEXT or BLOB column: str, or UTF-8 with undecodable bytes replaced (and counted)."""
+    if value is None:
+        return None, 0
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        _local.replaced = 0
+        text = bytes(value).decode("utf-8", "notes_tui_count")
+        replaced = _local.replaced
+    else:
+        text, replaced = str(value), 0
+    if "\x00" in text:
+        # NUL bytes survive a BLOB but break C-string tokenizers downstream
+        text = text.replace("\x00", "")
+    return (text if text.strip() else None), replaced
+
+
+class Source(ABC):
+    """Implemented by SqliteSource and MySQLSource."""
+
+    placeholder: str
+
+    def __init__(self, exp: Experiment):
+        self.exp = exp
+        self.src = exp.spec.source
+        self.key_columns: list[str] = list(self.src.group_by or self.src.id_columns)
+        self.grouped = bool(self.src.group_by)
+        self.extra_columns = [c for c in self.src.columns if c not in self.key_columns]
+        self.results_table = exp.spec.results.table
+        self.answer: AnswerSection = exp.spec.answer
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
+        """How many units are to do, and the hostile keys (NULL, duplicated) the run must step around."""
+
+    @abstractmethod
+    def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
+        """Units to do, a chunk at a time; each call to next() is one blocking DB round (run it in a thread)."""
+
+    # -- writing ------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def ensure_results_table(self) -> None: ...
+
+    @abstractmethod
+    def write_results(self, stamp: RunStamp, rows: Sequence[ResultRow]) -> None:
+        """Upsert one batch in one transaction; safe to repeat (the unique key is experiment + unit key)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]:
+        """The source as the ledger may record it: never credentials."""
+        return {"kind": self.src.kind, "table": self.src.table, "query": self.src.query, "where": self.src.where,
+                "limit": self.src.limit, "id_columns": self.key_columns, "text_column": self.src.text_column,
+                "group_by": self.src.group_by or None}
+
+    # -- shared helpers -------------------------------------------------------------------------------------------
+    def q(self, name: str) -> str:
+        raise NotImplementedError
+
+    def select_columns(self) -> list[str]:
+        cols = list(self.key_columns) + [self.src.text_column] + self.extra_columns
+        return cols + [c for c in self.src.order_by if c not in cols]
+
+    def from_sql(self) -> str:
+        if self.src.table:
+            return self.qualified(self.src.table)
+        return f"({self.src.query.strip().rstrip(';')}) notes_q"  # type: ignore[union-attr]
+
+    def missing_source_columns(self, available: list[str]) -> list[str]:
+        have = {c.lower() for c in available}
+        return [c for c in self.select_columns() if c.lower() not in have]
+
+    def inner_sql(self) -> str:
+        """The notes the experiment covers: table or query, its filter and limit. Aliased `s` by callers."""
+        cols = ", ".join(self.q(c) for c in self.select_columns())
+        sql = f"SELECT {cols} FROM {self.from_sql()}"
+        if self.src.where:
+            sql += f" WHERE ({self.src.where})"
+        if self.src.limit:
+            sql += f" LIMIT {int(self.src.limit)}"
+        return sql
+
+    def qualified(self, name: str) -> str:
+        return ".".join(self.q(p) for p in name.split("."))
+
+    def todo_sql(self, rerun_invalid: bool, with_results: bool) -> str:
+        """Units without an answer for this experiment (the anti-join that makes resume free)."""
+        cols = ", ".join(f"s.{self.q(c)}" for c in self.select_columns())
+        sql = f"SELECT {cols} FROM ({self.inner_sql()}) s"
+        conds = [f"s.{self.q(c)} IS NOT NULL" for c in self.key_columns]
+        if with_results:
+            on = " AND ".join([f"r.{self.q('experiment')} = {self.placeholder}"] +
+                              [f"r.{self.q(c)} = s.{self.q(c)}" for c in self.key_columns])
+            sql += f" LEFT JOIN {self.qualified(self.results_table)} r ON {on}"
+            todo = f"r.{self.q('experiment')} IS NULL"
+            if rerun_invalid:
+                todo = f"({todo} OR r.{self.q('valid')} = 0)"
+            conds.append(todo)
+        return sql + " WHERE " + " AND ".join(conds)
+
+    def rows_to_units(self, rows: Sequence[Sequence[Any]]) -> list[Unit]:
+        """Turn rows (key columns, text, extra columns) into units; grouped rows arrive ordered by their group."""
+        nkey = len(self.key_columns)
+        names = self.key_columns + self.extra_columns
+        units: list[Unit] = []
+        if not self.grouped:
+            for row in rows:
+                text, bad = decode_note(row[nkey])
+                key = tuple(row[:nkey])
+                fields = dict(zip(self.key_columns, key))
+                for i, name in enumerate(self.extra_columns):
+                    fields[name] = row[nkey + 1 + i]
+                fields["note"] = text
+                units.append(Unit(key, text, fields, bad))
+            return units
+        current: tuple | None = None
+        texts: list[str] = []
+        bad_total = 0
+        for row in rows:
+            key = tuple(row[:nkey])
+            if key != current:
+                if current is not None:
+                    units.append(self._group_unit(current, texts, bad_total, names))
+                current, texts, bad_total = key, [], 0
+            text, bad = decode_note(row[nkey])
+            bad_total += bad
+            if text is not None:
+                texts.append(text)
+        if current is not None:
+            units.append(self._group_unit(current, texts, bad_total, names))
+        return units
+
+    def _group_unit(self, key: tuple, texts: list[str], bad: int, names: list[str]) -> Unit:
+        text = "\n\n".join(f"Note {i}: {t}" for i, t in enumerate(texts, 1)) if texts else None
+        fields = dict(zip(self.key_columns, key))
+        fields["note"] = text
+        return Unit(key, text, fields, bad)
+
+    def result_columns(self) -> list[str]:
+        return (["experiment"] + self.key_columns + list(self.answer.fields) +
+                ["valid", "attempts", "truncated", "run_id", "model", "prompt_hash", "created_at"])
+
+    def result_params(self, stamp: RunStamp, rows: Sequence[ResultRow], now: Any) -> list[tuple]:
+        names = list(self.answer.fields)
+        return [(stamp.experiment, *r.key, *(r.answer.get(n) for n in names), int(r.valid), r.attempts,
+                 int(r.truncated), stamp.run_id, stamp.model, stamp.prompt_hash, now) for r in rows]
+
+    def missing_result_columns(self, existing: set[str]) -> list[str]:
+        return [c for c in self.result_columns() if c.lower() not in existing]

@@ -1,0 +1,224 @@
+"""Notes in MySQL/MariaDB (the SOP's setup). Results go to a table of the same database.
+
+Reading uses a server-side streaming cursor (SSCursor) on its own connection, so 200,000 notes never sit in memory;
+writing uses a second connection, one transaction per batch, with `INSERT … ON DUPLICATE KEY UPDATE`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterator, Sequence
+
+import pymysql
+import pymysql.cursors
+from pymysql.constants import FIELD_TYPE
+
+from app.config import Experiment
+from app.errors import SourceError
+from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
+
+FETCH_ROWS = 500
+WRITE_RETRIES = 3
+_TYPES = {"choice": "VARCHAR(255)", "text": "MEDIUMTEXT", "bool": "TINYINT(1)", "int": "BIGINT", "number": "DOUBLE"}
+_INT_CODES = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24,
+              FIELD_TYPE.YEAR}
+_LOST = {2006, 2013, 2055, 1927, 4031}  # server gone, lost during query, lost/killed, client idle-timeout
+
+
+class MySQLSource(Source):
+    placeholder = "%s"
+
+    def __init__(self, exp: Experiment):
+        super().__init__(exp)
+        assert exp.mysql is not None
+        self.creds = exp.mysql
+        self.reader = self._connect()
+        self.writer: pymysql.connections.Connection | None = None
+        self._check_columns()
+
+    def q(self, name: str) -> str:
+        return "`" + name + "`"
+
+    def _connect(self) -> pymysql.connections.Connection:
+        c = self.creds
+        try:
+            conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password.get_secret_value(),
+                                   database=c.database, charset="utf8mb4", connect_timeout=10, autocommit=False)
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
+        with conn.cursor() as cur:
+            # a streaming read waits on the model for hours; the server must not drop it for being slow to read
+            cur.execute("SET SESSION net_write_timeout = 86400, SESSION net_read_timeout = 3600")
+        return conn
+
+    def _explain(self, exc: Exception) -> str:
+        code = exc.args[0] if exc.args else None
+        c = self.creds
+        where = f"{self.exp.path}: [source] mysql {c.user}@{c.host}:{c.port}/{c.database}"
+        if code == 1045:
+            return f"{where}: access denied — check DB_USER and DB_PASS"
+        if code in (2003, 2005):
+            return f"{where}: cannot reach the server — check DB_HOST and DB_PORT, and that the server runs"
+        if code == 1049:
+            return f"{where}: unknown database — check DB_NAME or [source].database"
+        if code in (1146, 1054, 1064, 1052):
+            detail = exc.args[1] if len(exc.args) > 1 else ""
+            return f"{where}: the database rejected the notes query ({detail}) — check table, query, where and columns"
+        return f"{where}: {exc.__class__.__name__} {code} — check the connection settings"
+
+    def _check_columns(self) -> None:
+        try:
+            with self.reader.cursor() as cur:
+                cur.execute(f"SELECT * FROM ({self.inner_sql()}) s LIMIT 0")
+                self._key_types = {d[0]: d[1] for d in cur.description}
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
+
+    def _results_exists(self) -> bool:
+        parts = self.results_table.split(".")
+        schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
+        with self.reader.cursor() as cur:
+            cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                        (schema, name))
+            found = cur.fetchone() is not None
+        self.reader.commit()  # end the read snapshot, so the next query sees what the writer committed since
+        return found
+
+    def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
+        exists = self._results_exists()
+        keys = ", ".join(self.q(c) for c in self.key_columns)
+        inner = self.inner_sql()
+        any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
+        try:
+            with self.reader.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) FROM ({inner}) s WHERE {any_null}")
+                null_ids = cur.fetchone()[0]
+                dups: frozenset[tuple] = frozenset()
+                if not self.grouped:
+                    cur.execute(f"SELECT {keys} FROM ({inner}) s WHERE NOT ({any_null}) "
+                                f"GROUP BY {keys} HAVING COUNT(*) > 1")
+                    dups = frozenset(tuple(r) for r in cur.fetchall())
+                cur.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
+                            f"({self.todo_sql(rerun_invalid, exists)}) t) u", (self.exp.name,) if exists else ())
+                todo = cur.fetchone()[0]
+            self.reader.commit()
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
+        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
+
+    def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
+        exists = self._results_exists()
+        sql = self.todo_sql(rerun_invalid, exists)
+        if self.grouped:
+            order = [f"s.{self.q(c)}" for c in self.key_columns + self.src.order_by]
+            sql += " ORDER BY " + ", ".join(order)
+        if limit is not None and not self.grouped:
+            sql += f" LIMIT {int(limit)}"
+        cur = self.reader.cursor(pymysql.cursors.SSCursor)
+        try:
+            cur.execute(sql, (self.exp.name,) if exists else ())
+            produced = 0
+            carry: list[tuple] = []
+            nkey = len(self.key_columns)
+            while limit is None or produced < limit:
+                rows = cur.fetchmany(FETCH_ROWS)
+                if not rows and not carry:
+                    return
+                if self.grouped:
+                    more = len(rows) == FETCH_ROWS
+                    rows = carry + list(rows)
+                    carry = []
+                    if more:  # the last group may go on in the next fetch: hold it back
+                        tail = tuple(rows[-1][:nkey])
+                        cut = len(rows)
+                        while cut > 0 and tuple(rows[cut - 1][:nkey]) == tail:
+                            cut -= 1
+                        rows, carry = rows[:cut], rows[cut:]
+                units = self.rows_to_units(rows)
+                if limit is not None:
+                    units = units[: limit - produced]
+                produced += len(units)
+                if units:
+                    yield units
+        finally:
+            cur.close()  # drains what the server still sends, so the connection stays usable
+            self.reader.commit()
+
+    def ensure_results_table(self) -> None:
+        table = self.qualified(self.results_table)
+        try:
+            if self._results_exists():
+                parts = self.results_table.split(".")
+                schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
+                with self.reader.cursor() as cur:
+                    cur.execute("SELECT column_name FROM information_schema.columns "
+                                "WHERE table_schema = %s AND table_name = %s", (schema, name))
+                    existing = {r[0].lower() for r in cur.fetchall()}
+                self.reader.commit()
+                missing = self.missing_result_columns(existing)
+                if missing:
+                    raise SourceError(f"{self.exp.path}: results.table: {self.results_table} exists but has no "
+                                      f"column {', '.join(missing)} — it was made for other answers; "
+                                      "name a new results table")
+                return
+            cols = ["`experiment` VARCHAR(255) NOT NULL"]
+            cols += [f"{self.q(c)} {self._key_type(c)}" for c in self.key_columns]
+            cols += [f"{self.q(n)} {_TYPES[f.type]} NULL" for n, f in self.answer.fields.items()]
+            cols += ["`valid` TINYINT(1) NOT NULL", "`attempts` INT NOT NULL", "`truncated` TINYINT(1) NOT NULL DEFAULT 0",
+                     "`run_id` VARCHAR(32) NOT NULL", "`model` VARCHAR(255)", "`prompt_hash` CHAR(64)",
+                     "`created_at` DATETIME(6) NOT NULL"]
+            uniq = ", ".join(["`experiment`"] + [self.q(c) for c in self.key_columns])
+            with self.reader.cursor() as cur:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, "
+                            f"UNIQUE KEY `uq_experiment_unit` ({uniq})) CHARACTER SET utf8mb4")
+            self.reader.commit()
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(f"{self.exp.path}: results.table: cannot create {self.results_table}: "
+                              f"{exc.args[-1] if exc.args else exc} — check the name and your CREATE privilege") from None
+
+    def _key_type(self, column: str) -> str:
+        code = self._key_types.get(column)
+        if code in _INT_CODES:
+            return "BIGINT"
+        if code == FIELD_TYPE.DATE:
+            return "DATE"
+        if code in (FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP):
+            return "DATETIME(6)"
+        return "VARCHAR(255)"
+
+    def write_results(self, stamp: RunStamp, rows: Sequence[ResultRow]) -> None:
+        cols = self.result_columns()
+        updates = ", ".join(f"{self.q(c)} = VALUES({self.q(c)})" for c in cols[1 + len(self.key_columns):])
+        sql = (f"INSERT INTO {self.qualified(self.results_table)} ({', '.join(self.q(c) for c in cols)}) "
+               f"VALUES ({', '.join(['%s'] * len(cols))}) ON DUPLICATE KEY UPDATE {updates}")
+        params = self.result_params(stamp, rows, datetime.now(timezone.utc).replace(tzinfo=None))
+        for attempt in range(WRITE_RETRIES):
+            try:
+                if self.writer is None:
+                    self.writer = self._connect()
+                with self.writer.cursor() as cur:
+                    cur.executemany(sql, params)
+                self.writer.commit()
+                return
+            except pymysql.err.OperationalError as exc:
+                # a lost connection loses only this uncommitted batch; the upsert is idempotent, so send it again
+                if (exc.args[0] if exc.args else None) not in _LOST or attempt == WRITE_RETRIES - 1:
+                    raise
+                self._drop_writer()
+
+    def _drop_writer(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken
+                pass
+        self.writer = None
+
+    def close(self) -> None:
+        for conn in (self.reader, self.writer):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+

@@ -1,0 +1,154 @@
+"""Notes in a SQLite file (the demo workspace, a laptop). Results go into a table of the same file.
+
+SQLite in rollback-journal mode lets no writer commit while a reader's statement is open, so this source never keeps
+a statement open between chunks: it pages through the to-do units by key (keyset pagination), one short query each.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from typing import Iterator, Sequence
+
+from app.config import Experiment
+from app.errors import SourceError
+from app.sources.seed import build_from_csv
+from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
+
+CHUNK_ROWS = 500
+_TYPES = {"choice": "TEXT", "text": "TEXT", "bool": "INTEGER", "int": "INTEGER", "number": "REAL"}
+
+
+class SqliteSource(Source):
+    placeholder = "?"
+
+    def __init__(self, exp: Experiment, create: bool = False):
+        super().__init__(exp)
+        path = exp.sqlite_path
+        assert path is not None
+        if not path.exists() and exp.seed_csv_path is not None:
+            build_from_csv(path, exp.seed_csv_path, self.src.table or "notes")
+        if not path.exists() and not create:
+            raise SourceError(f"{exp.path}: source.path: no SQLite database at {path} — fix the path")
+        try:
+            self.conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            # a second connection for writes, so a reader in one thread never shares a transaction with a writer
+            self.writer = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+            self.writer.execute("PRAGMA busy_timeout = 30000")
+        except sqlite3.DatabaseError as exc:
+            raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc})") from None
+        self._check_columns()
+
+    def q(self, name: str) -> str:
+        return '"' + name + '"'
+
+    def _check_columns(self) -> None:
+        # SQLite reads a double-quoted name it does not know as a string literal, so ask for the columns by name
+        try:
+            cur = self.conn.execute(f"SELECT * FROM {self.from_sql()} LIMIT 0")
+            missing = self.missing_source_columns([d[0] for d in cur.description])
+            cur.close()
+            if not missing:
+                self.conn.execute(f"SELECT * FROM ({self.inner_sql()}) s LIMIT 0").close()
+        except sqlite3.OperationalError as exc:
+            raise SourceError(f"{self.exp.path}: [source]: the database rejected the notes query: {exc} "
+                              f"— check table, query, where and the column names") from None
+        if missing:
+            raise SourceError(f"{self.exp.path}: [source]: the database rejected the notes query: no column "
+                              f"{', '.join(missing)} in {self.src.table or 'the query'} — check the column names")
+
+    def _results_exists(self) -> bool:
+        name = self.results_table.split(".")[-1]
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
+    def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
+        exists = self._results_exists()
+        keys = ", ".join(self.q(c) for c in self.key_columns)
+        inner = self.inner_sql()
+        any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
+        null_ids = self.conn.execute(f"SELECT COUNT(*) FROM ({inner}) s WHERE {any_null}").fetchone()[0]
+        dups: frozenset[tuple] = frozenset()
+        if not self.grouped:
+            rows = self.conn.execute(f"SELECT {keys} FROM ({inner}) s WHERE NOT ({any_null}) "
+                                     f"GROUP BY {keys} HAVING COUNT(*) > 1").fetchall()
+            dups = frozenset(tuple(r) for r in rows)
+        params = (self.exp.name,) if exists else ()
+        todo = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
+                                 f"({self.todo_sql(rerun_invalid, exists)}) t) u", params).fetchone()[0]
+        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
+
+    def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
+        exists = self._results_exists()
+        base = self.todo_sql(rerun_invalid, exists)
+        keys = [f"s.{self.q(c)}" for c in self.key_columns]
+        order = ", ".join(keys + [f"s.{self.q(c)}" for c in self.src.order_by])
+        after = f" AND ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
+        last: tuple | None = None
+        produced = 0
+        rows_wanted = CHUNK_ROWS
+        while limit is None or produced < limit:
+            sql = base + (after if last is not None else "") + f" ORDER BY {order} LIMIT {rows_wanted}"
+            params: tuple = ((self.exp.name,) if exists else ()) + (last or ())
+            rows = self.conn.execute(sql, params).fetchall()
+            if not rows:
+                return
+            full = len(rows) == rows_wanted
+            if self.grouped and full:
+                # the last group may continue past this chunk: keep it for the next one
+                tail_key = tuple(rows[-1][:len(keys)])
+                cut = len(rows)
+                while cut > 0 and tuple(rows[cut - 1][:len(keys)]) == tail_key:
+                    cut -= 1
+                if cut == 0:
+                    rows_wanted *= 2  # one group larger than a chunk: ask for more rows
+                    continue
+                rows = rows[:cut]
+            units = self.rows_to_units(rows)
+            if limit is not None:
+                units = units[: limit - produced]
+            produced += len(units)
+            last = units[-1].key if units else last
+            if units:
+                yield units
+            rows_wanted = CHUNK_ROWS
+            if not full:
+                return
+
+    def ensure_results_table(self) -> None:
+        table = self.qualified(self.results_table)
+        if self._results_exists():
+            existing = {r[1].lower() for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            missing = self.missing_result_columns(existing)
+            if missing:
+                raise SourceError(f"{self.exp.path}: results.table: {self.results_table} exists but has no column "
+                                  f"{', '.join(missing)} — it was made for other answers; name a new results table")
+            return
+        cols = ["experiment TEXT NOT NULL"] + [f"{self.q(c)}" for c in self.key_columns]
+        cols += [f"{self.q(n)} {_TYPES[f.type]}" for n, f in self.answer.fields.items()]
+        cols += ["valid INTEGER NOT NULL", "attempts INTEGER NOT NULL", "truncated INTEGER NOT NULL DEFAULT 0",
+                 "run_id TEXT NOT NULL", "model TEXT", "prompt_hash TEXT", "created_at TEXT NOT NULL"]
+        uniq = ", ".join(["experiment"] + [self.q(c) for c in self.key_columns])
+        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, UNIQUE ({uniq}))")
+
+    def write_results(self, stamp: RunStamp, rows: Sequence[ResultRow]) -> None:
+        cols = self.result_columns()
+        conflict = ", ".join(self.q(c) for c in ["experiment"] + self.key_columns)
+        updates = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in cols[1 + len(self.key_columns):])
+        sql = (f"INSERT INTO {self.qualified(self.results_table)} ({', '.join(self.q(c) for c in cols)}) "
+               f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
+        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        params = self.result_params(stamp, rows, now)
+        self.writer.execute("BEGIN IMMEDIATE")
+        try:
+            self.writer.executemany(sql, params)
+        except BaseException:
+            self.writer.execute("ROLLBACK")
+            raise
+        self.writer.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+        self.writer.close()

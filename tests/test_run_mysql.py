@@ -1,0 +1,128 @@
+"""Runs against the real MariaDB with the SOP's schema (patientvisitid INT, accession VARCHAR(255), note_text BLOB)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from conftest import experiment_toml, write_env
+from runhelp import cli, journal_records, ledger_runs, spawn_run
+from standin_ollama import StandinOllama
+
+pytestmark = pytest.mark.mysql
+
+SOP_TABLE = "CREATE TABLE PNA2_100_RadNotes (patientvisitid INT, accession VARCHAR(255), note_text BLOB)"
+
+
+def sop_source(env_name: str) -> str:
+    return (f'kind = "mysql"\nenv_file = "{env_name}"\ntable = "PNA2_100_RadNotes"\n'
+            'id_columns = ["patientvisitid", "accession"]\ntext_column = "note_text"')
+
+
+def fill(connect, n, extra=()):
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute(SOP_TABLE)
+        rows = [(1000 + i, f"ACC{i:05d}", f"PORTABLE CHEST {i}: {'RLL consolidation' if i % 2 else 'clear'}".encode())
+                for i in range(n)]
+        cur.executemany("INSERT INTO PNA2_100_RadNotes VALUES (%s, %s, %s)", rows + list(extra))
+    conn.close()
+
+
+def result_rows(connect):
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT patientvisitid, accession, response, valid, attempts, truncated FROM pna_results "
+                    "ORDER BY patientvisitid, accession")
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def test_full_run_hostile_rows_and_resume(tmp_path, mysql_db, capsys, private_ledger):
+    db, connect = mysql_db
+    hostile = [(2000, "NULLNOTE", None), (2001, "EMPTY", b""), (2002, "LATIN1", "Infiltrat im Unterlappen, Ödem".encode("latin-1")),
+               (2003, "LONG", b"FINDINGS: " + b"diffuse opacities. " * 1500), (2004, "UTF8", "1.2 × 0.8 cm — 🫁".encode())]
+    fill(connect, 40, hostile)
+    env = write_env(tmp_path / ".env", db)
+    with StandinOllama(latency=0.01, slots=4) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=sop_source(env.name), hosts=[server.url]))
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 0, err
+        rows = result_rows(connect)
+        assert len(rows) == 45
+        by_acc = {r[1]: r for r in rows}
+        assert by_acc["NULLNOTE"][3:5] == (0, 0) and by_acc["EMPTY"][3:5] == (0, 0)
+        assert by_acc["LATIN1"][3] == 1
+        assert by_acc["LONG"][5] == 1 and by_acc["UTF8"][5] == 0
+        assert "bytes of note text were not UTF-8" in out
+        code, out, _ = cli(capsys, "--run", str(exp))
+        assert code == 0 and "0 notes to do" in out
+        assert len(result_rows(connect)) == 45
+    runs = ledger_runs(private_ledger)
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+
+
+def test_sigterm_mid_run_then_rerun_gives_one_row_per_note(tmp_path, mysql_db, private_ledger):
+    db, connect = mysql_db
+    fill(connect, 80)
+    env = write_env(tmp_path / ".env", db)
+    with StandinOllama(latency=0.15, slots=2) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=sop_source(env.name), hosts=[server.url], run="concurrency = 2"))
+        proc = spawn_run(exp)
+        deadline = time.time() + 20
+        while time.time() < deadline and server.stats()["chat"] < 15:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, (out, err)
+        assert "interrupted (SIGTERM)" in out
+        done_first = len(result_rows(connect))
+        assert 0 < done_first < 80
+        proc = spawn_run(exp)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    rows = result_rows(connect)
+    assert len(rows) == 80 and len({(r[0], r[1]) for r in rows}) == 80
+    statuses = sorted(r["status"] for r in ledger_runs(private_ledger))
+    assert statuses == ["completed", "interrupted"]
+    units = [u["id"] for rec in journal_records(private_ledger) for u in rec.get("units", [])]
+    assert len(units) == 80 == len(set(units))
+
+
+def test_password_never_reaches_ledger_journal_or_output(tmp_path, mysql_db, capsys, private_ledger):
+    db, connect = mysql_db
+    fill(connect, 5)
+    password = "Zebra-Quartz-7731"
+    admin = connect()
+    with admin.cursor() as cur:
+        cur.execute("CREATE USER IF NOT EXISTS 'nt_secret'@'%%' IDENTIFIED BY %s", (password,))
+        cur.execute("CREATE USER IF NOT EXISTS 'nt_secret'@'localhost' IDENTIFIED BY %s", (password,))
+        cur.execute(f"GRANT ALL ON `{db}`.* TO 'nt_secret'@'%'")
+        cur.execute(f"GRANT ALL ON `{db}`.* TO 'nt_secret'@'localhost'")
+    try:
+        env = tmp_path / ".env"
+        env.write_text(f"DB_USER=nt_secret\nDB_PASS={password}\nDB_HOST=127.0.0.1\nDB_NAME={db}\n")
+        env.chmod(0o600)
+        with StandinOllama(latency=0.0) as server:
+            exp = tmp_path / "exp.toml"
+            exp.write_text(experiment_toml(source=sop_source(env.name), hosts=[server.url]))
+            code, out, err = cli(capsys, "--run", str(exp))
+            code2, out2, err2 = cli(capsys, "check", str(exp))
+            cli(capsys, "ledger", "list", "--json")
+            listing = capsys.readouterr()
+        assert code == 0 and code2 == 0
+        artefacts = out + err + out2 + err2 + listing.out + listing.err
+        for path in private_ledger.rglob("*"):
+            if path.is_file():
+                artefacts += path.read_bytes().decode("utf-8", "replace")
+        assert password not in artefacts
+        assert "PORTABLE CHEST" not in out + err + "".join(p.read_text() for p in private_ledger.rglob("*.jsonl"))
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP USER IF EXISTS 'nt_secret'@'%'")
+            cur.execute("DROP USER IF EXISTS 'nt_secret'@'localhost'")
+        admin.close()

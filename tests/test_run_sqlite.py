@@ -1,0 +1,174 @@
+"""Runs end to end on real SQLite files against the stand-in Ollama server, through the real `ollama` client."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from conftest import experiment_toml
+from runhelp import cli, journal_records, ledger_runs
+from standin_ollama import StandinOllama
+
+SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
+
+
+def make_db(path, n=30, extra_rows=()):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (note_id INTEGER, patient TEXT, note_text BLOB)")
+    rows = [(i, f"p{i % 5}", f"CHEST X-RAY {i}: findings {'consolidation' if i % 3 else 'clear'}.") for i in range(n)]
+    conn.executemany("INSERT INTO notes VALUES (?, ?, ?)", list(rows) + list(extra_rows))
+    conn.commit()
+    conn.close()
+
+
+def results(path, table="pna_results"):
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY note_id")]
+    conn.close()
+    return rows
+
+
+@pytest.fixture
+def server():
+    with StandinOllama(latency=0.01, slots=4) as s:
+        yield s
+
+
+def write_exp(tmp_path, server, **kw):
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_toml(source=kw.pop("source", SOURCE), hosts=[server.url], **kw))
+    return exp
+
+
+def test_full_run_then_second_run_does_nothing(tmp_path, server, capsys, private_ledger):
+    make_db(tmp_path / "notes.db", n=30)
+    exp = write_exp(tmp_path, server)
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 0, err
+    rows = results(tmp_path / "notes.db")
+    assert [r["note_id"] for r in rows] == list(range(30))
+    assert all(r["valid"] == 1 and r["attempts"] == 1 and r["experiment"] == "pna-test" for r in rows)
+    assert {r["response"] for r in rows} <= {"(1) Likely", "(2) Unlikely", "(3) Unable to say"}
+    assert "30/30 notes" in out and "completed" in out
+    code, out, _ = cli(capsys, "--run", str(exp))
+    assert code == 0 and "0 notes to do" in out
+    assert len(results(tmp_path / "notes.db")) == 30
+    runs = ledger_runs(private_ledger)
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert sorted(r["counts"]["done"] if "counts" in r else r["done"] for r in runs) == [0, 30]
+    assert server.stats()["chat"] == 30
+
+
+def test_invalid_answers_are_retried_then_written_as_fallback(tmp_path, server, capsys):
+    make_db(tmp_path / "notes.db", n=12)
+    server.configure(invalid_rate=1.0)
+    exp = write_exp(tmp_path, server)
+    code, out, _ = cli(capsys, "--run", str(exp))
+    assert code == 0
+    rows = results(tmp_path / "notes.db")
+    assert len(rows) == 12
+    assert all(r["valid"] == 0 and r["attempts"] == 2 for r in rows)
+    assert {r["response"] for r in rows} == {"(4) LLM output invalid"}
+    assert {r["explanation"] for r in rows} == {"LLM output failed validation."}
+    assert server.stats()["chat"] == 24
+    # --rerun-invalid answers them again once the server behaves
+    server.configure(invalid_rate=0.0)
+    code, out, _ = cli(capsys, "--run", str(exp), "--rerun-invalid")
+    assert code == 0 and "12 notes to do" in out
+    rows = results(tmp_path / "notes.db")
+    assert len(rows) == 12 and all(r["valid"] == 1 and r["attempts"] == 1 for r in rows)
+
+
+def test_hostile_rows_blob_null_empty_non_utf8_duplicate(tmp_path, server, capsys, private_ledger):
+    hostile = [
+        (100, "p", None),                          # NULL note
+        (101, "p", ""),                            # empty
+        (102, "p", "   \n\t "),                    # whitespace only
+        (103, "p", b"Opacity \xff\xfe in the RLL"),  # bytes that are not UTF-8
+        (104, "p", "Normal chest.\x00 NUL inside".encode()),
+        (105, "p", "Emoji 🫁 and {braces} {note} %s in text"),
+        (None, "p", "a note without an id"),
+        (106, "p", "first copy of a duplicated id"),
+        (106, "p", "second copy of a duplicated id"),
+    ]
+    make_db(tmp_path / "notes.db", n=3, extra_rows=hostile)
+    exp = write_exp(tmp_path, server)
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 0, err
+    rows = {r["note_id"]: r for r in results(tmp_path / "notes.db")}
+    assert sorted(rows) == [0, 1, 2, 100, 101, 102, 103, 104, 105, 106]
+    for empty in (100, 101, 102):
+        assert rows[empty]["valid"] == 0 and rows[empty]["attempts"] == 0 and rows[empty]["response"] is None
+    for sent in (103, 104, 105, 106):
+        assert rows[sent]["valid"] == 1
+    assert "1 notes have a NULL id column" in out
+    assert "1 ids occur more than once" in out
+    assert "2 bytes of note text were not UTF-8" in out
+    units = {}
+    for rec in journal_records(private_ledger):
+        for u in rec.get("units", []):
+            units.setdefault(u["id"], []).append(u)
+    assert [u["outcome"] for u in units["100"]] == ["empty"]
+    assert sorted((u["outcome"], u["error"]) for u in units["106"]) == [("error", "duplicate_id"), ("valid", None)]
+    # a second run does nothing: the empty notes have their (invalid) row too
+    code, out, _ = cli(capsys, "--run", str(exp))
+    assert "0 notes to do" in out
+
+
+def test_note_longer_than_num_ctx_is_flagged_truncated(tmp_path, server, capsys):
+    make_db(tmp_path / "notes.db", n=2, extra_rows=[(50, "p", "FINDINGS: " + "patchy opacity. " * 2000)])
+    exp = write_exp(tmp_path, server)
+    code, out, _ = cli(capsys, "--run", str(exp))
+    assert code == 0
+    rows = {r["note_id"]: r for r in results(tmp_path / "notes.db")}
+    assert rows[50]["truncated"] == 1 and rows[0]["truncated"] == 0
+    assert "truncated 1" in out and "raise [model.options].num_ctx" in out
+
+
+def test_group_by_joins_a_patients_notes_into_one_unit(tmp_path, server, capsys):
+    make_db(tmp_path / "notes.db", n=20)
+    source = ('kind = "sqlite"\npath = "notes.db"\ntable = "notes"\ngroup_by = ["patient"]\n'
+              'order_by = ["note_id"]\ntext_column = "note_text"')
+    exp = write_exp(tmp_path, server, source=source)
+    code, out, _ = cli(capsys, "--run", str(exp))
+    assert code == 0
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    got = conn.execute("SELECT patient, valid FROM pna_results ORDER BY patient").fetchall()
+    assert got == [(f"p{i}", 1) for i in range(5)]
+    assert server.stats()["chat"] == 5
+
+
+def test_503_storm_every_note_still_answered(tmp_path, capsys):
+    make_db(tmp_path / "notes.db", n=60)
+    with StandinOllama(latency=0.02, slots=2, queue=1) as server:
+        exp = write_exp(tmp_path, server, run="concurrency = 8")
+        code, out, _ = cli(capsys, "--run", str(exp))
+        stats = server.stats()
+    assert code == 0
+    assert stats["busy_503"] > 0
+    rows = results(tmp_path / "notes.db")
+    assert len(rows) == 60 and all(r["valid"] == 1 for r in rows)
+
+
+def test_two_hosts_share_the_work(tmp_path, capsys, private_ledger):
+    make_db(tmp_path / "notes.db", n=40)
+    with StandinOllama(latency=0.05, slots=2) as a, StandinOllama(latency=0.05, slots=2) as b:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[a.url, b.url], run="concurrency = 3"))
+        code, out, _ = cli(capsys, "--run", str(exp))
+        sa, sb = a.stats()["chat"], b.stats()["chat"]
+    assert code == 0 and sa + sb == 40 and sa >= 10 and sb >= 10
+    assert len(results(tmp_path / "notes.db")) == 40
+
+
+def test_server_errors_are_retried(tmp_path, capsys):
+    make_db(tmp_path / "notes.db", n=20)
+    with StandinOllama(latency=0.01, slots=4, error_rate=0.3, seed=3) as server:
+        exp = write_exp(tmp_path, server)
+        code, out, _ = cli(capsys, "--run", str(exp))
+        assert server.stats()["errors_500"] > 0
+    rows = results(tmp_path / "notes.db")
+    # a note that failed four times in a row is left for the next run, never written as an answer
+    assert all(r["valid"] == 1 for r in rows)
+    assert code == 0
