@@ -36,7 +36,7 @@ def check(file: str, rerun_invalid: bool = False) -> int:
         info = asyncio.run(_prepare(backend))
         where_model = ", ".join(info.hosts)
         version = f" (server {info.server_version})" if info.server_version else ""
-        print(f"model:   {info.model} digest {(info.digest or 'unknown')[:12]} on {where_model}{version}")
+        print(f"model:   {info.model} digest {(info.digest or 'unknown').removeprefix('sha256:')[:12]} on {where_model}{version}")
         for problem in info.details.get("unreachable", []):
             print(f"warning: host {problem} does not answer; the run will use the others", file=sys.stderr)
         options = spec.model.options.as_dict()

@@ -118,7 +118,8 @@ def run_engine(exp_path: Path, ledger_dir: Path, samples: list | None = None) ->
     bus = EventBus()
     bus.subscribe(JournalRecorder(ledger_dir))
     if samples is not None:
-        bus.subscribe(lambda e: samples.append((e.counts.done, rss_mb())) if isinstance(e, Progress) else None)
+        bus.subscribe(lambda e: samples.append((e.counts.done, rss_mb(), time.process_time()))
+                      if isinstance(e, Progress) else None)
     runner = Runner(exp, source, make_backend(exp), bus, RunOptions())
     cpu0, t0 = time.process_time(), time.perf_counter()
     result = asyncio.run(runner.run())
@@ -201,9 +202,13 @@ def bench_ollama(args: argparse.Namespace) -> None:
               f"503 answers {busy}")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"  peak RSS {peak:.1f} MB")
-        if samples:
+        if len(samples) >= 4:
+            (d0, _, c0), (d1, _, c1) = samples[len(samples) // 10], samples[-1]
+            if d1 > d0:
+                print(f"  steady-state engine CPU {1000 * (c1 - c0) / (d1 - d0):.3f} ms/note (notes {d0}..{d1}: "
+                      "start-up, imports and TLS set-up left out)")
             marks = [samples[int(len(samples) * f) - 1] for f in (0.1, 0.25, 0.5, 0.75, 1.0) if int(len(samples) * f)]
-            print("  RSS while streaming: " + ", ".join(f"{d} notes {m:.1f} MB" for d, m in marks))
+            print("  RSS while streaming: " + ", ".join(f"{d} notes {m:.1f} MB" for d, m, _ in marks))
         if not args.stream and args.sop:
             for s in servers:
                 s.configure(slots=args.slots, queue=512)

@@ -29,7 +29,7 @@ class ConsolePrinter:
         if isinstance(event, RunStarted):
             self.started = event
             h = event.header
-            digest = (h.get("model_digest") or "")[:12] or "unknown"
+            digest = (h.get("model_digest") or "").removeprefix("sha256:")[:12] or "unknown"
             hosts = h.get("hosts") or []
             where = f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}" if h.get("backend") == "ollama" else "in-process"
             self.say(f"run {event.run_id}: {event.experiment!r} with {h.get('model')} (digest {digest}) "

@@ -1,0 +1,1273 @@
+"""A stand-in Ollama HTTP server for tests and benchmarks (standard library only).
+
+It speaks the parts of the Ollama 0.11 REST protocol that notes-tui uses (version, tags, show, ps, chat,
+and a minimal generate) and can be made slow, busy and wrong on demand:
+
+* ``slots`` requests are served at once (OLLAMA_NUM_PARALLEL), each holding its slot ``latency`` seconds
+  (+ uniform ``jitter``); up to ``queue`` more wait FIFO (OLLAMA_MAX_QUEUE); beyond that -> 503 at once.
+* ``invalid_rate`` / ``cutoff_rate`` / ``error_rate`` / ``hang_rate`` / ``drop_rate`` make answers wrong,
+  cut off (done_reason "length"), HTTP 500, never answered (until the client goes away) or the connection
+  closed mid-answer.  Outcomes are drawn in that order: error, hang, drop, cutoff, invalid (each with its own
+  probability, from a ``random.Random(seed)``), and all of them happen after the request got its slot and
+  held it for its latency (hang: forever).
+* Answers are generated from the ``format`` JSON schema, deterministically from the last user message.
+
+Use it in-process (``StandinOllama(...).start()``: asyncio loop in a daemon thread), as a subprocess
+(``spawn_standin(...)``) or from the command line::
+
+    python tests/standin_ollama.py --port 0 --latency 0.2 --slots 4 --queue 512
+
+which prints ``LISTENING http://127.0.0.1:PORT`` once it accepts connections.
+
+Test-only endpoints: ``POST /_control`` (JSON with any knob, answers the full config; ``GET /_control`` reads
+it), ``GET /_stats``, ``POST /_reset_stats``.  They are not counted in the stats.
+
+This file is loaded as a top-level module (tests/ is put on sys.path, it is not a package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from email.utils import formatdate
+from typing import Any, Self
+
+__all__ = ["KNOBS", "StandinOllama", "StandinProcess", "main", "spawn_standin"]
+
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+ERROR_MESSAGE = "llama runner process has terminated: exit status 2 (stand-in error_rate)"
+
+#: knob name -> type; everything ``configure`` / ``POST /_control`` accepts.
+KNOBS: dict[str, type] = {
+    "latency": float,
+    "jitter": float,
+    "slots": int,
+    "queue": int,
+    "invalid_rate": float,
+    "cutoff_rate": float,
+    "error_rate": float,
+    "hang_rate": float,
+    "drop_rate": float,
+    "models": tuple,
+    "version": str,
+    "seed": int,
+    "context_length": int,
+}
+_RATES = ("invalid_rate", "cutoff_rate", "error_rate", "hang_rate", "drop_rate")
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_MAX_HEADER = 64 * 1024
+_MAX_BODY = 256 * 1024 * 1024
+_MAX_DEPTH = 6
+_WORDS = (  # noqa: SIM905 - a sentence reads better than 30 list items
+    "stable patient denies chest pain reports mild cough no fever history of hypertension on metformin "
+    "follow up in two weeks labs within normal limits imaging unremarkable discharged home with advice"
+).split()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# knobs and model metadata
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _normalize_model(name: str) -> str:
+    """``llama3`` -> ``llama3:latest``; names with a tag are kept."""
+    name = str(name).strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in knobs.items():
+        if key not in KNOBS:
+            raise ValueError(f"unknown knob {key!r}; known: {', '.join(sorted(KNOBS))}")
+        kind = KNOBS[key]
+        if kind is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            value = tuple(str(v).strip() for v in value)
+        else:
+            value = kind(value)
+        if key in _RATES and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key} must be within [0, 1], got {value}")
+        if key in ("latency", "jitter", "slots", "queue") and value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+        if key == "context_length" and value < 1:
+            raise ValueError(f"context_length must be >= 1, got {value}")
+        out[key] = value
+    return out
+
+
+def _rfc3339(ns: int | None = None) -> str:
+    ns = time.time_ns() if ns is None else ns
+    sec, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+
+_MODIFIED_AT = "2025-08-01T12:00:00.000000000Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _model_meta(full: str) -> dict[str, Any]:
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    base, _, tag = full.rpartition(":")
+    stem = base.rsplit("/", 1)[-1].lower()
+    family = "".join(ch for ch in stem if ch.isalpha()) or "llama"
+    size_b = 8.0
+    for part in tag.lower().replace("_", "-").split("-"):
+        if part.endswith("b"):
+            try:
+                size_b = float(part[:-1])
+                break
+            except ValueError:
+                pass
+    return {
+        "name": full,
+        "model": full,
+        "digest": digest,
+        "size": 500_000_000 + int(size_b * 520_000_000) + int(digest[:6], 16),
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": family,
+            "families": [family],
+            "parameter_size": f"{size_b:.1f}B",
+            "quantization_level": "Q4_0",
+        },
+        "param_count": int(size_b * 1_000_000_000) + int(digest[6:12], 16),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# answers from a JSON schema
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Gen:
+    """Generates a valid instance of a JSON schema, deterministic in (note, path)."""
+
+    def __init__(self, root: Any, note: str, break_enum: bool = False):
+        self.root = root
+        self.base = hashlib.blake2b(note.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        self.break_enum = break_enum  # the first enum met gets a value that is not allowed
+
+    def h(self, path: str) -> int:
+        return int.from_bytes(hashlib.blake2b(self.base + path.encode(), digest_size=8).digest(), "big")
+
+    def resolve(self, schema: Any, depth: int = 0) -> Any:
+        seen = 0
+        while isinstance(schema, dict) and "$ref" in schema and seen < 32:
+            ref = schema["$ref"]
+            target: Any = self.root
+            if ref.startswith("#"):
+                for part in [p for p in ref[1:].split("/") if p]:
+                    part = part.replace("~1", "/").replace("~0", "~")
+                    target = target[int(part)] if isinstance(target, list) else target.get(part, {})
+            else:
+                target = {}
+            rest = {k: v for k, v in schema.items() if k != "$ref"}
+            schema = {**target, **rest} if rest and isinstance(target, dict) else target
+            seen += 1
+        return schema
+
+    def gen(self, schema: Any, path: str = "$", depth: int = 0) -> Any:
+        schema = self.resolve(schema)
+        if schema is True or schema is None or schema == {}:
+            return self.text({}, path)
+        if schema is False:
+            return None
+        if "const" in schema:
+            return schema["const"]
+        if "enum" in schema:
+            values = list(schema["enum"])
+            if self.break_enum and values:
+                self.break_enum = False
+                return _not_in(values)
+            return values[self.h(path) % len(values)] if values else None
+        if "allOf" in schema:
+            merged: dict[str, Any] = {}
+            props: dict[str, Any] = {}
+            required: list[str] = []
+            for sub in schema["allOf"]:
+                sub = self.resolve(sub)
+                if isinstance(sub, dict):
+                    merged.update(sub)
+                    props.update(sub.get("properties", {}))
+                    required += sub.get("required", [])
+            merged.update({k: v for k, v in schema.items() if k != "allOf"})
+            if props:
+                merged["properties"] = {**props, **schema.get("properties", {})}
+            if required:
+                merged["required"] = sorted(set(required) | set(schema.get("required", [])))
+            return self.gen(merged, path, depth)
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                options = [self.resolve(o) for o in schema[key]]
+                non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+                if not non_null:
+                    return None
+                if depth >= _MAX_DEPTH and len(non_null) < len(options):
+                    return None
+                pick = non_null[0] if key == "oneOf" else non_null[self.h(path + "|") % len(non_null)]
+                rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
+                return self.gen({**rest, **pick} if isinstance(pick, dict) else pick, path, depth)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            non_null = [k for k in kind if k != "null"]
+            kind = non_null[0] if non_null else "null"
+        if kind is None:
+            kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+        if kind == "object":
+            return self.obj(schema, path, depth)
+        if kind == "array":
+            return self.arr(schema, path, depth)
+        if kind == "string":
+            return self.text(schema, path)
+        if kind == "integer":
+            return self.integer(schema, path)
+        if kind == "number":
+            return self.number(schema, path)
+        if kind == "boolean":
+            return self.h(path) % 2 == 0
+        return None
+
+    def obj(self, schema: dict, path: str, depth: int) -> dict:
+        props = schema.get("properties") or {}
+        required = list(schema.get("required") or [])
+        out: dict[str, Any] = {}
+        for key, sub in props.items():
+            if depth >= _MAX_DEPTH and key not in required:
+                continue
+            out[key] = self.gen(sub, f"{path}.{key}", depth + 1)
+        for key in required:
+            if key not in out:
+                extra = schema.get("additionalProperties")
+                out[key] = self.gen(extra if isinstance(extra, dict) else {}, f"{path}.{key}", depth + 1)
+        return out
+
+    def arr(self, schema: dict, path: str, depth: int) -> list:
+        lo = int(schema.get("minItems", 0))
+        hi = schema.get("maxItems")
+        prefix = schema.get("prefixItems") or []
+        n = max(lo, 0 if depth >= _MAX_DEPTH else max(1, len(prefix)))
+        if hi is not None:
+            n = min(n, int(hi))
+        items = schema.get("items", {})
+        out: list[Any] = []
+        for i in range(n):
+            sub = prefix[i] if i < len(prefix) else items
+            value = self.gen(sub, f"{path}[{i}]", depth + 1)
+            if schema.get("uniqueItems"):
+                salt = 0
+                while value in out and salt < 16:
+                    salt += 1
+                    value = self.gen(sub, f"{path}[{i}]#{salt}", depth + 1)
+            out.append(value)
+        return out
+
+    def text(self, schema: dict, path: str) -> str:
+        h = self.h(path)
+        fmt = schema.get("format")
+        if fmt == "date":
+            value = f"2024-{h % 12 + 1:02d}-{h // 12 % 28 + 1:02d}"
+        elif fmt == "date-time":
+            value = f"2024-{h % 12 + 1:02d}-{h // 12 % 28 + 1:02d}T{h // 7 % 24:02d}:{h // 11 % 60:02d}:00Z"
+        elif fmt == "time":
+            value = f"{h // 7 % 24:02d}:{h // 11 % 60:02d}:00"
+        elif fmt == "email":
+            value = f"user{h % 1000}@example.org"
+        elif fmt == "uuid":
+            x = f"{h:016x}{h ^ 0x5DEECE66D:016x}"[-32:].rjust(32, "0")
+            value = f"{x[:8]}-{x[8:12]}-4{x[13:16]}-8{x[17:20]}-{x[20:32]}"
+        elif fmt in ("uri", "url"):
+            value = f"https://example.org/{h % 1000}"
+        else:
+            n = 2 + h % 5
+            value = " ".join(_WORDS[(h >> (5 * i)) % len(_WORDS)] for i in range(n))
+        lo = int(schema.get("minLength", 0))
+        hi = schema.get("maxLength")
+        if hi is not None:
+            value = value[: int(hi)].rstrip() if int(hi) >= lo else value[: int(hi)]
+        if len(value) < lo:
+            value = value + "x" * (lo - len(value))
+        return value
+
+    @staticmethod
+    def _bounds(schema: dict) -> tuple[float | None, float | None, bool, bool]:
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        xlo, xhi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+        lo_x = hi_x = False
+        if isinstance(xlo, bool):
+            lo_x = xlo
+        elif xlo is not None and (lo is None or xlo >= lo):
+            lo, lo_x = xlo, True
+        if isinstance(xhi, bool):
+            hi_x = xhi
+        elif xhi is not None and (hi is None or xhi <= hi):
+            hi, hi_x = xhi, True
+        return lo, hi, lo_x, hi_x
+
+    def integer(self, schema: dict, path: str) -> int:
+        lo, hi, lo_x, hi_x = self._bounds(schema)
+        ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
+        ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
+        if ilo is None and ihi is None:
+            ilo, ihi = 0, 100
+        elif ilo is None:
+            ilo = min(0, ihi) if ihi >= 0 else ihi - 100
+        elif ihi is None:
+            ihi = max(ilo + 100, 100) if ilo < 100 else ilo + 100
+        if ihi < ilo:
+            return int(ilo)
+        value = ilo + self.h(path) % (ihi - ilo + 1)
+        step = schema.get("multipleOf")
+        if step:
+            step = int(step) if float(step).is_integer() else step
+            up = math.ceil(value / step) * step
+            down = math.floor(value / step) * step
+            value = up if up <= ihi else down
+            value = int(value)
+        return int(value)
+
+    def number(self, schema: dict, path: str) -> float:
+        lo, hi, lo_x, hi_x = self._bounds(schema)
+        if lo is None and hi is None:
+            lo, hi = 0.0, 100.0
+        elif lo is None:
+            lo = min(0.0, hi - 100.0)
+        elif hi is None:
+            hi = lo + 100.0
+        lo, hi = float(lo), float(hi)
+        if hi <= lo:
+            return lo
+        value = round(lo + (self.h(path) % 1000) / 1000 * (hi - lo), 2)
+        if value < lo or (lo_x and value == lo) or value > hi or (hi_x and value == hi):
+            value = (lo + hi) / 2
+        step = schema.get("multipleOf")
+        if step:
+            k = math.ceil(lo / step)
+            value = k * step if k * step <= hi else lo
+            if float(step).is_integer():
+                value = float(int(value))
+        return value
+
+
+def _not_in(values: list) -> Any:
+    """A near miss for an enum: what an LLM writes when it ignores the allowed values."""
+    first = values[0]
+    if isinstance(first, str):
+        for cand in (first.upper(), first.capitalize(), first.lower(), f"{first}.", f"not {first}", "unknown"):
+            if cand not in values:
+                return cand
+        return "<not-an-allowed-value>"
+    if isinstance(first, bool) or first is None:
+        return "unknown"
+    if isinstance(first, (int, float)):
+        return max(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)) + 1
+    return "unknown"
+
+
+def _broken(content: str) -> str:
+    cut = content[: max(1, len(content) // 2)]
+    try:
+        json.loads(cut)
+    except ValueError:
+        return cut
+    return '{"' + cut
+
+
+def _answer(fmt: Any, note: str, *, bad_enum: bool = False) -> tuple[str, bool]:
+    """(content, made_invalid) for a request.  ``bad_enum``: try to produce valid JSON with a wrong value."""
+    if isinstance(fmt, dict) and fmt:
+        gen = _Gen(fmt, note, break_enum=bad_enum)
+        instance = gen.gen(fmt)
+        content = json.dumps(instance, ensure_ascii=False)
+        if bad_enum and gen.break_enum:  # no enum in the schema: drop a required key instead
+            top = gen.resolve(fmt)
+            req = top.get("required") if isinstance(top, dict) else None
+            if isinstance(instance, dict) and req and req[0] in instance:
+                instance.pop(req[0])
+                return json.dumps(instance, ensure_ascii=False), True
+            return _broken(content), True
+        return content, bad_enum
+    h = hashlib.blake2b(note.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    words = " ".join(_WORDS[b % len(_WORDS)] for b in h[:6])
+    if fmt == "json":
+        return json.dumps({"answer": words}), False
+    return f"Stand-in answer: {words}.", False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the server core (runs inside one asyncio loop)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Outcome(Exception):
+    pass
+
+
+class _Core:
+    def __init__(self, config: dict[str, Any]):
+        self.cfg = dict(config)
+        self.rng = random.Random(self.cfg["seed"])
+        self.active = 0
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.invalid_seq = 0
+        self.drop_seq = 0
+        self.conns: set[_Conn] = set()
+        self.reset_stats()
+        self._date = ("", 0)
+
+    # ---- stats / control ----
+    def reset_stats(self) -> None:
+        self.st: dict[str, Any] = {
+            "requests": 0,
+            "chat": 0,
+            "generate": 0,
+            "served": 0,
+            "busy_503": 0,
+            "errors_500": 0,
+            "not_found_404": 0,
+            "bad_request_400": 0,
+            "invalid": 0,
+            "cutoff": 0,
+            "truncated": 0,
+            "hung": 0,
+            "dropped": 0,
+            "cancelled": 0,
+            "max_active": self.active,
+            "max_queued": len(getattr(self, "waiters", ())),
+            "max_connections": len(getattr(self, "conns", ())),
+            "prompt_tokens": 0,
+            "eval_tokens": 0,
+            "by_model": {},
+        }
+
+    def stats(self) -> dict[str, Any]:
+        out = dict(self.st)
+        out["by_model"] = dict(self.st["by_model"])
+        out["active"] = self.active
+        out["queued"] = len(self.waiters)
+        out["connections"] = len(self.conns)
+        out["process_cpu_s"] = time.process_time()
+        return out
+
+    def configure(self, knobs: dict[str, Any]) -> dict[str, Any]:
+        knobs = _coerce_knobs(knobs)
+        self.cfg.update(knobs)
+        if "seed" in knobs:
+            self.rng = random.Random(knobs["seed"])
+        self._dispatch()
+        return self.config()
+
+    def config(self) -> dict[str, Any]:
+        out = dict(self.cfg)
+        out["models"] = list(out["models"])
+        return out
+
+    def models(self) -> dict[str, dict]:
+        return {full: _model_meta(full) for full in (_normalize_model(m) for m in self.cfg["models"])}
+
+    # ---- slots ----
+    def _dispatch(self) -> None:
+        while self.waiters and self.active < self.cfg["slots"]:
+            fut = self.waiters.popleft()
+            if fut.done():
+                continue
+            self.active += 1
+            fut.set_result(None)
+        self.st["max_active"] = max(self.st["max_active"], self.active)
+
+    def release(self) -> None:
+        self.active -= 1
+        self._dispatch()
+
+    async def acquire(self) -> bool:
+        """True when a slot was taken; False when the queue is full (-> 503)."""
+        if self.active < self.cfg["slots"] and not self.waiters:
+            self.active += 1
+            self.st["max_active"] = max(self.st["max_active"], self.active)
+            return True
+        if len(self.waiters) >= self.cfg["queue"]:
+            return False
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        self.st["max_queued"] = max(self.st["max_queued"], len(self.waiters))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was granted just before we were cancelled
+            else:
+                try:
+                    self.waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+        return True
+
+    def http_date(self) -> str:
+        now = int(time.time())
+        if self._date[1] != now:
+            self._date = (formatdate(now, usegmt=True), now)
+        return self._date[0]
+
+
+def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
+    return status, "application/json; charset=utf-8", json.dumps(obj, ensure_ascii=False).encode()
+
+
+def _err(status: int, message: str) -> tuple[int, str, bytes]:
+    return _json(status, {"error": message})
+
+
+class _Conn(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection; requests are handled one after another (pipelining works)."""
+
+    def __init__(self, core: _Core):
+        self.core = core
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Task | None = None
+        self.closed = False
+        self.gone: asyncio.Future | None = None
+        self.head: tuple | None = None  # parsed request head waiting for its body
+
+    # ---- transport callbacks ----
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gone = asyncio.get_running_loop().create_future()
+        self.core.conns.add(self)
+        self.core.st["max_connections"] = max(self.core.st["max_connections"], len(self.core.conns))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.core.conns.discard(self)
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.task is None:
+            self._pump()
+
+    # ---- parsing ----
+    def _pump(self) -> None:
+        while not self.closed and self.task is None:
+            req = self._parse()
+            if req is None:
+                return
+            method, path, headers, body, keep = req
+            if method == "POST" and path in ("/api/chat", "/api/generate"):
+                self.task = asyncio.ensure_future(self._chat(path, headers, body, keep))
+                self.task.add_done_callback(self._done)
+                return
+            self._send(*self._simple(method, path, body), keep=keep, head_only=method == "HEAD")
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            if not self.closed:
+                self._send(*_err(500, f"stand-in bug: {task.exception()!r}"), keep=False)
+            return
+        if not self.closed and self.buf:
+            self._pump()
+
+    def _parse(self):
+        if self.head is None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > _MAX_HEADER:
+                    self._send(*_err(431, "request header too large"), keep=False)
+                return None
+            lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            del self.buf[: end + 4]
+            while lines and not lines[0]:
+                lines.pop(0)
+            try:
+                method, target, version = lines[0].split(" ", 2)
+            except (ValueError, IndexError):
+                self._send(*_err(400, "malformed request line"), keep=False)
+                return None
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            conn_hdr = headers.get("connection", "").lower()
+            keep = ("close" not in conn_hdr) if version == "HTTP/1.1" else ("keep-alive" in conn_hdr)
+            chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+            try:
+                length = int(headers.get("content-length", "0") or 0)
+            except ValueError:
+                self._send(*_err(400, "bad content-length"), keep=False)
+                return None
+            if length > _MAX_BODY:
+                self._send(*_err(413, "request body too large"), keep=False)
+                return None
+            path = target.split("?", 1)[0]
+            self.head = (method.upper(), path, headers, keep, chunked, length)
+        method, path, headers, keep, chunked, length = self.head
+        if chunked:
+            body = self._dechunk()
+            if body is None:
+                return None
+        else:
+            if len(self.buf) < length:
+                return None
+            body = bytes(self.buf[:length])
+            del self.buf[:length]
+        self.head = None
+        return method, path, headers, body, keep
+
+    def _dechunk(self) -> bytes | None:
+        pos, parts = 0, []
+        buf = self.buf
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                return None
+            size = int(bytes(buf[pos:eol]).split(b";")[0].strip() or b"0", 16)
+            pos = eol + 2
+            if size == 0:
+                end = buf.find(b"\r\n\r\n", pos - 2)  # trailers end with an empty line
+                if end < 0:
+                    return None
+                del buf[: end + 4]
+                return b"".join(parts)
+            if len(buf) < pos + size + 2:
+                return None
+            parts.append(bytes(buf[pos : pos + size]))
+            pos += size + 2
+
+    # ---- writing ----
+    def _send(self, status: int, ctype: str, body: bytes, *, keep: bool, head_only: bool = False) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+            f"Content-Type: {ctype}\r\nDate: {self.core.http_date()}\r\nContent-Length: {len(body)}\r\n"
+            + ("" if keep else "Connection: close\r\n")
+            + "\r\n"
+        ).encode()
+        self.transport.write(head if head_only else head + body)
+        if not keep:
+            self.transport.close()
+            self.closed = True
+
+    def _send_ndjson(self, objs: list[dict], *, keep: bool) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        out = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                f"Date: {self.core.http_date()}\r\nTransfer-Encoding: chunked\r\n"
+                + ("" if keep else "Connection: close\r\n")
+                + "\r\n"
+            ).encode()
+        ]
+        for obj in objs:
+            line = json.dumps(obj, ensure_ascii=False).encode() + b"\n"
+            out.append(b"%x\r\n%s\r\n" % (len(line), line))
+        out.append(b"0\r\n\r\n")
+        self.transport.write(b"".join(out))
+        if not keep:
+            self.transport.close()
+            self.closed = True
+
+    # ---- endpoints ----
+    def _simple(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        core = self.core
+        if path.startswith("/_"):
+            return self._control(method, path, body)
+        core.st["requests"] += 1
+        if path in ("/", "") and method in ("GET", "HEAD"):
+            return 200, "text/plain; charset=utf-8", b"Ollama is running"
+        if path == "/api/version" and method in ("GET", "HEAD"):
+            return _json(200, {"version": core.cfg["version"]})
+        if path == "/api/tags" and method in ("GET", "HEAD"):
+            models = [
+                {k: m[k] for k in ("name", "model")}
+                | {"modified_at": _MODIFIED_AT, "size": m["size"], "digest": m["digest"], "details": m["details"]}
+                for m in core.models().values()
+            ]
+            return _json(200, {"models": models})
+        if path == "/api/ps" and method in ("GET", "HEAD"):
+            expires = _rfc3339(time.time_ns() + 300 * 1_000_000_000)
+            models = [
+                {
+                    "name": m["name"],
+                    "model": m["model"],
+                    "size": m["size"],
+                    "digest": m["digest"],
+                    "details": m["details"],
+                    "expires_at": expires,
+                    "size_vram": m["size"],
+                    "context_length": core.cfg["context_length"],
+                }
+                for m in core.models().values()
+            ]
+            return _json(200, {"models": models})
+        if path == "/api/show" and method == "POST":
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError as e:
+                core.st["bad_request_400"] += 1
+                return _err(400, f"invalid JSON: {e}")
+            name = str(req.get("model") or req.get("name") or "")
+            meta = core.models().get(_normalize_model(name)) if name else None
+            if meta is None:
+                core.st["not_found_404"] += 1
+                return _err(404, f"model '{name}' not found")
+            return _json(200, self._show(meta))
+        if path.startswith("/api/"):
+            return _err(405 if path in ("/api/version", "/api/tags", "/api/ps", "/api/show") else 404, "not found")
+        return 404, "text/plain; charset=utf-8", b"404 page not found"
+
+    def _show(self, meta: dict) -> dict:
+        fam = meta["details"]["family"]
+        return {
+            "license": "stand-in license",
+            "modelfile": f"# Modelfile generated by the stand-in\nFROM {meta['name']}\n",
+            "parameters": 'stop                           "<|eot_id|>"\nnum_ctx                        8192',
+            "template": "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
+            "<|start_header_id|>user<|end_header_id|>\n\n{{ .Prompt }}<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n{{ .Response }}<|eot_id|>",
+            "details": meta["details"],
+            "model_info": {
+                "general.architecture": fam,
+                "general.basename": meta["name"].split(":")[0],
+                "general.file_type": 2,
+                "general.parameter_count": meta["param_count"],
+                "general.quantization_version": 2,
+                f"{fam}.context_length": 8192,
+                f"{fam}.embedding_length": 4096,
+                f"{fam}.block_count": 32,
+            },
+            "tensors": [],
+            "capabilities": ["completion", "tools"],
+            "modified_at": _MODIFIED_AT,
+        }
+
+    def _control(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        core = self.core
+        if path == "/_stats" and method in ("GET", "HEAD"):
+            return _json(200, core.stats())
+        if path == "/_reset_stats" and method == "POST":
+            core.reset_stats()
+            return _json(200, core.stats())
+        if path == "/_control" and method in ("GET", "HEAD"):
+            return _json(200, core.config())
+        if path == "/_control" and method == "POST":
+            try:
+                knobs = json.loads(body or b"{}")
+                if not isinstance(knobs, dict):
+                    raise TypeError("expected a JSON object of knobs")
+                return _json(200, core.configure(knobs))
+            except (ValueError, TypeError) as e:
+                return _err(400, str(e))
+        return _err(404, f"no control endpoint {method} {path}")
+
+    async def _chat(self, path: str, headers: dict, body: bytes, keep: bool) -> None:
+        core, st, cfg = self.core, self.core.st, self.core.cfg
+        t0 = time.perf_counter_ns()
+        is_chat = path == "/api/chat"
+        st["requests"] += 1
+        st["chat" if is_chat else "generate"] += 1
+        try:
+            req = json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise TypeError("expected a JSON object")
+        except (ValueError, TypeError) as e:
+            st["bad_request_400"] += 1
+            self._send(*_err(400, f"invalid JSON: {e}"), keep=keep)
+            return
+        name = str(req.get("model") or "")
+        if not name:
+            st["bad_request_400"] += 1
+            self._send(*_err(400, "model is required"), keep=keep)
+            return
+        full = _normalize_model(name)
+        st["by_model"][full] = st["by_model"].get(full, 0) + 1
+        if full not in core.models():
+            st["not_found_404"] += 1
+            self._send(*_err(404, f'model "{name}" not found, try pulling it first'), keep=keep)
+            return
+        stream = req.get("stream", True) is not False
+        fmt = req.get("format")
+        options = req.get("options") or {}
+        if is_chat:
+            messages = req.get("messages") or []
+            texts = [str(m.get("content") or "") for m in messages if isinstance(m, dict)]
+            users = [str(m.get("content") or "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+            note = users[-1] if users else (texts[-1] if texts else "")
+            empty = not messages
+        else:
+            prompt = str(req.get("prompt") or "")
+            texts = [str(req.get("system") or ""), prompt]
+            note = prompt
+            empty = not prompt
+        if empty:  # real Ollama: an empty request just loads the model
+            reply = {"model": name, "created_at": _rfc3339(), "done": True, "done_reason": "load"}
+            reply.update({"message": {"role": "assistant", "content": ""}} if is_chat else {"response": ""})
+            self._send(*_json(200, reply), keep=keep)
+            return
+
+        try:
+            got = await core.acquire()
+        except asyncio.CancelledError:
+            st["cancelled"] += 1
+            raise
+        if not got:
+            st["busy_503"] += 1
+            self._send(*_err(503, BUSY_MESSAGE), keep=keep)
+            return
+        try:
+            hold = cfg["latency"] + (core.rng.uniform(0.0, cfg["jitter"]) if cfg["jitter"] > 0 else 0.0)
+            rng = core.rng
+            error = cfg["error_rate"] > 0 and rng.random() < cfg["error_rate"]
+            hang = not error and cfg["hang_rate"] > 0 and rng.random() < cfg["hang_rate"]
+            drop = not (error or hang) and cfg["drop_rate"] > 0 and rng.random() < cfg["drop_rate"]
+            cutoff = not (error or hang or drop) and cfg["cutoff_rate"] > 0 and rng.random() < cfg["cutoff_rate"]
+            invalid = (
+                not (error or hang or drop or cutoff) and cfg["invalid_rate"] > 0 and rng.random() < cfg["invalid_rate"]
+            )
+            if hang:
+                st["hung"] += 1
+                await self.gone  # hold the slot until the client goes away (connection_lost cancels us)
+                return
+            if hold > 0:
+                await asyncio.sleep(hold)
+            if error:
+                st["errors_500"] += 1
+                self._send(*_err(500, ERROR_MESSAGE), keep=keep)
+                return
+            if drop:
+                st["dropped"] += 1
+                core.drop_seq += 1
+                if self.transport is not None and not self.transport.is_closing():
+                    if core.drop_seq % 2 == 0:  # every second drop: headers and half a body, then close
+                        partial = b'{"model":"' + name.encode() + b'","created_at":"'
+                        self.transport.write(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+                            b"Content-Length: 400\r\n\r\n" + partial
+                        )
+                    self.transport.close()
+                self.closed = True
+                return
+
+            if invalid:
+                seq = core.invalid_seq
+                core.invalid_seq += 1
+                if seq % 2 == 0:
+                    content, _ = _answer(fmt, note)
+                    content = _broken(content)
+                else:
+                    content, _ = _answer(fmt, note, bad_enum=True)
+                st["invalid"] += 1
+            else:
+                content, _ = _answer(fmt, note)
+            done_reason = "stop"
+            if cutoff:
+                content = content[: max(1, int(len(content) * (0.3 + 0.5 * rng.random())))]
+                done_reason = "length"
+            num_predict = options.get("num_predict")
+            if isinstance(num_predict, (int, float)) and num_predict > 0 and len(content) > 4 * num_predict:
+                content = content[: int(4 * num_predict)]
+                done_reason = "length"
+            if done_reason == "length":
+                st["cutoff"] += 1
+
+            num_ctx = options.get("num_ctx") or cfg["context_length"]
+            try:
+                num_ctx = max(1, int(num_ctx))
+            except (TypeError, ValueError):
+                num_ctx = cfg["context_length"]
+            prompt_tokens = max(1, sum(len(t) for t in texts) // 4)
+            if prompt_tokens > num_ctx:
+                prompt_tokens = num_ctx
+                st["truncated"] += 1
+            eval_tokens = max(1, len(content) // 4)
+            st["prompt_tokens"] += prompt_tokens
+            st["eval_tokens"] += eval_tokens
+            total = max(1, time.perf_counter_ns() - t0)
+            load = min(total // 10, 5_000_000)
+            prompt_ns = (total - load) // 4
+            final = {
+                "model": name,
+                "created_at": _rfc3339(),
+                **({"message": {"role": "assistant", "content": ""}} if is_chat else {"response": ""}),
+                "done": True,
+                "done_reason": done_reason,
+                "total_duration": total,
+                "load_duration": load,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": prompt_ns,
+                "eval_count": eval_tokens,
+                "eval_duration": max(1, total - load - prompt_ns),
+            }
+            if is_chat:
+                final["message"]["content"] = content
+            else:
+                final["response"] = content
+                final["context"] = [1, 2, 3]
+            st["served"] += 1
+            if stream:  # like Ollama: content chunk(s) with done=false, then a final chunk with the stats
+                part = {"model": name, "created_at": final["created_at"], "done": False}
+                part.update(
+                    {"message": {"role": "assistant", "content": content}} if is_chat else {"response": content}
+                )
+                if is_chat:
+                    final["message"] = {"role": "assistant", "content": ""}
+                else:
+                    final["response"] = ""
+                self._send_ndjson([part, final], keep=keep)
+            else:
+                self._send(*_json(200, final), keep=keep)
+        except asyncio.CancelledError:
+            st["cancelled"] += 1
+            raise
+        finally:
+            core.release()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# in-process server
+# --------------------------------------------------------------------------------------------------------------
+
+
+class StandinOllama:
+    """The stand-in, served by an asyncio loop in a daemon thread of this process."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        slots: int = 4,
+        queue: int = 512,
+        invalid_rate: float = 0.0,
+        cutoff_rate: float = 0.0,
+        error_rate: float = 0.0,
+        hang_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        models: tuple[str, ...] = ("llama3",),
+        version: str = "0.11.10",
+        seed: int = 0,
+        context_length: int = 2048,
+        host: str = "127.0.0.1",
+    ):
+        self.host = host
+        self.port = port
+        self._config = _coerce_knobs(
+            {
+                "latency": latency,
+                "jitter": jitter,
+                "slots": slots,
+                "queue": queue,
+                "invalid_rate": invalid_rate,
+                "cutoff_rate": cutoff_rate,
+                "error_rate": error_rate,
+                "hang_rate": hang_rate,
+                "drop_rate": drop_rate,
+                "models": models,
+                "version": version,
+                "seed": seed,
+                "context_length": context_length,
+            }
+        )
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._core: _Core | None = None
+        self._server: asyncio.base_events.Server | None = None
+
+    # -- lifecycle --
+    def start(self) -> StandinOllama:
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self._core = _Core(self._config)
+                self._server = loop.run_until_complete(
+                    loop.create_server(
+                        lambda: _Conn(self._core), self.host, self.port, backlog=2048, reuse_address=True
+                    )
+                )
+                self.port = self._server.sockets[0].getsockname()[1]
+                self.url = f"http://{self.host}:{self.port}"
+            except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+                failure.append(e)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                try:
+                    loop.run_until_complete(self._shutdown())
+                finally:
+                    loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"standin-ollama:{self.port}", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            self._thread = None
+            raise failure[0]
+        return self
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._core.conns if self._core else ()):
+            if conn.transport is not None:
+                conn.transport.abort()
+        await asyncio.sleep(0)
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except RuntimeError:
+            pass
+        self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- control --
+    def _call(self, fn, *args):
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("the stand-in is not running; call start() first")
+
+        async def inner():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(inner(), self._loop).result(10)
+
+    def configure(self, **knobs: Any) -> None:
+        knobs = _coerce_knobs(knobs)
+        self._config.update(knobs)
+        if self._thread is not None:
+            self._call(self._core.configure, knobs)
+
+    def config(self) -> dict[str, Any]:
+        return self._call(self._core.config) if self._thread is not None else dict(self._config)
+
+    def stats(self) -> dict[str, Any]:
+        return self._call(self._core.stats)
+
+    def reset_stats(self) -> None:
+        self._call(self._core.reset_stats)
+
+    def __repr__(self) -> str:
+        return f"StandinOllama(url={self.url!r}, config={self._config!r})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# subprocess server
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _http(url: str, method: str = "GET", payload: Any = None, timeout: float = 10.0) -> Any:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raise ValueError(f"{method} {url}: HTTP {e.code}: {e.read().decode(errors='replace')}") from None
+
+
+def _knob_args(knobs: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key, value in knobs.items():
+        if key in ("port", "host"):
+            args += [f"--{key}", str(value)]
+            continue
+        if key not in KNOBS:
+            raise ValueError(f"unknown knob {key!r}; known: {', '.join(sorted(KNOBS))}")
+        if KNOBS[key] is tuple:
+            value = ",".join(value) if not isinstance(value, str) else value
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+class StandinProcess:
+    """The same server in a child process (``python tests/standin_ollama.py``): SIGKILL-able, CPU apart."""
+
+    def __init__(self, proc: subprocess.Popen, url: str):
+        self.proc = proc
+        self.pid = proc.pid
+        self.url = url
+
+    def configure(self, **knobs: Any) -> None:
+        _http(self.url + "/_control", "POST", _jsonable(knobs))
+
+    def config(self) -> dict[str, Any]:
+        return _http(self.url + "/_control")
+
+    def stats(self) -> dict[str, Any]:
+        return _http(self.url + "/_stats")
+
+    def reset_stats(self) -> None:
+        _http(self.url + "/_reset_stats", "POST", {})
+
+    def cpu_seconds(self) -> float:
+        """user+system CPU of the child so far (from /proc; works after SIGSTOP too, not after it is reaped)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, then reap."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self) -> None:
+        """SIGTERM, then reap (the server exits promptly on SIGTERM)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.terminate()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"StandinProcess(pid={self.pid}, url={self.url!r}, alive={self.alive()})"
+
+
+def _jsonable(knobs: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in _coerce_knobs(knobs).items()}
+
+
+def spawn_standin(*, startup_timeout: float = 20.0, **knobs: Any) -> StandinProcess:
+    """Start the stand-in in a child process and wait until it listens.  Knobs as for ``StandinOllama``."""
+    knobs.setdefault("port", 0)
+    cmd = [sys.executable, os.path.abspath(__file__), *_knob_args(knobs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, close_fds=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + startup_timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    line = b""
+    try:
+        while b"\n" not in line:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise RuntimeError(f"stand-in did not start within {startup_timeout}s: {cmd}")
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"stand-in exited with {proc.wait()} before listening: {cmd}")
+            line += chunk
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise
+    finally:
+        sel.close()
+        proc.stdout.close()  # the child prints nothing after LISTENING
+    first = line.split(b"\n", 1)[0].decode().strip()
+    if not first.startswith("LISTENING "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"unexpected first line from the stand-in: {first!r}")
+    return StandinProcess(proc, first.split(" ", 1)[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Stand-in Ollama server for tests and benchmarks.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--slots", type=int, default=4)
+    p.add_argument("--queue", type=int, default=512)
+    for rate in _RATES:
+        p.add_argument(f"--{rate.replace('_', '-')}", type=float, default=0.0)
+    p.add_argument("--models", default="llama3", help="comma-separated, e.g. llama3,qwen2.5:7b")
+    p.add_argument("--version", default="0.11.10")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context-length", type=int, default=2048, help="num_ctx when a request sets none")
+    a = p.parse_args(argv)
+    knobs = {k: getattr(a, k) for k in KNOBS}
+    server = StandinOllama(port=a.port, host=a.host, **knobs)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    print(f"LISTENING {server.url}", flush=True)
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

