@@ -13,7 +13,7 @@ from app.config import Experiment, load_experiment
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
 from app.engine.recorder import JournalRecorder
-from app.engine.runner import RunOptions, RunResult, Runner
+from app.engine.runner import Runner, RunOptions, RunResult
 from app.sources import open_source
 from ledger import Ledger, resolve_ledger_dir
 

@@ -26,15 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pymysql  # noqa: E402
+from standin_ollama import spawn_standin  # noqa: E402
 
 from app.backends import make_backend  # noqa: E402
 from app.config import load_experiment  # noqa: E402
 from app.engine.bus import EventBus  # noqa: E402
 from app.engine.events import Progress  # noqa: E402
 from app.engine.recorder import JournalRecorder  # noqa: E402
-from app.engine.runner import RunOptions, Runner  # noqa: E402
+from app.engine.runner import Runner, RunOptions  # noqa: E402
 from app.sources import open_source  # noqa: E402
-from standin_ollama import spawn_standin  # noqa: E402
 
 DB = "nt_bench"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -130,9 +130,10 @@ def run_engine(exp_path: Path, ledger_dir: Path, samples: list | None = None) ->
 
 def sop_way(hosts: list[str], n: int) -> float:
     """The SOP script's loop: one note at a time, one client, a row-by-row INSERT per result."""
+    from typing import Literal
+
     import ollama
     from pydantic import BaseModel
-    from typing import Literal
 
     class LLMResponse(BaseModel):
         response: Literal["(1) Likely", "(2) Unlikely", "(3) Unable to say"]

@@ -41,7 +41,7 @@ def test_demo_run_with_the_real_model(demo_workspace, capsys, private_ledger):
     conn.close()
     assert len(rows) == 4
     spec = AnswerSpec(load_experiment(exp).spec.answer)
-    for note_id, response, explanation, valid, attempts in rows:
+    for _note_id, response, explanation, valid, attempts in rows:
         if valid:
             assert spec.check(json.dumps({"response": response, "explanation": explanation})).values is not None
         else:  # cut off or invalid twice: the fallback, never a crash

@@ -86,7 +86,7 @@ def test_hostile_rows_blob_null_empty_non_utf8_duplicate(tmp_path, server, capsy
         (101, "p", ""),                            # empty
         (102, "p", "   \n\t "),                    # whitespace only
         (103, "p", b"Opacity \xff\xfe in the RLL"),  # bytes that are not UTF-8
-        (104, "p", "Normal chest.\x00 NUL inside".encode()),
+        (104, "p", b"Normal chest.\x00 NUL inside"),
         (105, "p", "Emoji 🫁 and {braces} {note} %s in text"),
         (None, "p", "a note without an id"),
         (106, "p", "first copy of a duplicated id"),
@@ -172,3 +172,30 @@ def test_server_errors_are_retried(tmp_path, capsys):
     # a note that failed four times in a row is left for the next run, never written as an answer
     assert all(r["valid"] == 1 for r in rows)
     assert code == 0
+
+
+def test_sigkill_mid_run_shows_crashed_and_a_rerun_completes(tmp_path, private_ledger):
+    import signal
+    import time
+
+    from runhelp import spawn_run
+
+    make_db(tmp_path / "notes.db", n=60)
+    with StandinOllama(latency=0.1, slots=2) as server:
+        exp = write_exp(tmp_path, server, run="concurrency = 2", results='table = "pna_results"\nbatch_size = 5')
+        proc = spawn_run(exp)
+        deadline = time.time() + 20
+        while time.time() < deadline and server.stats()["chat"] < 20:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+        assert [r["status"] for r in ledger_runs(private_ledger)] == ["crashed"]
+        kept = len(results(tmp_path / "notes.db"))
+        assert 0 < kept < 60
+        proc = spawn_run(exp)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert f"{60 - kept} notes to do" in out
+    rows = results(tmp_path / "notes.db")
+    assert [r["note_id"] for r in rows] == list(range(60))
+    assert sorted(r["status"] for r in ledger_runs(private_ledger)) == ["completed", "crashed"]

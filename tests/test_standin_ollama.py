@@ -25,7 +25,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # the conftest normally does this; keep the file runnable on its own
     sys.path.insert(0, _HERE)
 
-from standin_ollama import BUSY_MESSAGE, StandinOllama, spawn_standin
+from standin_ollama import BUSY_MESSAGE, StandinOllama, spawn_standin  # noqa: E402
 
 
 class Medication(BaseModel):

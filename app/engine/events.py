@@ -24,7 +24,7 @@ class Counts:
     tokens_out: int = 0
     replaced_bytes: int = 0
 
-    def snapshot(self) -> "Counts":
+    def snapshot(self) -> Counts:
         return Counts(**self.__dict__)
 
     def as_dict(self) -> dict[str, int]:

@@ -70,7 +70,7 @@ class HostPool:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, min(wake - now, 1.0)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _release(self, slot: HostSlot) -> None:

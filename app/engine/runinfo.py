@@ -6,7 +6,7 @@ import getpass
 import hashlib
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
@@ -77,5 +77,5 @@ def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema:
         "total": total,
         "source": source,
         "results_table": spec.results.table,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "started_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }

@@ -13,8 +13,7 @@ from app.backends.base import Backend, Busy, ModelInfo, Transient
 from app.config import Experiment
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
-from app.engine.events import (BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted,
-                               UnitDone)
+from app.engine.events import BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted, UnitDone
 from app.engine.hosts import AllHostsDown, HostPool, HostSlot
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header

@@ -9,8 +9,9 @@ from __future__ import annotations
 import codecs
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from app.config import AnswerSection, Experiment
 

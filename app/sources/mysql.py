@@ -6,8 +6,8 @@ writing uses a second connection, one transaction per batch, with `INSERT … ON
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import pymysql
 import pymysql.cursors
@@ -191,7 +191,7 @@ class MySQLSource(Source):
         updates = ", ".join(f"{self.q(c)} = VALUES({self.q(c)})" for c in cols[1 + len(self.key_columns):])
         sql = (f"INSERT INTO {self.qualified(self.results_table)} ({', '.join(self.q(c) for c in cols)}) "
                f"VALUES ({', '.join(['%s'] * len(cols))}) ON DUPLICATE KEY UPDATE {updates}")
-        params = self.result_params(stamp, rows, datetime.now(timezone.utc).replace(tzinfo=None))
+        params = self.result_params(stamp, rows, datetime.now(UTC).replace(tzinfo=None))
         for attempt in range(WRITE_RETRIES):
             try:
                 if self.writer is None:

@@ -7,13 +7,13 @@ a statement open between chunks: it pages through the to-do units by key (keyset
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 from app.config import Experiment
 from app.errors import SourceError
-from app.sources.seed import build_from_csv
 from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
+from app.sources.seed import build_from_csv
 
 CHUNK_ROWS = 500
 _TYPES = {"choice": "TEXT", "text": "TEXT", "bool": "INTEGER", "int": "INTEGER", "number": "REAL"}
@@ -139,7 +139,7 @@ class SqliteSource(Source):
         updates = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in cols[1 + len(self.key_columns):])
         sql = (f"INSERT INTO {self.qualified(self.results_table)} ({', '.join(self.q(c) for c in cols)}) "
                f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
-        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        now = datetime.now(UTC).isoformat(timespec="microseconds")
         params = self.result_params(stamp, rows, now)
         self.writer.execute("BEGIN IMMEDIATE")
         try:
