@@ -199,3 +199,17 @@ def test_sigkill_mid_run_shows_crashed_and_a_rerun_completes(tmp_path, private_l
     rows = results(tmp_path / "notes.db")
     assert [r["note_id"] for r in rows] == list(range(60))
     assert sorted(r["status"] for r in ledger_runs(private_ledger)) == ["completed", "crashed"]
+
+
+def test_check_reports_counts_model_and_the_first_prompt(tmp_path, server, capsys):
+    make_db(tmp_path / "notes.db", n=7)
+    exp = write_exp(tmp_path, server)
+    code, out, err = cli(capsys, "check", str(exp))
+    assert code == 0, err
+    assert "7 notes to do" in out and "will be created on the first run" in out
+    assert "llama3:latest digest" in out and "server 0.11.10" in out
+    assert "first note to do: 0" in out
+    assert "Does this note suggest pneumonia is a diagnosis? Note: CHEST X-RAY 0: findings clear." in out
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'pna_results'").fetchone() is None
+    conn.close()
