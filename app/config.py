@@ -106,6 +106,7 @@ class ResultsSection(_Strict):
 class RunSection(_Strict):
     concurrency: int | None = Field(None, ge=1, le=256)
     grace_s: float = Field(15.0, ge=0)
+    give_up_s: float = Field(60.0, gt=0)  # no server answered for this long: stop as interrupted
 
 
 class ExperimentFile(_Strict):

@@ -213,3 +213,65 @@ def test_check_reports_counts_model_and_the_first_prompt(tmp_path, server, capsy
     conn = sqlite3.connect(tmp_path / "notes.db")
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'pna_results'").fetchone() is None
     conn.close()
+
+
+def test_hung_and_dropped_requests_are_retried(tmp_path, capsys):
+    make_db(tmp_path / "notes.db", n=30)
+    with StandinOllama(latency=0.01, slots=8, hang_rate=0.1, drop_rate=0.15, seed=5) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url]).replace("timeout_s = 10", "timeout_s = 1"))
+        code, out, err = cli(capsys, "--run", str(exp))
+        stats = server.stats()
+    assert stats["hung"] > 0 and stats["dropped"] > 0
+    rows = results(tmp_path / "notes.db")
+    assert code == 0, err
+    assert [r["note_id"] for r in rows] == list(range(30)) and all(r["valid"] == 1 for r in rows)
+
+
+def test_server_killed_mid_run_the_other_host_finishes(tmp_path, capsys):
+    import threading
+
+    from standin_ollama import spawn_standin
+
+    make_db(tmp_path / "notes.db", n=60)
+    a = spawn_standin(latency=0.05, slots=2)
+    with StandinOllama(latency=0.05, slots=2) as b:
+        try:
+            exp = tmp_path / "exp.toml"
+            exp.write_text(experiment_toml(source=SOURCE, hosts=[a.url, b.url], run="concurrency = 2"))
+            timer = threading.Timer(0.6, a.kill)
+            timer.start()
+            code, out, err = cli(capsys, "--run", str(exp))
+            timer.join()
+        finally:
+            a.stop()
+    assert code == 0, err
+    assert "host http://127.0.0.1" in out
+    rows = results(tmp_path / "notes.db")
+    assert [r["note_id"] for r in rows] == list(range(60)) and all(r["valid"] == 1 for r in rows)
+
+
+def test_no_server_left_stops_interrupted_and_a_rerun_completes(tmp_path, capsys, private_ledger):
+    from standin_ollama import spawn_standin
+
+    make_db(tmp_path / "notes.db", n=40)
+    a = spawn_standin(latency=0.05, slots=2)
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_toml(source=SOURCE, hosts=[a.url], run="concurrency = 2\ngive_up_s = 3"))
+    try:
+        import threading
+
+        threading.Timer(0.5, a.kill).start()
+        code, out, err = cli(capsys, "--run", str(exp))
+    finally:
+        a.stop()
+    assert code == 1
+    assert "interrupted (no server answered)" in out and "no Ollama server answered for 3 s" in out
+    kept = len(results(tmp_path / "notes.db"))
+    assert 0 < kept < 40
+    with StandinOllama(latency=0.0) as b:
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[b.url]))
+        code, out, _ = cli(capsys, "--run", str(exp))
+    assert code == 0 and f"{40 - kept} notes to do" in out
+    assert len(results(tmp_path / "notes.db")) == 40
+    assert sorted(r["status"] for r in ledger_runs(private_ledger)) == ["completed", "interrupted"]

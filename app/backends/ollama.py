@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import Any
 
 import httpx
 import ollama
 
 from app.backends.base import Backend, Busy, ModelInfo, Reply, Transient
+from app.backends.transport import LeanTransport
 from app.config import DEFAULT_CONCURRENCY, Experiment
 from app.errors import BackendError
 
@@ -36,14 +36,14 @@ class OllamaBackend(Backend):
         self.num_ctx = m.options.num_ctx
         self.keep_alive = m.keep_alive
         self.timeout = m.timeout_s
-        self._tls = ssl.create_default_context()  # one CA load shared by every client, not one per client
         self.clients = {h: self._new_client(h) for h in self.hosts}
-        # one client per request in flight: httpcore's pool costs more CPU per request the more requests share it
-        self._idle: dict[str, list[ollama.AsyncClient]] = {h: [self.clients[h]] for h in self.hosts}
-        self._all: list[ollama.AsyncClient] = list(self.clients.values())
 
     def _new_client(self, host: str) -> ollama.AsyncClient:
-        return ollama.AsyncClient(host=host, timeout=httpx.Timeout(self.timeout, connect=10.0), verify=self._tls)
+        timeout = httpx.Timeout(self.timeout, connect=10.0)
+        if host.startswith("http://"):
+            # the official client over a lean transport: httpcore's pool cost more CPU than the rest of the run
+            return ollama.AsyncClient(host=host, timeout=timeout, transport=LeanTransport())
+        return ollama.AsyncClient(host=host, timeout=timeout)
 
     async def prepare(self) -> ModelInfo:
         results = await asyncio.gather(*(self._probe(h) for h in self.hosts), return_exceptions=True)
@@ -86,15 +86,9 @@ class OllamaBackend(Backend):
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply:
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": user})
-        idle = self._idle[host]
-        if idle:
-            client = idle.pop()
-        else:
-            client = self._new_client(host)
-            self._all.append(client)
         try:
-            resp = await client.chat(model=self.model, messages=messages, format=schema,
-                                     options=self.options, keep_alive=self.keep_alive, stream=False)
+            resp = await self.clients[host].chat(model=self.model, messages=messages, format=schema,
+                                                 options=self.options, keep_alive=self.keep_alive, stream=False)
         except ollama.ResponseError as exc:
             if exc.status_code == 503:
                 raise Busy(_short(exc)) from None
@@ -106,12 +100,12 @@ class OllamaBackend(Backend):
             raise
         except ConnectionError as exc:  # the client's rewording of httpx.ConnectError
             raise Transient(_short(exc), down=True) from None
+        except httpx.ConnectTimeout as exc:
+            raise Transient(_short(exc), down=True) from None
         except httpx.TimeoutException:
             raise Transient(f"no answer within timeout_s = {self.timeout:g}") from None
         except httpx.TransportError as exc:
             raise Transient(_short(exc)) from None
-        finally:
-            idle.append(client)
         tokens_in = resp.prompt_eval_count
         duration = resp.total_duration / 1e6 if resp.total_duration else None
         return Reply(content=resp.message.content or "", done_reason=resp.done_reason, tokens_in=tokens_in,
@@ -119,7 +113,7 @@ class OllamaBackend(Backend):
                      duration_ms=duration)
 
     async def close(self) -> None:
-        for client in self._all:
+        for client in self.clients.values():
             await client._client.aclose()
 
 

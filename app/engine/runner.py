@@ -31,7 +31,6 @@ READ_AHEAD_CHUNKS = 2
 class RunOptions:
     limit: int | None = None
     rerun_invalid: bool = False
-    give_up_after_s: float = 60.0
 
 
 @dataclass
@@ -94,7 +93,7 @@ class Runner:
                                  "only the first note of each is answered"))
         self._dups = set(survey.duplicate_keys)
         self._dups_seen: set[tuple] = set()
-        self.pool = HostPool(info.hosts, per_host, self.opts.give_up_after_s, on_state=self._host_state)
+        self.pool = HostPool(info.hosts, per_host, self.exp.spec.run.give_up_s, on_state=self._host_state)
         self._t0 = t0
         self._commit_queue: asyncio.Queue = asyncio.Queue()
         committer = asyncio.create_task(self._committer())
@@ -104,7 +103,7 @@ class Runner:
             await self._dispatch_all()
         except AllHostsDown as exc:
             self.request_stop("no server answered")
-            self._last_error = f"no Ollama server answered for {self.opts.give_up_after_s:g} s: {exc}"
+            self._last_error = f"no Ollama server answered for {self.exp.spec.run.give_up_s:g} s: {exc}"
         except UserError as exc:
             self.request_stop("error")
             self._fatal = exc
@@ -172,7 +171,7 @@ class Runner:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             if isinstance(exc, AllHostsDown):
-                self._last_error = f"no Ollama server answered for {self.opts.give_up_after_s:g} s: {exc}"
+                self._last_error = f"no Ollama server answered for {self.exp.spec.run.give_up_s:g} s: {exc}"
                 self.request_stop("no server answered")
             else:
                 self._fatal = self._fatal or exc

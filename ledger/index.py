@@ -1,0 +1,309 @@
+"""`ledger.db`, the SQLite index derived from the journals, and the Ledger API the app uses.
+
+Only the holder of `ledger.lease` writes the index (SQLite locking is not trusted on NFS); everyone else reads it as
+it is. The index holds nothing that is not in the journals, so a corrupt one is simply rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from .importer import Importer
+from .journal import JOURNAL_DIR, SUFFIX, ensure_private_dir, fsync_dir
+from .lease import Lease, LeaseLost, sweep_graves
+from .migrations import COUNT_KEYS, migrate
+from .status import STALE_AFTER_S, display_status, duration_s
+
+__all__ = ["STALE_AFTER_S", "Ledger", "LedgerBusy"]
+
+log = logging.getLogger("ledger")
+T = TypeVar("T")
+
+DB_NAME = "ledger.db"
+LEASE_NAME = "ledger.lease"
+REBUILD_MARK = ".rebuild-"
+BUSY_TIMEOUT_MS = 10_000
+CLOSED_STATUSES = ("completed", "interrupted", "failed")
+LIST_COLUMNS = (
+    "run_id, experiment, model, model_digest, recorded_status, hostname, pid, pid_start, started_at, ended_at, "
+    "last_seen_at, last_error, extra_counts, " + ", ".join(COUNT_KEYS)
+)
+
+
+class LedgerBusy(RuntimeError):
+    """The lease could not be had in time for an operation that needs it (rebuild)."""
+
+
+def is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    # OperationalError ("database is locked", "no such table") is a DatabaseError too, but not corruption.
+    name = getattr(exc, "sqlite_errorname", "")
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return True
+    msg = str(exc).lower()
+    return "malformed" in msg or "not a database" in msg
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        if not path.exists():
+            # Create it ourselves so it is 0600 from the first byte; SQLite gives its -journal the same mode.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    # Manual transactions: the importer decides where a transaction ends (offsets move with their records).
+    conn.isolation_level = None
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # Touch the schema so a garbage file fails here, as "file is not a database", not halfway through an import.
+    conn.execute("select count(*) from sqlite_master").fetchone()
+    if not readonly:
+        # Never WAL: its shared-memory index needs all clients on one host.
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: index pages of millions of units stay in memory
+    return conn
+
+
+def _open_db(conn: sqlite3.Connection) -> Database:
+    return Database(conn, execute_plugins=False, recursive_triggers=False)
+
+
+def _counts(row: dict[str, Any]) -> dict[str, Any]:
+    counts = {key: row.get(key) for key in COUNT_KEYS}
+    if row.get("extra_counts"):
+        counts.update(json.loads(row["extra_counts"]))
+    return counts
+
+
+class Ledger:
+    """The run ledger in `ledger_dir`. Reads first import new journal data (briefly waiting for the lease) unless
+    `auto_sync` is False; then they read the index as it is."""
+
+    def __init__(self, ledger_dir: Path, *, auto_sync: bool = True, read_wait_s: float = 0.5) -> None:
+        self.ledger_dir = Path(ledger_dir)
+        self.db_path = self.ledger_dir / DB_NAME
+        self.lease_path = self.ledger_dir / LEASE_NAME
+        self.journal_dir = self.ledger_dir / JOURNAL_DIR
+        self.auto_sync = auto_sync
+        self.read_wait_s = read_wait_s
+
+    # -- writing the index (under the lease) ------------------------------------------------------------------
+    def sync(self, wait_s: float = 5.0) -> bool:
+        """Import new journal data. False if the lease could not be had (someone else is importing) or was lost."""
+        if not self.ledger_dir.is_dir():
+            return True  # nothing was ever recorded here, and a reader must not create the directory
+        lease = Lease(self.lease_path)
+        if not lease.acquire(wait_s):
+            return False
+        try:
+            try:
+                self._import_into(self.db_path, lease)
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                log.warning("ledger index %s is corrupt (%s); rebuilding it from the journals", self.db_path, exc)
+                self._rebuild_locked(lease)
+            self._sweep()
+        except LeaseLost:
+            log.warning("lost the ledger lease during an import; another process took over")
+            return False
+        finally:
+            lease.release()
+        return True
+
+    def rebuild(self, wait_s: float = 30.0) -> None:
+        """Recreate ledger.db from the journals alone (into a temp file, then atomically over the old one)."""
+        ensure_private_dir(self.ledger_dir)
+        lease = Lease(self.lease_path)
+        if not lease.acquire(wait_s):
+            raise LedgerBusy(f"could not get {self.lease_path} within {wait_s} s")
+        try:
+            self._rebuild_locked(lease)
+            self._sweep()
+        finally:
+            lease.release()
+
+    def check(self) -> bool:
+        """Full integrity check (reads the whole file, so not done on every open); rebuilds a bad index.
+        True if the index was fine."""
+        if not self.db_path.exists():
+            return True
+        try:
+            conn = connect(self.db_path, readonly=True)
+            try:
+                ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0] == "ok"
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            ok = False
+        if not ok:
+            log.warning("ledger index %s failed its integrity check; rebuilding it from the journals", self.db_path)
+            self.rebuild()
+        return ok
+
+    def _import_into(self, path: Path, lease: Lease) -> int:
+        conn = connect(path)
+        try:
+            migrate(_open_db(conn))
+            return Importer(conn, self.journal_dir, lease.check).run()
+        finally:
+            conn.close()
+
+    def _rebuild_locked(self, lease: Lease) -> None:
+        tmp = self.ledger_dir / f"{DB_NAME}{REBUILD_MARK}{secrets.token_hex(6)}"
+        try:
+            conn = connect(tmp)
+            try:
+                # A crash only loses the temp file, so skip the rollback journal and fsyncs; one fsync at the end.
+                conn.execute("PRAGMA journal_mode = MEMORY")
+                conn.execute("PRAGMA synchronous = OFF")
+                migrate(_open_db(conn))
+                Importer(conn, self.journal_dir, lease.check).run()
+            finally:
+                conn.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            lease.check()
+            # A hot journal left by a crashed writer belongs to the old file; SQLite would "roll it back" into
+            # the new one. Only lease holders write, and we are the holder, so nobody is using it.
+            Path(f"{self.db_path}-journal").unlink(missing_ok=True)
+            os.replace(tmp, self.db_path)
+            fsync_dir(self.ledger_dir)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _sweep(self) -> None:
+        # Temp files of rebuilds that crashed: safe to delete, rebuilds only run under the lease we hold.
+        for path in self.ledger_dir.glob(f"{DB_NAME}{REBUILD_MARK}*"):
+            path.unlink(missing_ok=True)
+        sweep_graves(self.lease_path)
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def _read(self, fn: Callable[[Database], T], empty: T) -> T:
+        if self.auto_sync:
+            try:
+                self.sync(wait_s=self.read_wait_s)
+            except (OSError, sqlite3.Error) as exc:  # a reader still gets the index as it is
+                log.warning("ledger sync failed: %s", exc)
+        for attempt in range(2):
+            if not self.db_path.exists():
+                return empty
+            try:
+                conn = connect(self.db_path, readonly=True)
+                try:
+                    return fn(_open_db(conn))
+                finally:
+                    conn.close()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return empty  # created but not yet migrated by a writer that died
+                if not is_corruption(exc):
+                    raise
+                err: sqlite3.DatabaseError = exc
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                err = exc
+            if attempt:
+                raise err
+            log.warning("ledger index %s is corrupt (%s); rebuilding it from the journals", self.db_path, err)
+            self.rebuild()
+        return empty  # unreachable; keeps type checkers content
+
+    def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first. `status` filters on the displayed status (running and crashed are computed)."""
+        where, params = [], []
+        if experiment is not None:
+            where.append("runs.experiment = ?")
+            params.append(experiment)
+        if status is not None:
+            # Only closed statuses are stored; running and crashed both come from recorded `running` rows.
+            where.append("runs.recorded_status = ?")
+            params.append(status if status in CLOSED_STATUSES else "running")
+        sql = f"select {LIST_COLUMNS} from runs"
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += " order by started_at desc, run_id desc"
+        computed = status is not None and status not in CLOSED_STATUSES
+        if limit is not None and not computed:
+            sql += f" limit {int(limit)}"
+
+        def query(db: Database) -> list[dict[str, Any]]:
+            runs = []
+            for row in db.query(sql, params):
+                if limit is not None and len(runs) >= limit:
+                    break
+                run = self._summary(row)
+                if not computed or run["status"] == status:
+                    runs.append(run)
+            return runs
+
+        return self._read(query, [])
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """Everything recorded about one run (JSON columns decoded), plus status, counts and duration_s."""
+
+        def query(db: Database) -> dict[str, Any] | None:
+            rows = list(db.query("select * from runs where run_id = ?", [run_id]))
+            if not rows:
+                return None
+            run = dict(rows[0])
+            for key in ("hosts", "options", "header", "extra_counts"):
+                if run.get(key) is not None:
+                    run[key] = json.loads(run[key])
+            run.update(self._summary(rows[0]))
+            err = list(db.query("select error from journals where file = ?", [run_id + SUFFIX]))
+            run["journal_error"] = err[0]["error"] if err else None
+            return run
+
+        return self._read(query, None)
+
+    def units(self, run_id: str) -> list[dict[str, Any]]:
+        def query(db: Database) -> list[dict[str, Any]]:
+            out = []
+            for row in db.query("select * from units where run_id = ? order by unit_id", [run_id]):
+                row = dict(row)
+                row["answer"] = None if row["answer"] is None else json.loads(row["answer"])
+                row["truncated"] = bool(row["truncated"])
+                out.append(row)
+            return out
+
+        return self._read(query, [])
+
+    def journal_errors(self) -> list[dict[str, Any]]:
+        """Journals whose import stopped at a broken chain (file, run_id, seq of the last good record, error)."""
+        return self._read(
+            lambda db: [dict(r) for r in db.query("select * from journals where error is not null order by file")],
+            [],
+        )
+
+    @staticmethod
+    def _summary(row: dict[str, Any]) -> dict[str, Any]:
+        status = display_status(row)
+        return {
+            "run_id": row["run_id"],
+            "experiment": row["experiment"],
+            "model": row["model"],
+            "model_digest": row["model_digest"],
+            "status": status,
+            "counts": _counts(row),
+            "started_at": row["started_at"],
+            "ended_at": row["ended_at"],
+            "duration_s": duration_s(row, status),
+            "last_error": row["last_error"],
+            "hostname": row["hostname"],
+            "pid": row["pid"],
+        }

@@ -1,0 +1,169 @@
+"""The per-run journal: an append-only, hash-chained JSONL file that only its own run writes.
+
+Nothing shared is written here (the index is built from journals later), so parallel jobs on many NFS hosts never
+contend. Each record is one os.write of a whole line followed by fsync, so a crash leaves at worst one cut last line,
+which the importer ignores until it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .clock import utc_now_iso
+from .ids import new_run_id
+
+JOURNAL_DIR = "journal"
+SUFFIX = ".jsonl"
+STATUSES = ("completed", "interrupted", "failed")
+RECORD_TYPES = ("header", "batch", "checkpoint", "close")
+
+
+def line_hash(line: bytes) -> str:
+    """Chain hash of a record: sha256 of its line without the trailing newline."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` and missing parents as 0700 (notes metadata is private); existing dirs keep their mode."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another job made it at the same moment
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def fsync_dir(path: Path) -> None:
+    # Makes a new directory entry durable; some filesystems refuse to open dirs, which only costs durability.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """Writer of one run's journal. Thread-safe: the engine may record from worker threads."""
+
+    def __init__(self, fd: int, path: Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.path = path
+        self._fd: int | None = fd
+        self._seq = 0
+        self._prev: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, ledger_dir: Path, header: dict, run_id: str | None = None) -> Journal:
+        journal_dir = Path(ledger_dir) / JOURNAL_DIR
+        ensure_private_dir(journal_dir)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        while True:
+            rid = run_id or new_run_id()
+            path = journal_dir / f"{rid}{SUFFIX}"
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                if run_id is not None:
+                    raise
+                continue  # a ULID collision is astronomically rare, but costs nothing to survive
+            break
+        os.fchmod(fd, 0o600)  # the umask could only remove bits, but be explicit about the result
+        journal = cls(fd, path, rid)
+        try:
+            journal._write({"type": "header", "header": dict(header)})
+        except BaseException:
+            # e.g. a header value that is not JSON: leave no empty journal behind.
+            if journal._fd is not None:
+                os.close(fd)
+                journal._fd = None
+            path.unlink(missing_ok=True)
+            raise
+        fsync_dir(journal_dir)
+        return journal
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def append_units(self, units: list[dict]) -> None:
+        for unit in units:
+            if not isinstance(unit, dict) or "id" not in unit:
+                raise ValueError("every unit needs an 'id'")
+        self._write({"type": "batch", "units": units})
+
+    def checkpoint(self, counts: dict) -> None:
+        self._write({"type": "checkpoint", "counts": counts})
+
+    def close(self, status: str, counts: dict, last_error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        with self._lock:
+            if self._fd is None:
+                return
+            try:
+                self._write_locked({"type": "close", "status": status, "counts": counts, "last_error": last_error})
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def _write(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._write_locked(body)
+
+    def _write_locked(self, body: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise ValueError(f"journal {self.run_id} is closed")
+        record = {
+            "type": body.pop("type"),
+            "seq": self._seq,
+            "prev": self._prev,
+            "t": utc_now_iso(),
+            "run": self.run_id,
+        }
+        record.update(body)
+        line = encode_record(record)
+        data = line + b"\n"
+        # One write per record: with O_APPEND the line lands in one piece, so a reader sees either nothing of it
+        # or (after a crash) a prefix without the newline, never interleaved fragments.
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # short writes only happen on odd filesystems; finish the same line
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
+        except OSError:
+            # Part of the line may be on disk; anything appended after it would be glued to that fragment,
+            # so the journal is finished (the run shows as crashed rather than as a broken chain).
+            os.close(self._fd)
+            self._fd = None
+            raise
+        self._seq += 1
+        self._prev = line_hash(line)
+
+    def __del__(self) -> None:
+        # An unclosed journal is a crashed run as far as the ledger is concerned; just don't leak the fd.
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
