@@ -90,9 +90,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.writer.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 conn.writer.write(body)
-            await asyncio.wait_for(conn.writer.drain(), timeouts.get("write"))
-            response, keep = await asyncio.wait_for(self._read_response(conn.reader, request, reused),
-                                                    timeouts.get("read"))
+            if conn.writer.transport.get_write_buffer_size():  # the kernel took it all: nothing to wait for
+                async with asyncio.timeout(timeouts.get("write")):
+                    await conn.writer.drain()
+            async with asyncio.timeout(timeouts.get("read")):  # a timer handle, not a task per request
+                response, keep = await self._read_response(conn.reader, request, reused)
             ok = True
         except asyncio.TimeoutError:
             raise httpx.ReadTimeout("no answer within the read timeout", request=request) from None
