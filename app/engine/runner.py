@@ -109,7 +109,7 @@ class Runner:
             self._fatal = exc
         except asyncio.CancelledError:
             self.request_stop("cancelled")
-        except BaseException as exc:  # a bug or a database failure: record it, then let it surface
+        except BaseException as exc:  # a bug or a database failure: the run closes as failed
             self._fatal = exc
         await self._drain_in_flight()
         self._flush_batch()
