@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from conftest import ROOT, need
+from support import ROOT, need
 
 
 def test_import_linter_contracts_hold():

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, experiment_toml, write_env
+from support import ROOT, experiment_toml, write_env
 
 SQLITE_SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 HOST = ["http://127.0.0.1:9"]

@@ -8,8 +8,8 @@ import shutil
 import sqlite3
 
 import pytest
-from conftest import ROOT, need
 from runhelp import cli, journal_records, ledger_runs
+from support import ROOT, need
 
 pytestmark = pytest.mark.slow
 

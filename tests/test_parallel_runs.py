@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, experiment_toml, write_env
 from runhelp import spawn_run
 from standin_ollama import spawn_standin
+from support import ROOT, experiment_toml, write_env
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 

@@ -6,9 +6,9 @@ import signal
 import time
 
 import pytest
-from conftest import experiment_toml, write_env
 from runhelp import cli, journal_records, ledger_runs, spawn_run
 from standin_ollama import StandinOllama
+from support import experiment_toml, write_env
 
 pytestmark = pytest.mark.mysql
 

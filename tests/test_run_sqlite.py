@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import experiment_toml
 from runhelp import cli, journal_records, ledger_runs
 from standin_ollama import StandinOllama
+from support import experiment_toml
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 
