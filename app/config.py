@@ -110,7 +110,7 @@ class RunSection(_Strict):
 
 
 class ExperimentFile(_Strict):
-    name: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=191)
     description: str = ""
     model: ModelSection
     prompt: PromptSection

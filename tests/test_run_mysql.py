@@ -126,3 +126,39 @@ def test_password_never_reaches_ledger_journal_or_output(tmp_path, mysql_db, cap
             cur.execute("DROP USER IF EXISTS 'nt_secret'@'%'")
             cur.execute("DROP USER IF EXISTS 'nt_secret'@'localhost'")
         admin.close()
+
+
+def test_id_collation_and_case_follow_the_source(tmp_path, mysql_db, capsys):
+    """A source in utf8mb4_unicode_ci (MySQL 8's kind of default) next to a results table in the server default
+    would make the anti-join fail with 'Illegal mix of collations'; case-distinct binary ids must stay distinct."""
+    db, connect = mysql_db
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE notes (acc VARCHAR(40) COLLATE utf8mb4_unicode_ci, code VARBINARY(20), "
+                    "note_text TEXT) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        cur.executemany("INSERT INTO notes VALUES (%s, %s, %s)",
+                        [("a1", b"k", "clear"), ("a2", b"K", "opacity"), ("a3", b"k ", "clear lungs")])
+    conn.close()
+    env = write_env(tmp_path / ".env", db)
+    with StandinOllama(latency=0.0) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(hosts=[server.url], source=(
+            f'kind = "mysql"\nenv_file = "{env.name}"\ntable = "notes"\nid_columns = ["code"]\n'
+            'text_column = "note_text"\ncolumns = ["acc"]')))
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 0, err
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 0 and "0 notes to do" in out, out + err
+        id_exp = tmp_path / "exp2.toml"
+        id_exp.write_text(experiment_toml(hosts=[server.url], name="by-acc", results='table = "acc_results"',
+                                          source=(f'kind = "mysql"\nenv_file = "{env.name}"\ntable = "notes"\n'
+                                                  'id_columns = ["acc"]\ntext_column = "note_text"')))
+        code, out, err = cli(capsys, "--run", str(id_exp))
+        assert code == 0, err
+        code, out, err = cli(capsys, "--run", str(id_exp))
+        assert code == 0 and "0 notes to do" in out, out + err
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT code FROM pna_results ORDER BY code")
+        assert [r[0] for r in cur.fetchall()] == [b"K", b"k", b"k "]
+    conn.close()

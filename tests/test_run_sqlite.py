@@ -93,18 +93,22 @@ def test_hostile_rows_blob_null_empty_non_utf8_duplicate(tmp_path, server, capsy
         (106, "p", "second copy of a duplicated id"),
     ]
     make_db(tmp_path / "notes.db", n=3, extra_rows=hostile)
+    conn = sqlite3.connect(tmp_path / "notes.db")  # TEXT holding bytes that are not UTF-8
+    conn.execute("INSERT INTO notes VALUES (107, 'p', CAST(X'4f706163697479ff' AS TEXT))")
+    conn.commit()
+    conn.close()
     exp = write_exp(tmp_path, server)
     code, out, err = cli(capsys, "--run", str(exp))
     assert code == 0, err
     rows = {r["note_id"]: r for r in results(tmp_path / "notes.db")}
-    assert sorted(rows) == [0, 1, 2, 100, 101, 102, 103, 104, 105, 106]
+    assert sorted(rows) == [0, 1, 2, 100, 101, 102, 103, 104, 105, 106, 107]
     for empty in (100, 101, 102):
         assert rows[empty]["valid"] == 0 and rows[empty]["attempts"] == 0 and rows[empty]["response"] is None
-    for sent in (103, 104, 105, 106):
+    for sent in (103, 104, 105, 106, 107):
         assert rows[sent]["valid"] == 1
     assert "1 notes have a NULL id column" in out
     assert "1 ids occur more than once" in out
-    assert "2 bytes of note text were not UTF-8" in out
+    assert "3 bytes of note text were not UTF-8" in out
     units = {}
     for rec in journal_records(private_ledger):
         for u in rec.get("units", []):

@@ -23,7 +23,7 @@ class Unit:
 
     def __init__(self, key: tuple, text: str | None, fields: dict[str, Any], replaced_bytes: int = 0):
         self.key = key
-        self.uid = "|".join(str(k) for k in key)
+        self.uid = "|".join(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k) for k in key)
         self.text = text
         self.fields = fields
         self.replaced_bytes = replaced_bytes

@@ -161,8 +161,9 @@ class MySQLSource(Source):
                                       f"column {', '.join(missing)} — it was made for other answers; "
                                       "name a new results table")
                 return
-            cols = ["`experiment` VARCHAR(255) NOT NULL"]
-            cols += [f"{self.q(c)} {self._key_type(c)}" for c in self.key_columns]
+            cols = ["`experiment` VARCHAR(191) NOT NULL"]  # leaves room for long ids in the 3072-byte unique key
+            declared = self._declared_key_types()
+            cols += [f"{self.q(c)} {declared.get(c) or self._key_type(c)}" for c in self.key_columns]
             cols += [f"{self.q(n)} {_TYPES[f.type]} NULL" for n, f in self.answer.fields.items()]
             cols += ["`valid` TINYINT(1) NOT NULL", "`attempts` INT NOT NULL", "`truncated` TINYINT(1) NOT NULL DEFAULT 0",
                      "`run_id` VARCHAR(32) NOT NULL", "`model` VARCHAR(255)", "`prompt_hash` CHAR(64)",
@@ -175,6 +176,28 @@ class MySQLSource(Source):
         except pymysql.err.MySQLError as exc:
             raise SourceError(f"{self.exp.path}: results.table: cannot create {self.results_table}: "
                               f"{exc.args[-1] if exc.args else exc} — check the name and your CREATE privilege") from None
+
+    def _declared_key_types(self) -> dict[str, str]:
+        """The id columns' exact types and collations in the source. The anti-join compares them with the results
+        table's, and MySQL refuses `=` between two collations (utf8mb4_unicode_ci vs utf8mb4_general_ci: error 1267)."""
+        keys = ", ".join(self.q(c) for c in self.key_columns)
+        out: dict[str, str] = {}
+        try:
+            with self.reader.cursor() as cur:
+                cur.execute("DROP TEMPORARY TABLE IF EXISTS `notes_tui_key_types`")
+                cur.execute(f"CREATE TEMPORARY TABLE `notes_tui_key_types` AS SELECT {keys} FROM ({self.inner_sql()}) s LIMIT 0")
+                cur.execute("SHOW FULL COLUMNS FROM `notes_tui_key_types`")
+                for field, ctype, collation, *_ in cur.fetchall():
+                    ctype = ctype.lower()
+                    if "text" in ctype or ctype.startswith("enum") or ctype.startswith("set"):
+                        ctype = "varchar(255)"  # a key needs a bounded length
+                    elif "blob" in ctype:
+                        ctype = "varbinary(255)"
+                    out[field] = ctype + (f" COLLATE {collation}" if collation else "")
+                cur.execute("DROP TEMPORARY TABLE `notes_tui_key_types`")
+        except pymysql.err.MySQLError:
+            return {}  # no right to create temporary tables: fall back to the result set's type codes
+        return out
 
     def _key_type(self, column: str) -> str:
         code = self._key_types.get(column)

@@ -19,6 +19,15 @@ CHUNK_ROWS = 500
 _TYPES = {"choice": "TEXT", "text": "TEXT", "bool": "INTEGER", "int": "INTEGER", "number": "REAL"}
 
 
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    """SQLite lets TEXT hold any bytes; the default text factory would fail the whole chunk on one bad note.
+    Undecodable text comes back as bytes, which the note decoder replaces and counts."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
 class SqliteSource(Source):
     placeholder = "?"
 
@@ -33,6 +42,7 @@ class SqliteSource(Source):
         try:
             self.conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.text_factory = _text_or_bytes
             self.conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             # a second connection for writes, so a reader in one thread never shares a transaction with a writer
             self.writer = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
