@@ -279,3 +279,20 @@ def test_no_server_left_stops_interrupted_and_a_rerun_completes(tmp_path, capsys
     assert code == 0 and f"{40 - kept} notes to do" in out
     assert len(results(tmp_path / "notes.db")) == 40
     assert sorted(r["status"] for r in ledger_runs(private_ledger)) == ["completed", "interrupted"]
+
+
+def test_query_source_with_where_limit_and_extra_columns(tmp_path, server, capsys):
+    make_db(tmp_path / "notes.db", n=30)
+    source = ('kind = "sqlite"\npath = "notes.db"\n'
+              'query = "SELECT n.note_id, n.patient, n.note_text FROM notes n WHERE n.note_id % 2 = 0;"\n'
+              'where = "note_id >= 10"\nlimit = 5\nid_columns = ["note_id"]\ntext_column = "note_text"\n'
+              'columns = ["patient"]')
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_toml(source=source, hosts=[server.url]).replace(
+        "Note: {note}", "Patient {patient}. Note: {note}"))
+    code, out, err = cli(capsys, "check", str(exp))
+    assert code == 0, err
+    assert "5 notes to do" in out and "Patient p0. Note: CHEST X-RAY 10" in out
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 0, err
+    assert [r["note_id"] for r in results(tmp_path / "notes.db")] == [10, 12, 14, 16, 18]

@@ -95,9 +95,12 @@ class OllamaBackend(Backend):
             if exc.status_code == 404:
                 raise BackendError(f"{self.exp.path}: model.name: {self.model!r} vanished from {host} during the run"
                                    f" — pull it again: OLLAMA_HOST={host} ollama pull {self.model}") from None
+            if exc.status_code == 429:
+                raise Busy(_short(exc)) from None
             if exc.status_code >= 500 or exc.status_code == -1:
                 raise Transient(f"HTTP {exc.status_code}: {_short(exc)}") from None
-            raise
+            raise BackendError(f"{self.exp.path}: {host} refused the request (HTTP {exc.status_code}: {_short(exc)}) — "
+                               "check the model options; structured outputs need Ollama ≥ 0.5") from None
         except ConnectionError as exc:  # the client's rewording of httpx.ConnectError
             raise Transient(_short(exc), down=True) from None
         except httpx.ConnectTimeout as exc:
@@ -106,6 +109,8 @@ class OllamaBackend(Backend):
             raise Transient(f"no answer within timeout_s = {self.timeout:g}") from None
         except httpx.TransportError as exc:
             raise Transient(_short(exc)) from None
+        except ValueError as exc:  # a 200 whose body is not a chat response (JSON or pydantic error): a wrong server
+            raise Transient(f"not an Ollama chat response ({exc.__class__.__name__})") from None
         tokens_in = resp.prompt_eval_count
         duration = resp.total_duration / 1e6 if resp.total_duration else None
         return Reply(content=resp.message.content or "", done_reason=resp.done_reason, tokens_in=tokens_in,

@@ -77,7 +77,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def _connect(self, key: tuple[str, int], timeout: float | None) -> _Conn:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(*key), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise httpx.ConnectTimeout(f"no connection to {key[0]}:{key[1]} within {timeout} s") from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or exc.__class__.__name__) from None
@@ -96,7 +96,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             async with asyncio.timeout(timeouts.get("read")):  # a timer handle, not a task per request
                 response, keep = await self._read_response(conn.reader, request, reused)
             ok = True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise httpx.ReadTimeout("no answer within the read timeout", request=request) from None
         except (ConnectionResetError, BrokenPipeError) as exc:
             if reused:

@@ -1,0 +1,110 @@
+"""A server that answers, but wrongly: bodies that are not chat responses, and a 400 for every request."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from runhelp import cli
+from support import experiment_toml
+
+SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
+TAGS = {"models": [{"name": "llama3:latest", "model": "llama3:latest", "modified_at": "2025-01-01T00:00:00Z",
+                    "size": 1, "digest": "ab" * 32, "details": {"format": "gguf", "family": "llama"}}]}
+GOOD = {"model": "llama3:latest", "created_at": "2025-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+        "message": {"role": "assistant", "content": json.dumps({"response": "(2) Unlikely", "explanation": "ok"})},
+        "prompt_eval_count": 20, "eval_count": 5}
+
+
+class WrongServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, bad_bodies: list[bytes], status_for_chat: int = 200):
+        self.bad = list(bad_bodies)
+        self.status_for_chat = status_for_chat
+        self.lock = threading.Lock()
+        self.chats = 0
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._send(200, json.dumps({"version": "0.11.10"} if self.path == "/api/version" else TAGS).encode())
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        srv: WrongServer = self.server  # type: ignore[assignment]
+        with srv.lock:
+            srv.chats += 1
+            body = srv.bad.pop(0) if srv.bad else json.dumps(GOOD).encode()
+        if srv.status_for_chat != 200:
+            self._send(srv.status_for_chat, b'{"error": "invalid format: json schema not supported"}')
+        else:
+            self._send(200, body)
+
+
+def serve(server: WrongServer):
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def make_db(path, n):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CXR {i}: clear") for i in range(n)])
+    conn.commit()
+    conn.close()
+
+
+def test_bodies_that_are_not_chat_responses_are_retried(tmp_path, capsys):
+    make_db(tmp_path / "notes.db", 10)
+    server = serve(WrongServer([b"<html>proxy error</html>", b'{"unexpected": true}', b"", b'{"message": 5}']))
+    try:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 1"))
+        code, out, err = cli(capsys, "--run", str(exp))
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    assert conn.execute("SELECT COUNT(*), SUM(valid) FROM pna_results").fetchone() == (10, 10)
+    conn.close()
+    assert server.chats == 14
+
+
+def test_a_server_that_refuses_every_request_stops_the_run_with_one_line(tmp_path, capsys, private_ledger):
+    make_db(tmp_path / "notes.db", 10)
+    server = serve(WrongServer([], status_for_chat=400))
+    try:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url]))
+        code, out, err = cli(capsys, "--run", str(exp))
+    finally:
+        server.shutdown()
+    assert code == 2
+    assert "refused the request (HTTP 400" in err and len(err.strip().splitlines()) == 1
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    assert conn.execute("SELECT COUNT(*) FROM pna_results").fetchone() == (0,)
+    conn.close()
+    from ledger import Ledger
+
+    [run] = Ledger(private_ledger).list_runs()
+    assert run["status"] == "failed" and "HTTP 400" in run["last_error"]
