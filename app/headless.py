@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from app.backends import make_backend
@@ -35,6 +36,10 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
         result = asyncio.run(_run_with_signals(runner))
     finally:
         source.close()
+    if result.exception is not None and not _operational(result.exception):
+        print("notes-tui: the run failed on an unexpected error (a bug: please report it with this trace):",
+              file=sys.stderr)
+        traceback.print_exception(result.exception, file=sys.stderr)
     imported = Ledger(ledger_dir).sync(wait_s=2.0)
     _print_where(printer, exp, ledger_dir, result, imported)
     if result.status == "completed":
@@ -62,6 +67,15 @@ def _on_signal(runner: Runner, sig: signal.Signals) -> None:
         print(f"notes-tui: {sig.name}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
               "for those in flight, then saving", file=sys.stderr, flush=True)
     runner.request_stop(sig.name)
+
+
+def _operational(exc: BaseException) -> bool:
+    """Failures of the world (a database gone, a disk full), which the last-error line already explains."""
+    import sqlite3
+
+    import pymysql
+
+    return isinstance(exc, (pymysql.err.MySQLError, sqlite3.Error, OSError))
 
 
 def _print_where(printer: ConsolePrinter, exp: Experiment, ledger_dir: Path, result: RunResult,

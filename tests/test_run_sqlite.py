@@ -296,3 +296,30 @@ def test_query_source_with_where_limit_and_extra_columns(tmp_path, server, capsy
     code, out, err = cli(capsys, "--run", str(exp))
     assert code == 0, err
     assert [r["note_id"] for r in results(tmp_path / "notes.db")] == [10, 12, 14, 16, 18]
+
+
+def test_a_failing_results_write_fails_the_run_cleanly_and_a_rerun_finishes(tmp_path, server, capsys, private_ledger):
+    make_db(tmp_path / "notes.db", n=30)
+    exp = write_exp(tmp_path, server, run="concurrency = 1", results='table = "pna_results"\nbatch_size = 5')
+    code, out, err = cli(capsys, "--run", str(exp), "--limit", "1")  # creates the results table
+    assert code == 0, err
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON pna_results WHEN NEW.note_id = 17 "
+                 "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+    conn.commit()
+    conn.close()
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 1
+    assert "failed" in out and "disk says no" in out and "Traceback" not in err
+    kept = [r["note_id"] for r in results(tmp_path / "notes.db")]
+    assert 17 not in kept and len(kept) == len(set(kept))
+    committed = [u["id"] for rec in journal_records(private_ledger) for u in rec.get("units", [])]
+    assert sorted(int(i) for i in committed) == sorted(kept)  # the ledger never claims a row the table lacks
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    conn.execute("DROP TRIGGER refuse")
+    conn.commit()
+    conn.close()
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 0, err
+    assert [r["note_id"] for r in results(tmp_path / "notes.db")] == list(range(30))
+    assert sorted(r["status"] for r in ledger_runs(private_ledger)) == ["completed", "completed", "failed"]

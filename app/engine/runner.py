@@ -41,6 +41,7 @@ class RunResult:
     elapsed_s: float
     reason: str | None = None
     last_error: str | None = None
+    exception: BaseException | None = None  # what failed the run, for a bug report
 
 
 class _Stop(Exception):
@@ -130,7 +131,8 @@ class Runner:
         await self.backend.close()
         if isinstance(self._fatal, UserError):
             raise self._fatal
-        return RunResult(run_id, status, self.counts.snapshot(), elapsed, self.stop_reason, self._last_error)
+        return RunResult(run_id, status, self.counts.snapshot(), elapsed, self.stop_reason, self._last_error,
+                         self._fatal)
 
     # -- feeding --------------------------------------------------------------------------------------------------
     async def _dispatch_all(self) -> None:
