@@ -191,6 +191,7 @@ def test_sigkill_mid_run_shows_crashed_and_a_rerun_completes(tmp_path, private_l
         deadline = time.time() + 20
         while time.time() < deadline and server.stats()["chat"] < 20:
             time.sleep(0.05)
+        assert [r["status"] for r in ledger_runs(private_ledger)] == ["running"]
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
         assert [r["status"] for r in ledger_runs(private_ledger)] == ["crashed"]
@@ -323,3 +324,24 @@ def test_a_failing_results_write_fails_the_run_cleanly_and_a_rerun_finishes(tmp_
     assert code == 0, err
     assert [r["note_id"] for r in results(tmp_path / "notes.db")] == list(range(30))
     assert sorted(r["status"] for r in ledger_runs(private_ledger)) == ["completed", "completed", "failed"]
+
+
+def test_cut_off_answers_and_a_flaky_model_are_retried_and_counted(tmp_path, capsys, private_ledger):
+    make_db(tmp_path / "notes.db", n=40)
+    with StandinOllama(latency=0.0, cutoff_rate=1.0) as server:
+        exp = write_exp(tmp_path, server)
+        code, out, _ = cli(capsys, "--run", str(exp), "--limit", "5")
+    assert code == 0
+    units = [u for rec in journal_records(private_ledger) for u in rec.get("units", [])]
+    assert [(u["outcome"], u["error"], u["attempts"]) for u in units] == [("invalid", "cutoff", 2)] * 5
+    with StandinOllama(latency=0.0, invalid_rate=0.5, seed=11) as server:
+        exp = write_exp(tmp_path, server)
+        code, out, _ = cli(capsys, "--run", str(exp))
+    assert code == 0
+    runs = ledger_runs(private_ledger)
+    latest = next(r for r in runs if r["counts"]["total"] == 35)
+    c = latest["counts"]
+    assert c["retried"] > 0 and c["valid"] + c["invalid"] == 35
+    rows = results(tmp_path / "notes.db")
+    assert len(rows) == 40
+    assert sum(1 for r in rows if r["valid"] and r["attempts"] == 2) > 0

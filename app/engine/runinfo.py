@@ -12,6 +12,7 @@ from typing import Any
 
 from app.backends.base import ModelInfo
 from app.config import Experiment
+from ledger.procinfo import pid_start_time
 
 
 def tool_version() -> str:
@@ -19,16 +20,6 @@ def tool_version() -> str:
         return metadata.version("notes-tui")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: with the pid it tells a live process from a later one that reused its pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def slurm_ids(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -72,7 +63,7 @@ def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema:
         "user": _user(),
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
-        "pid_start": process_start_ticks(os.getpid()),
+        "pid_start": pid_start_time(os.getpid()),
         "slurm": slurm_ids(),
         "total": total,
         "source": source,
