@@ -32,12 +32,18 @@ class MySQLSource(Source):
         super().__init__(exp)
         assert exp.mysql is not None
         self.creds = exp.mysql
-        self.reader = self._connect()
+        self._reader: pymysql.connections.Connection | None = self._connect()
         self.writer: pymysql.connections.Connection | None = None
         self._check_columns()
 
     def q(self, name: str) -> str:
         return "`" + name + "`"
+
+    @property
+    def reader(self) -> pymysql.connections.Connection:
+        if self._reader is None:
+            self._reader = self._connect()
+        return self._reader
 
     def _connect(self) -> pymysql.connections.Connection:
         c = self.creds
@@ -115,6 +121,7 @@ class MySQLSource(Source):
         if limit is not None and not self.grouped:
             sql += f" LIMIT {int(limit)}"
         cur = self.reader.cursor(pymysql.cursors.SSCursor)
+        finished = False
         try:
             cur.execute(sql, (self.exp.name,) if exists else ())
             produced = 0
@@ -123,6 +130,7 @@ class MySQLSource(Source):
             while limit is None or produced < limit:
                 rows = cur.fetchmany(FETCH_ROWS)
                 if not rows and not carry:
+                    finished = True
                     return
                 if self.grouped:
                     more = len(rows) == FETCH_ROWS
@@ -141,8 +149,16 @@ class MySQLSource(Source):
                 if units:
                     yield units
         finally:
-            cur.close()  # drains what the server still sends, so the connection stays usable
-            self.reader.commit()
+            if finished:
+                cur.close()
+                self.reader.commit()
+            else:
+                # stopped early (SIGTERM, --limit): closing the cursor would first read every row still streaming,
+                # minutes for a big table; drop the connection instead and open a new one if it is needed again
+                result = getattr(cur, "_result", None)
+                if result is not None:
+                    result.unbuffered_active = False  # nothing left to drain on a connection we close
+                self._drop_reader()
 
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
@@ -229,6 +245,14 @@ class MySQLSource(Source):
                     raise
                 self._drop_writer()
 
+    def _drop_reader(self) -> None:
+        conn, self._reader = self._reader, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - the server may already have dropped it
+                pass
+
     def _drop_writer(self) -> None:
         if self.writer is not None:
             try:
@@ -238,7 +262,7 @@ class MySQLSource(Source):
         self.writer = None
 
     def close(self) -> None:
-        for conn in (self.reader, self.writer):
+        for conn in (self._reader, self.writer):
             if conn is not None:
                 try:
                     conn.close()
