@@ -49,8 +49,6 @@ class Backend(ABC):
     name: str
     #: requests in flight per host when the experiment does not say
     default_concurrency: int = 1
-    #: the backend can take several hosts at once
-    MULTI_HOST: bool = False
 
     hosts: tuple[str, ...] = ("local",)
 

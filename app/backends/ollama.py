@@ -24,7 +24,6 @@ def full_name(name: str) -> str:
 class OllamaBackend(Backend):
     name = "ollama"
     default_concurrency = DEFAULT_CONCURRENCY
-    MULTI_HOST = True
 
     def __init__(self, exp: Experiment):
         self.exp = exp

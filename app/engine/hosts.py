@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 RAISE_AFTER = 20  # successes in a row before a lowered limit goes up by one
 DOWN_BASE_S = 0.5
@@ -30,7 +30,6 @@ class HostSlot:
     down_until: float = 0.0
     down_count: int = 0
     last_error: str = ""
-    served: int = field(default=0)
 
     def free(self, now: float) -> int:
         return 0 if now < self.down_until else self.limit - self.in_flight
@@ -79,7 +78,6 @@ class HostPool:
 
     def ok(self, slot: HostSlot) -> None:
         self._release(slot)
-        slot.served += 1
         self.last_ok = time.monotonic()
         if slot.down_count:
             slot.down_count = 0

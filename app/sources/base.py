@@ -172,7 +172,6 @@ class Source(ABC):
     def rows_to_units(self, rows: Sequence[Sequence[Any]]) -> list[Unit]:
         """Turn rows (key columns, text, extra columns) into units; grouped rows arrive ordered by their group."""
         nkey = len(self.key_columns)
-        names = self.key_columns + self.extra_columns
         units: list[Unit] = []
         if not self.grouped:
             for row in rows:
@@ -191,17 +190,17 @@ class Source(ABC):
             key = tuple(row[:nkey])
             if key != current:
                 if current is not None:
-                    units.append(self._group_unit(current, texts, bad_total, names))
+                    units.append(self._group_unit(current, texts, bad_total))
                 current, texts, bad_total = key, [], 0
             text, bad = decode_note(row[nkey])
             bad_total += bad
             if text is not None:
                 texts.append(text)
         if current is not None:
-            units.append(self._group_unit(current, texts, bad_total, names))
+            units.append(self._group_unit(current, texts, bad_total))
         return units
 
-    def _group_unit(self, key: tuple, texts: list[str], bad: int, names: list[str]) -> Unit:
+    def _group_unit(self, key: tuple, texts: list[str], bad: int) -> Unit:
         text = "\n\n".join(f"Note {i}: {t}" for i, t in enumerate(texts, 1)) if texts else None
         fields = dict(zip(self.key_columns, key))
         fields["note"] = text
