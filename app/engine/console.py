@@ -71,6 +71,9 @@ class ConsolePrinter:
                  f"truncated {c.truncated}, errors {c.errors}; tokens in {c.tokens_in}, out {c.tokens_out}"]
         if c.replaced_bytes:
             lines.append(f"  {c.replaced_bytes} bytes of note text were not UTF-8 and were replaced")
+        if c.errors:
+            lines.append(f"  {c.errors} notes got no answer (server errors, or a duplicated id) and have no row: "
+                         "run again to retry them")
         if c.truncated:
             lines.append("  truncated notes filled the whole context: raise [model.options].num_ctx and rerun them")
         if f.last_error:

@@ -58,11 +58,10 @@ class HostPool:
 
     async def acquire(self) -> HostSlot:
         while True:
+            slot = self.try_acquire()
+            if slot is not None:
+                return slot
             now = time.monotonic()
-            best = max(self.slots, key=lambda s: s.free(now))
-            if best.free(now) > 0:
-                best.in_flight += 1
-                return best
             if all(now < s.down_until for s in self.slots) and now - self.last_ok > self.give_up_after_s:
                 raise AllHostsDown("; ".join(f"{s.url}: {s.last_error}" for s in self.slots))
             wake = min((s.down_until for s in self.slots if s.down_until > now), default=now + 1.0)
