@@ -15,8 +15,16 @@ class ExitCode(IntEnum):
     SIGTERM = 143
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command-line mistake is one line with the fix, like every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(ExitCode.USER_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="notes-tui",
         description="Run LLMs over clinical notes: experiment files, Ollama or in-process llama.cpp, a run ledger.",
     )

@@ -166,3 +166,18 @@ def test_model_not_pulled_says_how_to_pull(tmp_path):
         res = run_cli(["--run", str(exp)], cwd=ROOT)
     assert res.returncode == 2
     assert "'llama3' is not on" in res.stderr and "ollama pull llama3" in res.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--run"], "argument --run: expected one argument"),
+    (["--limit", "0", "--run", "x.toml"], "--limit: must be at least 1"),
+    (["ledger"], "required: SUBCOMMAND"),
+    (["--run", "x.toml", "check", "y.toml"], "cannot be combined"),
+    (["--run", "no/such/file.toml"], "no such experiment file"),
+    ([], "the interactive TUI is not built yet"),
+])
+def test_command_line_mistakes_are_one_line(args, fragment):
+    res = run_cli(args, cwd=ROOT)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and fragment in lines[0], res.stderr
