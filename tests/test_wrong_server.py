@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from runhelp import cli
 from support import experiment_toml
 
@@ -21,9 +22,10 @@ GOOD = {"model": "llama3:latest", "created_at": "2025-01-01T00:00:00Z", "done": 
 class WrongServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, bad_bodies: list[bytes], status_for_chat: int = 200):
+    def __init__(self, bad_bodies: list[bytes], status_for_chat: int = 200, framing: str = "length"):
         self.bad = list(bad_bodies)
         self.status_for_chat = status_for_chat
+        self.framing = framing  # length | chunked | close (no length: the body ends when the server closes)
         self.lock = threading.Lock()
         self.chats = 0
         super().__init__(("127.0.0.1", 0), Handler)
@@ -39,12 +41,26 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, framing: str = "length") -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = len(body) // 2
+            for part in (body[:half], body[half:]):
+                if part:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif framing == "close":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     def do_GET(self):
         self._send(200, json.dumps({"version": "0.11.10"} if self.path == "/api/version" else TAGS).encode())
@@ -58,7 +74,7 @@ class Handler(BaseHTTPRequestHandler):
         if srv.status_for_chat != 200:
             self._send(srv.status_for_chat, b'{"error": "invalid format: json schema not supported"}')
         else:
-            self._send(200, body)
+            self._send(200, body, srv.framing)
 
 
 def serve(server: WrongServer):
@@ -108,3 +124,40 @@ def test_a_server_that_refuses_every_request_stops_the_run_with_one_line(tmp_pat
 
     [run] = Ledger(private_ledger).list_runs()
     assert run["status"] == "failed" and "HTTP 400" in run["last_error"]
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_chunked_and_close_delimited_bodies(tmp_path, capsys, framing):
+    make_db(tmp_path / "notes.db", 12)
+    server = serve(WrongServer([], framing=framing))
+    try:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 3"))
+        code, out, err = cli(capsys, "--run", str(exp))
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    assert conn.execute("SELECT COUNT(*), SUM(valid) FROM pna_results").fetchone() == (12, 12)
+    conn.close()
+    assert server.chats == 12
+
+
+def test_an_answer_wrapped_in_code_fences_is_still_read(tmp_path, capsys):
+    make_db(tmp_path / "notes.db", 3)
+    fenced = dict(GOOD, message={"role": "assistant", "content": "Here you go:\n```json\n"
+                                 + json.dumps({"response": "(1) Likely", "explanation": "RLL opacity"}) + "\n```"})
+    broken = dict(GOOD, message={"role": "assistant", "content": "```json\n{\"response\": \"(1) Likely\", ```"})
+    server = serve(WrongServer([json.dumps(fenced).encode(), json.dumps(broken).encode()]))
+    try:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 1"))
+        code, out, err = cli(capsys, "--run", str(exp))
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    rows = conn.execute("SELECT note_id, response, valid, attempts FROM pna_results ORDER BY note_id").fetchall()
+    conn.close()
+    assert rows[0] == (0, "(1) Likely", 1, 1)
+    assert rows[1] == (1, "(2) Unlikely", 1, 2)  # the broken fenced answer was retried

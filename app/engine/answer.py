@@ -33,9 +33,18 @@ class AnswerSpec:
         try:
             answer = self.model.model_validate_json(content)
         except ValidationError as exc:
+            kind = exc.errors(include_url=False)[0]["type"]
+            if kind == "json_invalid" and not cut_off:
+                # a server that ignores `format` wraps the object in ```json fences or a sentence: the object
+                # itself is still the model's answer, and it is validated like any other
+                inner = _embedded_object(content)
+                if inner is not None:
+                    try:
+                        return Verdict(self.model.model_validate_json(inner).model_dump())
+                    except ValidationError:
+                        pass
             if cut_off:
                 return Verdict(None, "cutoff")
-            kind = exc.errors(include_url=False)[0]["type"]
             return Verdict(None, "json" if kind == "json_invalid" else "schema")
         return Verdict(answer.model_dump())
 
@@ -43,6 +52,11 @@ class AnswerSpec:
         if not values:
             return {}
         return {name: values[name] for name in self.public_fields if values.get(name) is not None}
+
+
+def _embedded_object(content: str) -> str | None:
+    start, end = content.find("{"), content.rfind("}")
+    return content[start:end + 1] if 0 <= start < end else None
 
 
 def _build_model(section: AnswerSection) -> type[BaseModel]:
