@@ -65,6 +65,7 @@ class Runner:
         self._pending: list[tuple[UnitDone, ResultRow | None]] = []
         self._last_error: str | None = None
         self._fatal: BaseException | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching; notes in flight may finish within the grace period. Safe to call more than once."""
@@ -138,7 +139,6 @@ class Runner:
     async def _dispatch_all(self) -> None:
         chunks: asyncio.Queue = asyncio.Queue(maxsize=READ_AHEAD_CHUNKS)
         reader = asyncio.create_task(self._read(chunks))
-        self._tasks: set[asyncio.Task] = set()
         try:
             while not self._stopping.is_set():
                 chunk = await chunks.get()
@@ -329,7 +329,7 @@ class Runner:
             self.bus.emit(BatchCommitted(units=tuple(e for e, _ in batch), counts=self.counts.snapshot()))
 
     async def _drain_in_flight(self) -> None:
-        if not getattr(self, "_tasks", None):
+        if not self._tasks:
             return
         grace = self.exp.spec.run.grace_s if self.stop_reason else None
         done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
