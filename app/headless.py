@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import traceback
@@ -15,6 +16,7 @@ from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
 from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions, RunResult
+from app.errors import UserError
 from app.sources import open_source
 from ledger import Ledger, resolve_ledger_dir
 
@@ -25,14 +27,17 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
     for warning in exp.warnings:
         print(f"notes-tui: {warning}", file=sys.stderr)
     ledger_dir = resolve_ledger_dir(ledger)
+    _check_writable(ledger_dir)
     printer = ConsolePrinter()
     bus = EventBus()
-    bus.subscribe(JournalRecorder(ledger_dir))
+    recorder = JournalRecorder(ledger_dir)
+    bus.subscribe(recorder)
     bus.subscribe(printer)
     source = open_source(exp)
     try:
         backend = make_backend(exp)
         runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid))
+        recorder.on_failure = lambda exc: runner.abort("the run journal cannot be written", exc)
         result = asyncio.run(_run_with_signals(runner))
     finally:
         source.close()
@@ -67,6 +72,18 @@ def _on_signal(runner: Runner, sig: signal.Signals) -> None:
         print(f"notes-tui: {sig.name}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
               "for those in flight, then saving", file=sys.stderr, flush=True)
     runner.request_stop(sig.name)
+
+
+def _check_writable(ledger_dir: Path) -> None:
+    """Refuse to start a run that could not be recorded."""
+    try:
+        (ledger_dir / "journal").mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = ledger_dir / "journal" / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the ledger at {ledger_dir} ({exc.strerror or exc}) — "
+                        "pass --ledger DIR or set NOTES_TUI_LEDGER to a writable directory") from None
 
 
 def _operational(exc: BaseException) -> bool:

@@ -345,3 +345,34 @@ def test_cut_off_answers_and_a_flaky_model_are_retried_and_counted(tmp_path, cap
     rows = results(tmp_path / "notes.db")
     assert len(rows) == 40
     assert sum(1 for r in rows if r["valid"] and r["attempts"] == 2) > 0
+
+
+def test_an_unwritable_ledger_refuses_to_start(tmp_path, server, capsys):
+    make_db(tmp_path / "notes.db", n=3)
+    exp = write_exp(tmp_path, server)
+    blocked = tmp_path / "ledger-file"
+    blocked.write_text("a file where a directory should be")
+    code, out, err = cli(capsys, "--run", str(exp), "--ledger", str(blocked))
+    assert code == 2 and "cannot write the ledger" in err and len(err.strip().splitlines()) == 1
+    assert server.stats()["chat"] == 0
+
+
+def test_a_journal_that_fails_mid_run_fails_the_run(tmp_path, server, capsys, monkeypatch):
+    from ledger import Journal
+
+    make_db(tmp_path / "notes.db", n=30)
+    exp = write_exp(tmp_path, server, run="concurrency = 1", results='table = "pna_results"\nbatch_size = 5')
+    calls = {"n": 0}
+    real = Journal.append_units
+
+    def failing(self, units):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, units)
+
+    monkeypatch.setattr(Journal, "append_units", failing)
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 1
+    assert "failed" in out and "the run journal cannot be written" in out and "No space left" in out
+    assert len(results(tmp_path / "notes.db")) < 30

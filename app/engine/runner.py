@@ -73,6 +73,12 @@ class Runner:
             self.stop_reason = reason
         self._stopping.set()
 
+    def abort(self, reason: str, error: BaseException) -> None:
+        """Fail the run from outside the loop's own work (e.g. its journal cannot be written): stop, then close."""
+        self._fatal = self._fatal or error
+        self._last_error = self._last_error or f"{reason}: {error}"
+        self.request_stop(reason)
+
     async def run(self) -> RunResult:
         t0 = time.monotonic()
         info: ModelInfo = await self.backend.prepare()
