@@ -178,6 +178,27 @@ def thread_pool_bar(hosts: list[str], n: int, workers: int = 8) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def storm_bar(hosts: list[str], n: int, workers: int = 8) -> str:
+    """The hand-written thread pool against the same short queue: how far it gets before the first 503 ends it."""
+    import ollama
+
+    clients = [ollama.Client(host=h, timeout=60) for h in hosts]
+    done = 0
+
+    def one(i: int) -> None:
+        nonlocal done
+        clients[i % len(clients)].chat(model="llama3", messages=[{"role": "user", "content": f"note {i}"}])
+        done += 1
+
+    try:
+        with ThreadPoolExecutor(workers * len(hosts)) as pool:
+            list(pool.map(one, range(n)))
+    except ollama.ResponseError as exc:
+        return (f"hand-written thread pool of {workers} per host, same queue: stopped by HTTP {exc.status_code} "
+                f"after {done} of {n} answers (a script that writes at the end keeps none of them)")
+    return f"hand-written thread pool of {workers} per host, same queue: all {n} answered (no 503 this time)"
+
+
 def bench_ollama(args: argparse.Namespace) -> None:
     n = args.stream or args.notes
     latency = 0.0 if args.stream else args.latency
@@ -210,6 +231,8 @@ def bench_ollama(args: argparse.Namespace) -> None:
                       "start-up, imports and TLS set-up left out)")
             marks = [samples[int(len(samples) * f) - 1] for f in (0.1, 0.25, 0.5, 0.75, 1.0) if int(len(samples) * f)]
             print("  RSS while streaming: " + ", ".join(f"{d} notes {m:.1f} MB" for d, m, _ in marks))
+        if not args.stream and args.queue < 512:
+            print(storm_bar(hosts, args.bar))
         if not args.stream and args.sop:
             for s in servers:
                 s.configure(slots=args.slots, queue=512)
