@@ -30,6 +30,12 @@ def check(file: str, rerun_invalid: bool = False) -> int:
         print(f"source:  {where} ({what}): {survey.todo} notes to do"
               + (f", {survey.null_ids} with a NULL id (skipped)" if survey.null_ids else "")
               + (f", {len(survey.duplicate_keys)} duplicated ids" if survey.duplicate_keys else ""))
+        num_ctx = spec.model.options.num_ctx
+        # ~4 characters a token in English clinical text: a rough bound, enough to warn before a long run
+        longest, over = source.length_profile(over_chars=num_ctx * 4)
+        print(f"notes:   longest {longest} characters (~{longest // 4} tokens); num_ctx is {num_ctx}"
+              + (f"; {over} notes look longer than num_ctx and would be cut (flagged truncated): "
+                 "raise [model.options].num_ctx" if over else ""))
         state = "exists" if survey.results_table_exists else "will be created on the first run"
         print(f"results: table {spec.results.table} {state}")
         backend = make_backend(exp)

@@ -49,6 +49,8 @@ def test_full_run_hostile_rows_and_resume(tmp_path, mysql_db, capsys, private_le
     with StandinOllama(latency=0.01, slots=4) as server:
         exp = tmp_path / "exp.toml"
         exp.write_text(experiment_toml(source=sop_source(env.name), hosts=[server.url]))
+        code, out, err = cli(capsys, "check", str(exp))
+        assert code == 0 and "1 notes look longer than num_ctx" in out, out + err
         code, out, err = cli(capsys, "--run", str(exp))
         assert code == 0, err
         rows = result_rows(connect)

@@ -123,6 +123,8 @@ def test_hostile_rows_blob_null_empty_non_utf8_duplicate(tmp_path, server, capsy
 def test_note_longer_than_num_ctx_is_flagged_truncated(tmp_path, server, capsys):
     make_db(tmp_path / "notes.db", n=2, extra_rows=[(50, "p", "FINDINGS: " + "patchy opacity. " * 2000)])
     exp = write_exp(tmp_path, server)
+    code, out, _ = cli(capsys, "check", str(exp))
+    assert code == 0 and "longest 32010 characters" in out and "1 notes look longer than num_ctx" in out
     code, out, _ = cli(capsys, "--run", str(exp))
     assert code == 0
     rows = {r["note_id"]: r for r in results(tmp_path / "notes.db")}

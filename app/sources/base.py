@@ -107,6 +107,16 @@ class Source(ABC):
     def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
         """Units to do, a chunk at a time; each call to next() is one blocking DB round (run it in a thread)."""
 
+    def length_profile(self, over_chars: int) -> tuple[int, int]:
+        """(longest note in characters or bytes, how many notes are longer than over_chars): one scan, for check."""
+        col = self.q(self.src.text_column)
+        sql = (f"SELECT COALESCE(MAX(LENGTH({col})), 0), COALESCE(SUM(CASE WHEN LENGTH({col}) > {int(over_chars)} "
+               f"THEN 1 ELSE 0 END), 0) FROM ({self.inner_sql()}) s")
+        return self.scalar_row(sql)
+
+    def scalar_row(self, sql: str) -> tuple[int, int]:
+        raise NotImplementedError
+
     # -- writing ------------------------------------------------------------------------------------------------
     @abstractmethod
     def ensure_results_table(self) -> None: ...

@@ -80,6 +80,13 @@ class MySQLSource(Source):
         except pymysql.err.MySQLError as exc:
             raise SourceError(self._explain(exc)) from None
 
+    def scalar_row(self, sql: str) -> tuple[int, int]:
+        with self.reader.cursor() as cur:
+            cur.execute(sql)
+            row = cur.fetchone()
+        self.reader.commit()
+        return int(row[0]), int(row[1])
+
     def _results_exists(self) -> bool:
         parts = self.results_table.split(".")
         schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])

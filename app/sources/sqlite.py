@@ -69,6 +69,10 @@ class SqliteSource(Source):
             raise SourceError(f"{self.exp.path}: [source]: the database rejected the notes query: no column "
                               f"{', '.join(missing)} in {self.src.table or 'the query'} — check the column names")
 
+    def scalar_row(self, sql: str) -> tuple[int, int]:
+        row = self.conn.execute(sql).fetchone()
+        return int(row[0]), int(row[1])
+
     def _results_exists(self) -> bool:
         name = self.results_table.split(".")[-1]
         row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
