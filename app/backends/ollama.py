@@ -39,7 +39,7 @@ class OllamaBackend(Backend):
 
     def _new_client(self, host: str) -> ollama.AsyncClient:
         timeout = httpx.Timeout(self.timeout, connect=10.0)
-        if host.startswith("http://"):
+        if host.startswith("http://") and not _behind_proxy(host):
             # the official client over a lean transport: httpcore's pool cost more CPU than the rest of the run
             return ollama.AsyncClient(host=host, timeout=timeout, transport=LeanTransport())
         return ollama.AsyncClient(host=host, timeout=timeout)
@@ -119,6 +119,14 @@ class OllamaBackend(Backend):
     async def close(self) -> None:
         for client in self.clients.values():
             await client._client.aclose()
+
+
+def _behind_proxy(host: str) -> bool:
+    """httpx honours http_proxy/no_proxy; the lean transport does not, so a proxied host keeps httpx's transport."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    return "http" in getproxies() and not proxy_bypass(urlsplit(host).hostname or "")
 
 
 def _short(exc: BaseException) -> str:

@@ -68,7 +68,8 @@ class Runner:
         self._tasks: set[asyncio.Task] = set()
 
     def request_stop(self, reason: str) -> None:
-        """Stop dispatching; notes in flight may finish within the grace period. Safe to call more than once."""
+        """Stop dispatching; notes in flight may finish within the grace period. Safe to call more than once.
+        Call it on the run's event loop; from another thread (a TUI worker's owner) use loop.call_soon_threadsafe."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopping.set()
