@@ -27,6 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pymysql  # noqa: E402
 from standin_ollama import spawn_standin  # noqa: E402
+from support import experiment_toml  # noqa: E402
 
 from app.backends import make_backend  # noqa: E402
 from app.config import load_experiment  # noqa: E402
@@ -69,41 +70,11 @@ def write_experiment(folder: Path, hosts: list[str], concurrency: int | None, ba
     env.write_text(f"DB_USER=root\nDB_PASS=\nDB_HOST=127.0.0.1\nDB_NAME={DB}\n")
     env.chmod(0o600)
     exp = folder / "bench.toml"
-    run = f"concurrency = {concurrency}" if concurrency else ""
-    exp.write_text(f"""
-name = "bench"
-[model]
-name = "llama3"
-hosts = {hosts!r}
-timeout_s = 60
-[model.options]
-temperature = 0.0
-seed = 1
-num_ctx = 8192
-[prompt]
-system = "You are a medical analysis assistant."
-user = "Does this note suggest pneumonia is a diagnosis? Note: {{note}}"
-[answer]
-[answer.fields.response]
-type = "choice"
-choices = ["(1) Likely", "(2) Unlikely", "(3) Unable to say"]
-[answer.fields.explanation]
-type = "text"
-max_length = 200
-[answer.fallback]
-response = "(4) LLM output invalid"
-[source]
-kind = "mysql"
-env_file = ".env"
-table = "notes"
-id_columns = ["patientvisitid", "accession"]
-text_column = "note_text"
-[results]
-table = "results"
-batch_size = {batch}
-[run]
-{run}
-""".replace("'", '"'))
+    source = ('kind = "mysql"\nenv_file = ".env"\ntable = "notes"\n'
+              'id_columns = ["patientvisitid", "accession"]\ntext_column = "note_text"')
+    exp.write_text(experiment_toml(source=source, hosts=hosts, name="bench",
+                                   results=f'table = "results"\nbatch_size = {batch}',
+                                   run=f"concurrency = {concurrency}" if concurrency else ""))
     return exp
 
 

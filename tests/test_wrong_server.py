@@ -82,6 +82,27 @@ def serve(server: WrongServer):
     return server
 
 
+def run_against(server: WrongServer, tmp_path, capsys, notes: int, run: str = ""):
+    """Serve, run the experiment on `notes` notes against it, stop serving; (exit code, stdout, stderr, query)."""
+    make_db(tmp_path / "notes.db", notes)
+    serve(server)
+    try:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run=run))
+        code, out, err = cli(capsys, "--run", str(exp))
+    finally:
+        server.shutdown()
+
+    def query(sql):
+        conn = sqlite3.connect(tmp_path / "notes.db")
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    return code, out, err, query
+
+
 def make_db(path, n):
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
@@ -91,35 +112,18 @@ def make_db(path, n):
 
 
 def test_bodies_that_are_not_chat_responses_are_retried(tmp_path, capsys):
-    make_db(tmp_path / "notes.db", 10)
-    server = serve(WrongServer([b"<html>proxy error</html>", b'{"unexpected": true}', b"", b'{"message": 5}']))
-    try:
-        exp = tmp_path / "exp.toml"
-        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 1"))
-        code, out, err = cli(capsys, "--run", str(exp))
-    finally:
-        server.shutdown()
+    server = WrongServer([b"<html>proxy error</html>", b'{"unexpected": true}', b"", b'{"message": 5}'])
+    code, out, err, query = run_against(server, tmp_path, capsys, notes=10, run="concurrency = 1")
     assert code == 0, err
-    conn = sqlite3.connect(tmp_path / "notes.db")
-    assert conn.execute("SELECT COUNT(*), SUM(valid) FROM pna_results").fetchone() == (10, 10)
-    conn.close()
+    assert query("SELECT COUNT(*), SUM(valid) FROM pna_results") == [(10, 10)]
     assert server.chats == 14
 
 
 def test_a_server_that_refuses_every_request_stops_the_run_with_one_line(tmp_path, capsys, private_ledger):
-    make_db(tmp_path / "notes.db", 10)
-    server = serve(WrongServer([], status_for_chat=400))
-    try:
-        exp = tmp_path / "exp.toml"
-        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url]))
-        code, out, err = cli(capsys, "--run", str(exp))
-    finally:
-        server.shutdown()
+    code, out, err, query = run_against(WrongServer([], status_for_chat=400), tmp_path, capsys, notes=10)
     assert code == 2
     assert "refused the request (HTTP 400" in err and len(err.strip().splitlines()) == 1
-    conn = sqlite3.connect(tmp_path / "notes.db")
-    assert conn.execute("SELECT COUNT(*) FROM pna_results").fetchone() == (0,)
-    conn.close()
+    assert query("SELECT COUNT(*) FROM pna_results") == [(0,)]
     from ledger import Ledger
 
     [run] = Ledger(private_ledger).list_runs()
@@ -128,36 +132,20 @@ def test_a_server_that_refuses_every_request_stops_the_run_with_one_line(tmp_pat
 
 @pytest.mark.parametrize("framing", ["chunked", "close"])
 def test_chunked_and_close_delimited_bodies(tmp_path, capsys, framing):
-    make_db(tmp_path / "notes.db", 12)
-    server = serve(WrongServer([], framing=framing))
-    try:
-        exp = tmp_path / "exp.toml"
-        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 3"))
-        code, out, err = cli(capsys, "--run", str(exp))
-    finally:
-        server.shutdown()
+    server = WrongServer([], framing=framing)
+    code, out, err, query = run_against(server, tmp_path, capsys, notes=12, run="concurrency = 3")
     assert code == 0, err
-    conn = sqlite3.connect(tmp_path / "notes.db")
-    assert conn.execute("SELECT COUNT(*), SUM(valid) FROM pna_results").fetchone() == (12, 12)
-    conn.close()
+    assert query("SELECT COUNT(*), SUM(valid) FROM pna_results") == [(12, 12)]
     assert server.chats == 12
 
 
 def test_an_answer_wrapped_in_code_fences_is_still_read(tmp_path, capsys):
-    make_db(tmp_path / "notes.db", 3)
     fenced = dict(GOOD, message={"role": "assistant", "content": "Here you go:\n```json\n"
                                  + json.dumps({"response": "(1) Likely", "explanation": "RLL opacity"}) + "\n```"})
     broken = dict(GOOD, message={"role": "assistant", "content": "```json\n{\"response\": \"(1) Likely\", ```"})
-    server = serve(WrongServer([json.dumps(fenced).encode(), json.dumps(broken).encode()]))
-    try:
-        exp = tmp_path / "exp.toml"
-        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 1"))
-        code, out, err = cli(capsys, "--run", str(exp))
-    finally:
-        server.shutdown()
+    server = WrongServer([json.dumps(fenced).encode(), json.dumps(broken).encode()])
+    code, out, err, query = run_against(server, tmp_path, capsys, notes=3, run="concurrency = 1")
     assert code == 0, err
-    conn = sqlite3.connect(tmp_path / "notes.db")
-    rows = conn.execute("SELECT note_id, response, valid, attempts FROM pna_results ORDER BY note_id").fetchall()
-    conn.close()
+    rows = query("SELECT note_id, response, valid, attempts FROM pna_results ORDER BY note_id")
     assert rows[0] == (0, "(1) Likely", 1, 1)
     assert rows[1] == (1, "(2) Unlikely", 1, 2)  # the broken fenced answer was retried
