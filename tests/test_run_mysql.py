@@ -164,3 +164,65 @@ def test_id_collation_and_case_follow_the_source(tmp_path, mysql_db, capsys):
         cur.execute("SELECT code FROM pna_results ORDER BY code")
         assert [r[0] for r in cur.fetchall()] == [b"K", b"k", b"k "]
     conn.close()
+
+
+def test_killed_read_and_write_connections_lose_and_double_nothing(tmp_path, mysql_db, capsys, private_ledger):
+    """KILL the streaming read, then the writer, from a second connection: the read starts over without handing out
+    what the run holds, the batch is sent again on a new connection, every note ends with exactly one row."""
+    import threading
+
+    from ledger import Ledger
+
+    db, connect = mysql_db
+    conn = connect()
+    filler = "Lungs: " + "clear and well expanded. " * 320  # ~8 KB a note: the stream outgrows socket buffers
+    with conn.cursor() as cur:
+        cur.execute(SOP_TABLE)
+        cur.executemany("INSERT INTO PNA2_100_RadNotes VALUES (%s, %s, %s)",
+                        [(i, f"ACC{i}", f"{i} {filler}".encode()) for i in range(3000)])
+    conn.close()
+    env = write_env(tmp_path / ".env", db)
+    killed = {"reader": 0, "writer": 0}
+
+    def killer():
+        admin = connect()
+        deadline = time.time() + 60
+        with admin.cursor() as cur:
+            while time.time() < deadline and not all(killed.values()):
+                cur.execute("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s "
+                            "AND table_name = 'pna_results'", (db,))
+                if not cur.fetchone()[0]:
+                    time.sleep(0.01)
+                    continue
+                cur.execute("SELECT COUNT(*) FROM pna_results")
+                done = cur.fetchone()[0]
+                # the run's reader connected first, its writer at the first batch: the lowest and highest ids
+                cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID() "
+                            "ORDER BY id", (db,))
+                ids = [r[0] for r in cur.fetchall()]
+                if done >= 300 and not killed["reader"] and len(ids) >= 2:
+                    cur.execute(f"KILL {ids[0]}")
+                    killed["reader"] = ids[0]
+                elif done >= 1500 and killed["reader"] and not killed["writer"] and ids and ids[-1] > killed["reader"]:
+                    cur.execute(f"KILL {ids[-1]}")
+                    killed["writer"] = ids[-1]
+                time.sleep(0.01)
+        admin.close()
+
+    with StandinOllama(latency=0.003, slots=16) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=sop_source(env.name), hosts=[server.url], run="concurrency = 16",
+                                       results='table = "pna_results"\nbatch_size = 50'))
+        t = threading.Thread(target=killer)
+        t.start()
+        code, out, err = cli(capsys, "--run", str(exp))
+        t.join()
+    assert killed["reader"] >= 1 and killed["writer"] >= 1, killed
+    assert code == 0, out + err
+    assert "reading the notes still to do again" in out
+    rows = result_rows(connect)
+    assert len(rows) == 3000 and len({r[0] for r in rows}) == 3000
+    [run] = Ledger(private_ledger).list_runs()
+    assert run["counts"]["done"] == 3000 and run["counts"]["valid"] == 3000
+    units = Ledger(private_ledger).units(run["run_id"])
+    assert len(units) == 3000

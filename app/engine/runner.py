@@ -62,10 +62,13 @@ class Runner:
         self.counts = Counts()
         self.stop_reason: str | None = None
         self._stopping = asyncio.Event()
-        self._pending: list[tuple[UnitDone, ResultRow | None]] = []
+        self._pending: list[tuple[UnitDone, ResultRow | None, tuple]] = []
         self._last_error: str | None = None
         self._fatal: BaseException | None = None
         self._tasks: set[asyncio.Task] = set()
+        # keys this run holds: read ahead, in flight or awaiting commit (dropped once committed), and failed ones
+        # (kept), so a read that starts over after a lost connection does not hand them out twice
+        self._taken: set[tuple] = set()
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching; notes in flight may finish within the grace period. Safe to call more than once.
@@ -206,11 +209,23 @@ class Runner:
         acquire.cancel()
         return None
 
+    async def _taken_keys(self) -> frozenset[tuple]:
+        self.bus.emit(Notice("the notes database dropped the read; reading the notes still to do again"))
+        return frozenset(self._taken)
+
     async def _read(self, out: asyncio.Queue) -> None:
-        it = self.source.iter_chunks(self.opts.rerun_invalid, self.opts.limit)
+        loop = asyncio.get_running_loop()
+
+        def resume_skip() -> frozenset[tuple]:  # called from the reader thread
+            return asyncio.run_coroutine_threadsafe(self._taken_keys(), loop).result()
+
+        it = self.source.iter_chunks(self.opts.rerun_invalid, self.opts.limit, run_id=self.stamp.run_id,
+                                     resume_skip=resume_skip)
         try:
             while True:
                 chunk = await asyncio.to_thread(next, it, None)
+                if chunk:
+                    self._taken.update(u.key for u in chunk)  # handed over: a restarted read must not repeat them
                 await out.put(chunk)
                 if chunk is None:
                     return
@@ -309,7 +324,7 @@ class Runner:
         elif outcome == "empty":
             row = ResultRow(unit.key, {}, False, 0, False)
         # an error leaves no row: the unit stays to do, and the next run answers it
-        self._pending.append((event, row))
+        self._pending.append((event, row, unit.key))
         self.bus.emit(event)
         if len(self._pending) >= self.exp.spec.results.batch_size:
             self._flush_batch()
@@ -325,7 +340,7 @@ class Runner:
             batch = await self._commit_queue.get()
             if batch is None:
                 return
-            rows = [row for _, row in batch if row is not None]
+            rows = [row for _, row, _ in batch if row is not None]
             if rows:
                 try:
                     await asyncio.to_thread(self.source.write_results, self.stamp, rows)
@@ -333,7 +348,8 @@ class Runner:
                     self._fatal = self._fatal or exc
                     self.request_stop("error")
                     raise
-            self.bus.emit(BatchCommitted(units=tuple(e for e, _ in batch), counts=self.counts.snapshot()))
+            self._taken.difference_update(key for event, _, key in batch if event.outcome != "error")
+            self.bus.emit(BatchCommitted(units=tuple(e for e, _, _ in batch), counts=self.counts.snapshot()))
 
     async def _drain_in_flight(self) -> None:
         if not self._tasks:

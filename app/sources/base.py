@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,8 +104,13 @@ class Source(ABC):
         """How many units are to do, and the hostile keys (NULL, duplicated) the run must step around."""
 
     @abstractmethod
-    def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
-        """Units to do, a chunk at a time; each call to next() is one blocking DB round (run it in a thread)."""
+    def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
+                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Iterator[list[Unit]]:
+        """Units to do, a chunk at a time; each call to next() is one blocking DB round (run it in a thread).
+
+        `run_id`: the run reading, whose own invalid answers `rerun_invalid` must not pick up again.
+        `resume_skip`: asked when a lost connection forces the read to start over; returns the keys this run has
+        already taken (in flight, awaiting commit, or failed), which the new read must not hand out again."""
 
     def length_profile(self, over_chars: int) -> tuple[int, int]:
         """(longest note in characters or bytes, how many notes are longer than over_chars): one scan, for check."""
@@ -164,8 +169,14 @@ class Source(ABC):
     def qualified(self, name: str) -> str:
         return ".".join(self.q(p) for p in name.split("."))
 
-    def todo_sql(self, rerun_invalid: bool, with_results: bool) -> str:
-        """Units without an answer for this experiment (the anti-join that makes resume free)."""
+    def todo_params(self, with_results: bool, rerun_invalid: bool, run_id: str | None) -> tuple:
+        if not with_results:
+            return ()
+        return (self.exp.name, run_id) if rerun_invalid and run_id else (self.exp.name,)
+
+    def todo_sql(self, rerun_invalid: bool, with_results: bool, run_id: str | None = None) -> str:
+        """Units without an answer for this experiment (the anti-join that makes resume free). Parameters come
+        from todo_params."""
         cols = ", ".join(f"s.{self.q(c)}" for c in self.select_columns())
         sql = f"SELECT {cols} FROM ({self.inner_sql()}) s"
         conds = [f"s.{self.q(c)} IS NOT NULL" for c in self.key_columns]
@@ -175,7 +186,10 @@ class Source(ABC):
             sql += f" LEFT JOIN {self.qualified(self.results_table)} r ON {on}"
             todo = f"r.{self.q('experiment')} IS NULL"
             if rerun_invalid:
-                todo = f"({todo} OR r.{self.q('valid')} = 0)"
+                again = f"r.{self.q('valid')} = 0"
+                if run_id:  # not the invalid answers this very run wrote
+                    again += f" AND r.{self.q('run_id')} <> {self.placeholder}"
+                todo = f"({todo} OR ({again}))"
             conds.append(todo)
         return sql + " WHERE " + " AND ".join(conds)
 

@@ -6,7 +6,8 @@ writing uses a second connection, one transaction per batch, with `INSERT … ON
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import pymysql
@@ -18,11 +19,13 @@ from app.errors import SourceError
 from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
 
 FETCH_ROWS = 500
-WRITE_RETRIES = 3
+WRITE_RETRIES = 6  # with back-off 1, 2, 4, 8, 16 s: a server restart fits
+READ_RETRIES = 6
 _TYPES = {"choice": "VARCHAR(255)", "text": "MEDIUMTEXT", "bool": "TINYINT(1)", "int": "BIGINT", "number": "DOUBLE"}
 _INT_CODES = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24,
               FIELD_TYPE.YEAR}
-_LOST = {2006, 2013, 2055, 1927, 4031}  # server gone, lost during query, lost/killed, client idle-timeout
+# server gone, lost during query, lost/killed, idle-timeout, cannot connect (yet), shutting down
+_LOST = {2006, 2013, 2055, 1927, 4031, 2002, 2003, 1053}
 
 
 class MySQLSource(Source):
@@ -42,15 +45,19 @@ class MySQLSource(Source):
     @property
     def reader(self) -> pymysql.connections.Connection:
         if self._reader is None:
-            self._reader = self._connect()
+            self._reader = self._connect(explain=False)
         return self._reader
 
-    def _connect(self) -> pymysql.connections.Connection:
+    def _connect(self, explain: bool = True) -> pymysql.connections.Connection:
+        """A new connection. At start a refusal is the user's to fix (`explain`: one line, exit 2); during a run the
+        raw error goes to the retry logic, since a server that restarts refuses us for a few seconds."""
         c = self.creds
         try:
             conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password.get_secret_value(),
                                    database=c.database, charset="utf8mb4", connect_timeout=10, autocommit=False)
         except pymysql.err.MySQLError as exc:
+            if not explain:
+                raise
             raise SourceError(self._explain(exc)) from None
         with conn.cursor() as cur:
             # a streaming read waits on the model for hours; the server must not drop it for being slow to read
@@ -119,9 +126,34 @@ class MySQLSource(Source):
             raise SourceError(self._explain(exc)) from None
         return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
 
-    def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
+    def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
+                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Iterator[list[Unit]]:
+        produced = 0
+        skip: frozenset[tuple] = frozenset()
+        failures = 0
+        while True:
+            try:
+                rest = None if limit is None else limit - produced
+                for units in self._stream(rerun_invalid, rest, run_id):
+                    if skip:
+                        units = [u for u in units if u.key not in skip]
+                    produced += len(units)
+                    failures = 0
+                    if units:
+                        yield units
+                return
+            except pymysql.err.OperationalError as exc:
+                # a killed or timed-out read loses nothing: read the to-do list again (the anti-join leaves out
+                # what is committed) and skip what this run already holds
+                failures += 1
+                if resume_skip is None or _code(exc) not in _LOST or failures > READ_RETRIES:
+                    raise
+                time.sleep(min(30.0, 2.0 ** (failures - 1)))
+                skip = resume_skip()
+
+    def _stream(self, rerun_invalid: bool, limit: int | None, run_id: str | None) -> Iterator[list[Unit]]:
         exists = self._results_exists()
-        sql = self.todo_sql(rerun_invalid, exists)
+        sql = self.todo_sql(rerun_invalid, exists, run_id)
         if self.grouped:
             order = [f"s.{self.q(c)}" for c in self.key_columns + self.src.order_by]
             sql += " ORDER BY " + ", ".join(order)
@@ -130,7 +162,7 @@ class MySQLSource(Source):
         cur = self.reader.cursor(pymysql.cursors.SSCursor)
         finished = False
         try:
-            cur.execute(sql, (self.exp.name,) if exists else ())
+            cur.execute(sql, self.todo_params(exists, rerun_invalid, run_id))
             produced = 0
             carry: list[tuple] = []
             nkey = len(self.key_columns)
@@ -160,8 +192,8 @@ class MySQLSource(Source):
                 cur.close()
                 self.reader.commit()
             else:
-                # stopped early (SIGTERM, --limit): closing the cursor would first read every row still streaming,
-                # minutes for a big table; drop the connection instead and open a new one if it is needed again
+                # stopped early (SIGTERM, --limit) or the connection broke: closing the cursor would first read
+                # every row still streaming, minutes for a big table; drop the connection, reopen it when needed
                 result = getattr(cur, "_result", None)
                 if result is not None:
                     result.unbuffered_active = False  # nothing left to drain on a connection we close
@@ -241,16 +273,17 @@ class MySQLSource(Source):
         for attempt in range(WRITE_RETRIES):
             try:
                 if self.writer is None:
-                    self.writer = self._connect()
+                    self.writer = self._connect(explain=False)
                 with self.writer.cursor() as cur:
                     cur.executemany(sql, params)
                 self.writer.commit()
                 return
             except pymysql.err.OperationalError as exc:
                 # a lost connection loses only this uncommitted batch; the upsert is idempotent, so send it again
-                if (exc.args[0] if exc.args else None) not in _LOST or attempt == WRITE_RETRIES - 1:
+                if _code(exc) not in _LOST or attempt == WRITE_RETRIES - 1:
                     raise
                 self._drop_writer()
+                time.sleep(min(30.0, 2.0 ** attempt))
 
     def _drop_reader(self) -> None:
         conn, self._reader = self._reader, None
@@ -276,3 +309,6 @@ class MySQLSource(Source):
                 except Exception:  # noqa: BLE001
                     pass
 
+
+def _code(exc: BaseException) -> int | None:
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None

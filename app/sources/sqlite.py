@@ -7,7 +7,7 @@ a statement open between chunks: it pages through the to-do units by key (keyset
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from app.config import Experiment
@@ -94,9 +94,12 @@ class SqliteSource(Source):
                                  f"({self.todo_sql(rerun_invalid, exists)}) t) u", params).fetchone()[0]
         return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
 
-    def iter_chunks(self, rerun_invalid: bool, limit: int | None) -> Iterator[list[Unit]]:
+    def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
+                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Iterator[list[Unit]]:
+        # a local file does not drop its connection: resume_skip is never needed here
         exists = self._results_exists()
-        base = self.todo_sql(rerun_invalid, exists)
+        base = self.todo_sql(rerun_invalid, exists, run_id)
+        base_params = self.todo_params(exists, rerun_invalid, run_id)
         keys = [f"s.{self.q(c)}" for c in self.key_columns]
         order = ", ".join(keys + [f"s.{self.q(c)}" for c in self.src.order_by])
         after = f" AND ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
@@ -105,7 +108,7 @@ class SqliteSource(Source):
         rows_wanted = CHUNK_ROWS
         while limit is None or produced < limit:
             sql = base + (after if last is not None else "") + f" ORDER BY {order} LIMIT {rows_wanted}"
-            params: tuple = ((self.exp.name,) if exists else ()) + (last or ())
+            params: tuple = base_params + (last or ())
             rows = self.conn.execute(sql, params).fetchall()
             if not rows:
                 return
