@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,9 +222,12 @@ class Runner:
 
         it = self.source.iter_chunks(self.opts.rerun_invalid, self.opts.limit, run_id=self.stamp.run_id,
                                      resume_skip=resume_skip)
+        # one thread owns the generator: a close() queued behind a fetch still running cannot meet it mid-step
+        # ("generator already executing") when a stop cancels this task
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notes-reader")
         try:
             while True:
-                chunk = await asyncio.to_thread(next, it, None)
+                chunk = await asyncio.wrap_future(thread.submit(next, it, None))
                 if chunk:
                     self._taken.update(u.key for u in chunk)  # handed over: a restarted read must not repeat them
                 await out.put(chunk)
@@ -234,7 +238,9 @@ class Runner:
         except BaseException as exc:  # noqa: BLE001 - handed to the dispatcher, which owns failure
             await out.put(exc)
         finally:
-            await asyncio.to_thread(it.close)
+            closing = thread.submit(it.close)
+            thread.shutdown(wait=False)
+            await asyncio.shield(asyncio.wrap_future(closing))
 
     # -- answering ------------------------------------------------------------------------------------------------
     async def _answer(self, unit: Unit, slot: HostSlot | None) -> None:
