@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +105,7 @@ class Source(ABC):
 
     @abstractmethod
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
-                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Iterator[list[Unit]]:
+                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Generator[list[Unit], None, None]:
         """Units to do, a chunk at a time; each call to next() is one blocking DB round (run it in a thread).
 
         `run_id`: the run reading, whose own invalid answers `rerun_invalid` must not pick up again.

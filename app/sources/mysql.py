@@ -7,7 +7,7 @@ writing uses a second connection, one transaction per batch, with `INSERT … ON
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
 
 import pymysql
@@ -127,7 +127,7 @@ class MySQLSource(Source):
         return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
 
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
-                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Iterator[list[Unit]]:
+                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Generator[list[Unit], None, None]:
         produced = 0
         skip: frozenset[tuple] = frozenset()
         failures = 0
@@ -151,7 +151,7 @@ class MySQLSource(Source):
                 time.sleep(min(30.0, 2.0 ** (failures - 1)))
                 skip = resume_skip()
 
-    def _stream(self, rerun_invalid: bool, limit: int | None, run_id: str | None) -> Iterator[list[Unit]]:
+    def _stream(self, rerun_invalid: bool, limit: int | None, run_id: str | None) -> Generator[list[Unit], None, None]:
         exists = self._results_exists()
         sql = self.todo_sql(rerun_invalid, exists, run_id)
         if self.grouped:

@@ -7,7 +7,7 @@ a statement open between chunks: it pages through the to-do units by key (keyset
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
 
 from app.config import Experiment
@@ -95,7 +95,7 @@ class SqliteSource(Source):
         return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
 
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
-                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Iterator[list[Unit]]:
+                    resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Generator[list[Unit], None, None]:
         # a local file does not drop its connection: resume_skip is never needed here
         exists = self._results_exists()
         base = self.todo_sql(rerun_invalid, exists, run_id)
