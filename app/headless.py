@@ -70,8 +70,12 @@ async def _run_with_signals(runner: Runner) -> RunResult:
 def _on_signal(runner: Runner, sig: signal.Signals) -> None:
     if runner.stop_reason is None:
         print(f"notes-tui: {sig.name}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
-              "for those in flight, then saving", file=sys.stderr, flush=True)
-    runner.request_stop(sig.name)
+              f"for those in flight, then saving ({sig.name} again: stop now)", file=sys.stderr, flush=True)
+        runner.request_stop(sig.name)
+    else:
+        print(f"notes-tui: {sig.name} again: saving now; the notes in flight stay to do for the next run",
+              file=sys.stderr, flush=True)
+        runner.hurry()
 
 
 def _check_writable(ledger_dir: Path) -> None:

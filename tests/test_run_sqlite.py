@@ -378,3 +378,29 @@ def test_a_journal_that_fails_mid_run_fails_the_run(tmp_path, server, capsys, mo
     assert code == 1
     assert "failed" in out and "the run journal cannot be written" in out and "No space left" in out
     assert len(results(tmp_path / "notes.db")) < 30
+
+
+def test_a_second_sigint_stops_without_waiting_for_the_notes_in_flight(tmp_path, private_ledger):
+    import signal
+    import time
+
+    from runhelp import spawn_run
+
+    make_db(tmp_path / "notes.db", n=10)
+    with StandinOllama(latency=20.0, slots=2) as server:  # answers far slower than the 5 s grace
+        exp = write_exp(tmp_path, server, run="concurrency = 2")
+        proc = spawn_run(exp)
+        deadline = time.time() + 20
+        while time.time() < deadline and server.stats()["active"] < 2:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        started = time.time()
+        out, err = proc.communicate(timeout=30)
+        waited = time.time() - started
+    assert proc.returncode == 130, err
+    assert "SIGINT again: saving now" in err and "2 notes still in flight were left for the next run" in out
+    assert waited < 5.0  # it did not sit out the grace period
+    assert results(tmp_path / "notes.db") == []
+    assert [r["status"] for r in ledger_runs(private_ledger)] == ["interrupted"]

@@ -63,6 +63,7 @@ class Runner:
         self.counts = Counts()
         self.stop_reason: str | None = None
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._pending: list[tuple[UnitDone, ResultRow | None, tuple]] = []
         self._last_error: str | None = None
         self._fatal: BaseException | None = None
@@ -77,6 +78,11 @@ class Runner:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopping.set()
+
+    def hurry(self) -> None:
+        """Stop now: notes in flight are not waited for (they stay to do for the next run)."""
+        self.request_stop("hurried")
+        self._hurry.set()
 
     def abort(self, reason: str, error: BaseException) -> None:
         """Fail the run from outside the loop's own work (e.g. its journal cannot be written): stop, then close."""
@@ -358,15 +364,25 @@ class Runner:
             self.bus.emit(BatchCommitted(units=tuple(e for e, _, _ in batch), counts=self.counts.snapshot()))
 
     async def _drain_in_flight(self) -> None:
-        if not self._tasks:
-            return
-        grace = self.exp.spec.run.grace_s if self.stop_reason else None
-        done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        """Let the notes in flight finish; once a stop is requested (even now), for at most grace_s; not at all after
+        hurry()."""
+        grace = self.exp.spec.run.grace_s
+        deadline: float | None = None
+        while self._tasks and not self._hurry.is_set():
+            if self._stopping.is_set() and deadline is None:
+                deadline = time.monotonic() + grace
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            wake = asyncio.ensure_future(self._hurry.wait() if self._stopping.is_set() else self._stopping.wait())
+            await asyncio.wait(self._tasks | {wake}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-            self.bus.emit(Notice(f"{len(pending)} notes still in flight after {grace:g} s were left for the next run"))
+            self.bus.emit(Notice(f"{len(pending)} notes still in flight were left for the next run"))
 
     async def _ticker(self) -> None:
         while True:
