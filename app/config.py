@@ -234,6 +234,11 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     if not IDENT.match(spec.results.table.split(".")[-1]) or not QUALIFIED_IDENT.match(spec.results.table):
         raise ConfigError(path, "results.table", f"{spec.results.table!r} is not a plain table name",
                           "use letters, digits and _ (optionally database.table)")
+    taken = sorted(c for c in _unit_key_columns(spec.source) if c.lower() in RESERVED_RESULT_COLUMNS)
+    if taken:
+        raise ConfigError(path, "source.id_columns", f"id column {taken[0]!r} has the name of a column notes-tui "
+                          "writes in the results table", "select it under another name in a query source "
+                          f"(query = \"SELECT {taken[0]} AS {taken[0]}_id, …\")")
     clash = set(spec.answer.fields) & set(_unit_key_columns(spec.source))
     if clash:
         raise ConfigError(path, "answer.fields", f"field {sorted(clash)[0]!r} is also an id column",

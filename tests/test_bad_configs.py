@@ -46,6 +46,8 @@ CASES = [
     ("sql-injection-table", _swap(base(), 'table = "notes"', 'table = "x; DROP TABLE y"'), "not a plain table name"),
     ("bad-id-column", _swap(base(), 'id_columns = ["note_id"]', 'id_columns = ["note id"]'), "not a plain column name"),
     ("bad-results-table", base(results='table = "results-2024"'), "results.table"),
+    ("id-column-named-like-ours", _swap(base(), 'id_columns = ["note_id"]', 'id_columns = ["experiment"]'),
+     "has the name of a column notes-tui writes"),
     ("text-without-max-length", _swap(base(), "max_length = 200", ""), "a text field needs max_length"),
     ("fallback-unknown-field", base() + '\n[answer.fallback2]\n', "unknown key"),
     ("fallback-wrong-field", _swap(base(), 'explanation = "LLM output failed validation."', 'reason = "x"'),
