@@ -24,10 +24,8 @@ def check(file: str, rerun_invalid: bool = False) -> int:
     source = open_source(exp)
     try:
         survey = source.survey(rerun_invalid)
-        where = f"SQLite {exp.sqlite_path}" if exp.sqlite_path else (
-            f"MySQL {exp.mysql.host}:{exp.mysql.port}/{exp.mysql.database}" if exp.mysql else "")
         what = spec.source.table or "query"
-        print(f"source:  {where} ({what}): {survey.todo} notes to do"
+        print(f"source:  {exp.source_label} ({what}): {survey.todo} notes to do"
               + (f", {survey.null_ids} with a NULL id (skipped)" if survey.null_ids else "")
               + (f", {len(survey.duplicate_keys)} duplicated ids" if survey.duplicate_keys else ""))
         num_ctx = spec.model.options.num_ctx

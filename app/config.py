@@ -32,7 +32,6 @@ class ConfigError(UserError):
     def __init__(self, path: Path | str, key: str, problem: str, fix: str = ""):
         where = f"{path}: {key}: " if key else f"{path}: "
         super().__init__(where + problem + (f" — {fix}" if fix else ""))
-        self.key = key
 
 
 class _Strict(BaseModel):
@@ -148,8 +147,13 @@ class Experiment:
         return self.spec.name
 
     @property
-    def placeholders(self) -> tuple[str, ...]:
-        return template_fields(self.spec.prompt.user)
+    def source_label(self) -> str:
+        """Where the notes are, for people: never credentials."""
+        if self.sqlite_path is not None:
+            return f"SQLite {self.sqlite_path}"
+        if self.mysql is not None:
+            return f"MySQL {self.mysql.host}:{self.mysql.port}/{self.mysql.database}"
+        return self.spec.source.kind
 
 
 def template_fields(template: str) -> tuple[str, ...]:

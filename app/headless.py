@@ -101,12 +101,9 @@ def _operational(exc: BaseException) -> bool:
 
 def _print_where(printer: ConsolePrinter, exp: Experiment, ledger_dir: Path, result: RunResult,
                  imported: bool) -> None:
-    src = exp.spec.source
-    where = f"SQLite {exp.sqlite_path}" if src.kind == "sqlite" else (
-        f"MySQL {exp.mysql.host}:{exp.mysql.port}/{exp.mysql.database}" if exp.mysql else "MySQL")
     if result.run_id is None:
         return
-    printer.say(f"results: table {exp.spec.results.table} in {where}")
+    printer.say(f"results: table {exp.spec.results.table} in {exp.source_label}")
     printer.say(f"ledger:  {ledger_dir / 'journal' / (result.run_id + '.jsonl')}"
                 + ("" if imported else " (index busy: imported on the next ledger read)"))
     if result.status != "completed":

@@ -180,8 +180,6 @@ class Runner:
                     task = asyncio.create_task(self._answer(unit, slot))
                     self._tasks.add(task)
                     task.add_done_callback(self._task_done)
-                if self._fatal is not None:
-                    raise self._fatal
         finally:
             reader.cancel()
 

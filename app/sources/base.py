@@ -100,8 +100,27 @@ class Source(ABC):
 
     # -- reading ------------------------------------------------------------------------------------------------
     @abstractmethod
+    def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run one short query on the reading connection; a refusal becomes a SourceError with the fix."""
+
+    @abstractmethod
+    def results_table_exists(self) -> bool: ...
+
     def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
         """How many units are to do, and the hostile keys (NULL, duplicated) the run must step around."""
+        exists = self.results_table_exists()
+        keys = ", ".join(self.q(c) for c in self.key_columns)
+        inner = self.inner_sql()
+        any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
+        null_ids = self.fetch_all(f"SELECT COUNT(*) FROM ({inner}) s WHERE {any_null}")[0][0]
+        dups: frozenset[tuple] = frozenset()
+        if not self.grouped:
+            dups = frozenset(tuple(r) for r in self.fetch_all(
+                f"SELECT {keys} FROM ({inner}) s WHERE NOT ({any_null}) GROUP BY {keys} HAVING COUNT(*) > 1"))
+        todo = self.fetch_all(f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
+                              f"({self.todo_sql(rerun_invalid, exists)}) t) u",
+                              self.todo_params(exists, rerun_invalid, None))[0][0]
+        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
 
     @abstractmethod
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
@@ -115,12 +134,10 @@ class Source(ABC):
     def length_profile(self, over_chars: int) -> tuple[int, int]:
         """(longest note in characters or bytes, how many notes are longer than over_chars): one scan, for check."""
         col = self.q(self.src.text_column)
-        sql = (f"SELECT COALESCE(MAX(LENGTH({col})), 0), COALESCE(SUM(CASE WHEN LENGTH({col}) > {int(over_chars)} "
-               f"THEN 1 ELSE 0 END), 0) FROM ({self.inner_sql()}) s")
-        return self.scalar_row(sql)
-
-    def scalar_row(self, sql: str) -> tuple[int, int]:
-        raise NotImplementedError
+        longest, over = self.fetch_all(
+            f"SELECT COALESCE(MAX(LENGTH({col})), 0), COALESCE(SUM(CASE WHEN LENGTH({col}) > {int(over_chars)} "
+            f"THEN 1 ELSE 0 END), 0) FROM ({self.inner_sql()}) s")[0]
+        return int(longest), int(over)
 
     # -- writing ------------------------------------------------------------------------------------------------
     @abstractmethod

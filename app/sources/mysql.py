@@ -16,7 +16,7 @@ from pymysql.constants import FIELD_TYPE
 
 from app.config import Experiment
 from app.errors import SourceError
-from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
+from app.sources.base import ResultRow, RunStamp, Source, Unit
 
 FETCH_ROWS = 500
 WRITE_RETRIES = 6  # with back-off 1, 2, 4, 8, 16 s: a server restart fits
@@ -87,14 +87,17 @@ class MySQLSource(Source):
         except pymysql.err.MySQLError as exc:
             raise SourceError(self._explain(exc)) from None
 
-    def scalar_row(self, sql: str) -> tuple[int, int]:
-        with self.reader.cursor() as cur:
-            cur.execute(sql)
-            row = cur.fetchone()
-        self.reader.commit()
-        return int(row[0]), int(row[1])
+    def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            with self.reader.cursor() as cur:
+                cur.execute(sql, params)
+                rows = list(cur.fetchall())
+            self.reader.commit()  # end the read snapshot, so the next query sees what the writer committed
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
+        return rows
 
-    def _results_exists(self) -> bool:
+    def results_table_exists(self) -> bool:
         parts = self.results_table.split(".")
         schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
         with self.reader.cursor() as cur:
@@ -103,28 +106,6 @@ class MySQLSource(Source):
             found = cur.fetchone() is not None
         self.reader.commit()  # end the read snapshot, so the next query sees what the writer committed since
         return found
-
-    def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
-        exists = self._results_exists()
-        keys = ", ".join(self.q(c) for c in self.key_columns)
-        inner = self.inner_sql()
-        any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
-        try:
-            with self.reader.cursor() as cur:
-                cur.execute(f"SELECT COUNT(*) FROM ({inner}) s WHERE {any_null}")
-                null_ids = cur.fetchone()[0]
-                dups: frozenset[tuple] = frozenset()
-                if not self.grouped:
-                    cur.execute(f"SELECT {keys} FROM ({inner}) s WHERE NOT ({any_null}) "
-                                f"GROUP BY {keys} HAVING COUNT(*) > 1")
-                    dups = frozenset(tuple(r) for r in cur.fetchall())
-                cur.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
-                            f"({self.todo_sql(rerun_invalid, exists)}) t) u", (self.exp.name,) if exists else ())
-                todo = cur.fetchone()[0]
-            self.reader.commit()
-        except pymysql.err.MySQLError as exc:
-            raise SourceError(self._explain(exc)) from None
-        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
 
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
                     resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Generator[list[Unit], None, None]:
@@ -152,7 +133,7 @@ class MySQLSource(Source):
                 skip = resume_skip()
 
     def _stream(self, rerun_invalid: bool, limit: int | None, run_id: str | None) -> Generator[list[Unit], None, None]:
-        exists = self._results_exists()
+        exists = self.results_table_exists()
         sql = self.todo_sql(rerun_invalid, exists, run_id)
         if self.grouped:
             order = [f"s.{self.q(c)}" for c in self.key_columns + self.src.order_by]
@@ -202,7 +183,7 @@ class MySQLSource(Source):
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
         try:
-            if self._results_exists():
+            if self.results_table_exists():
                 parts = self.results_table.split(".")
                 schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
                 with self.reader.cursor() as cur:

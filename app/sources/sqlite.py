@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from app.config import Experiment
 from app.errors import SourceError
-from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
+from app.sources.base import ResultRow, RunStamp, Source, Unit
 from app.sources.seed import build_from_csv
 
 CHUNK_ROWS = 500
@@ -69,35 +69,21 @@ class SqliteSource(Source):
             raise SourceError(f"{self.exp.path}: [source]: the database rejected the notes query: no column "
                               f"{', '.join(missing)} in {self.src.table or 'the query'} — check the column names")
 
-    def scalar_row(self, sql: str) -> tuple[int, int]:
-        row = self.conn.execute(sql).fetchone()
-        return int(row[0]), int(row[1])
+    def fetch_all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise SourceError(f"{self.exp.path}: [source]: the database rejected the query: {exc}") from None
 
-    def _results_exists(self) -> bool:
+    def results_table_exists(self) -> bool:
         name = self.results_table.split(".")[-1]
         row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
         return row is not None
 
-    def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
-        exists = self._results_exists()
-        keys = ", ".join(self.q(c) for c in self.key_columns)
-        inner = self.inner_sql()
-        any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
-        null_ids = self.conn.execute(f"SELECT COUNT(*) FROM ({inner}) s WHERE {any_null}").fetchone()[0]
-        dups: frozenset[tuple] = frozenset()
-        if not self.grouped:
-            rows = self.conn.execute(f"SELECT {keys} FROM ({inner}) s WHERE NOT ({any_null}) "
-                                     f"GROUP BY {keys} HAVING COUNT(*) > 1").fetchall()
-            dups = frozenset(tuple(r) for r in rows)
-        params = (self.exp.name,) if exists else ()
-        todo = self.conn.execute(f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
-                                 f"({self.todo_sql(rerun_invalid, exists)}) t) u", params).fetchone()[0]
-        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
-
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
                     resume_skip: Callable[[], frozenset[tuple]] | None = None) -> Generator[list[Unit], None, None]:
         # a local file does not drop its connection: resume_skip is never needed here
-        exists = self._results_exists()
+        exists = self.results_table_exists()
         base = self.todo_sql(rerun_invalid, exists, run_id)
         base_params = self.todo_params(exists, rerun_invalid, run_id)
         keys = [f"s.{self.q(c)}" for c in self.key_columns]
@@ -136,7 +122,7 @@ class SqliteSource(Source):
 
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
-        if self._results_exists():
+        if self.results_table_exists():
             existing = {r[1].lower() for r in self.conn.execute(f"PRAGMA table_info({table})")}
             missing = self.missing_result_columns(existing)
             if missing:
