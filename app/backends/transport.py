@@ -87,14 +87,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
                         request: httpx.Request, reused: bool) -> httpx.Response:
         ok = False
         try:
-            conn.writer.write(head + body if len(body) < 65536 else head)
-            if len(body) >= 65536:
-                conn.writer.write(body)
-            if conn.writer.transport.get_write_buffer_size():  # the kernel took it all: nothing to wait for
+            conn.writer.writelines((head, body))  # one send for both
+            if conn.writer.transport.get_write_buffer_size():  # only wait when the kernel did not take it all
                 async with asyncio.timeout(timeouts.get("write")):
                     await conn.writer.drain()
             async with asyncio.timeout(timeouts.get("read")):  # a timer handle, not a task per request
-                response, keep = await self._read_response(conn.reader, request, reused)
+                response, keep = await self._read_response(conn.reader, request)
             ok = True
         except TimeoutError:
             raise httpx.ReadTimeout("no answer within the read timeout", request=request) from None
@@ -117,8 +115,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn.close()
         return response
 
-    async def _read_response(self, reader: asyncio.StreamReader, request: httpx.Request,
-                             reused: bool) -> tuple[httpx.Response, bool]:
+    async def _read_response(self, reader: asyncio.StreamReader,
+                             request: httpx.Request) -> tuple[httpx.Response, bool]:
         status_line = await reader.readline()
         if not status_line:
             raise asyncio.IncompleteReadError(b"", None)
