@@ -1,18 +1,18 @@
-"""`notes-tui` command line: `--run FILE` headless, `check FILE`, `ledger list|rebuild`; the TUI by default."""
+"""`notes-tui` command line: the TUI by default, `--run FILE` headless, and the script commands (check, server,
+models, ledger). Every option works where a user types it, before or after the subcommand.
+
+This module stays light: each command imports what it needs when it runs, so `notes-tui --run` and the TUI start
+without loading each other's libraries.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from enum import IntEnum
 
+from app.errors import ExitCode
 
-class ExitCode(IntEnum):
-    OK = 0
-    FAILED = 1
-    USER_ERROR = 2
-    SIGINT = 130
-    SIGTERM = 143
+SUPPRESS = argparse.SUPPRESS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,32 +23,56 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(ExitCode.USER_ERROR)
 
 
+class Shared:
+    """Options accepted on every level of the command tree.
+
+    They are declared with default=SUPPRESS everywhere and get their defaults once, on the top parser: a subparser
+    that does not see the option then leaves alone what an earlier level parsed (`notes-tui --ledger D ledger list`
+    and `notes-tui ledger list --ledger D` mean the same)."""
+
+    def __init__(self) -> None:
+        self.places = argparse.ArgumentParser(add_help=False)
+        self.places.add_argument("--ledger", metavar="DIR", default=SUPPRESS,
+                                 help="ledger directory (default $NOTES_TUI_LEDGER, else $XDG_DATA_HOME/notes-tui)")
+        self.places.add_argument("--workspace", metavar="DIR", default=SUPPRESS,
+                                 help="the workspace whose experiments/ are listed (default: the current directory)")
+        self.json = argparse.ArgumentParser(add_help=False)
+        self.json.add_argument("--json", action="store_true", default=SUPPRESS, help="print one JSON document")
+        self.host = argparse.ArgumentParser(add_help=False)
+        self.host.add_argument("--host", metavar="URL", default=SUPPRESS,
+                               help="the Ollama server (default $OLLAMA_HOST, else the only known server)")
+        self.defaults = {"ledger": None, "workspace": None, "json": False, "host": None}
+
+    def add(self, sub: argparse._SubParsersAction, name: str, *extra: argparse.ArgumentParser,
+            **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[self.places, *extra], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from app import ledger_cli, models_cli, server_cli
+
+    shared = Shared()
     parser = _Parser(
-        prog="notes-tui",
-        description="Run LLMs over clinical notes: experiment files, Ollama or in-process llama.cpp, a run ledger.",
+        prog="notes-tui", parents=[shared.places],
+        description="Run LLMs over clinical notes: experiment files, Ollama or in-process llama.cpp, a run ledger. "
+                    "Without a command: the interactive TUI.",
     )
     parser.add_argument("--run", metavar="FILE", help="run an experiment file headless (for sbatch)")
-    parser.add_argument("--ledger", metavar="DIR", help="ledger directory (default $NOTES_TUI_LEDGER, "
-                        "else $XDG_DATA_HOME/notes-tui)")
-    parser.add_argument("--limit", type=_positive, metavar="N", help="answer at most N notes in this run")
+    parser.add_argument("--limit", type=positive, metavar="N", help="answer at most N notes in this run")
     parser.add_argument("--rerun-invalid", action="store_true", help="answer again the notes whose answer was invalid")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = sub.add_parser("check", help="validate an experiment, reach its source and servers, show the first prompt")
+    parser.set_defaults(**shared.defaults, handler=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    check = shared.add(sub, "check", help="validate an experiment, reach its source and servers, show the first prompt")
     check.add_argument("file", metavar="FILE")
-    check.add_argument("--rerun-invalid", action="store_true", help="count invalid answers as to do")
-    led = sub.add_parser("ledger", help="query the run ledger")
-    led.add_argument("--ledger", metavar="DIR", dest="ledger_sub", help="ledger directory")
-    lsub = led.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True)
-    lst = lsub.add_parser("list", help="runs, newest first")
-    lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.add_argument("--experiment", help="only runs of this experiment")
-    lst.add_argument("--status", help="only runs with this status")
-    lsub.add_parser("rebuild", help="recreate ledger.db from the journals alone")
+    check.add_argument("--rerun-invalid", action="store_true", default=SUPPRESS, help="count invalid answers as to do")
+    check.set_defaults(handler=_check)
+    server_cli.register(sub, shared)
+    models_cli.register(sub, shared)
+    ledger_cli.register(sub, shared)
     return parser
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -56,6 +80,12 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _check(args: argparse.Namespace) -> int:
+    from app.check import check
+
+    return check(args.file, rerun_invalid=args.rerun_invalid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,16 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             from app.headless import run_headless
 
             return run_headless(args.run, ledger=args.ledger, limit=args.limit, rerun_invalid=args.rerun_invalid)
-        if args.command == "check":
-            from app.check import check
+        if args.handler is not None:
+            return args.handler(args)
+        from app.tui.launch import run_tui
 
-            return check(args.file, rerun_invalid=args.rerun_invalid)
-        if args.command == "ledger":
-            from app.ledger_cli import ledger_command
-
-            return ledger_command(args.ledger_command, args.ledger_sub or args.ledger, args)
-        raise UserError("the interactive TUI is not built yet — use notes-tui --run FILE, notes-tui check FILE "
-                        "or notes-tui ledger list (see --help)")
+        return run_tui(workspace=args.workspace, ledger=args.ledger)
     except UserError as exc:
         print(f"notes-tui: error: {exc}", file=sys.stderr)
         return ExitCode.USER_ERROR

@@ -14,11 +14,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from app.errors import UserError
+from app.server_url import server_url
 
 DEFAULT_NUM_CTX = 8192  # long CT reports pass 4096 tokens; Ollama cuts silently above num_ctx
 DEFAULT_CONCURRENCY = 6  # Ollama's usual 4 parallel slots + 2 waiting, so no slot idles between requests
@@ -395,16 +395,10 @@ def _resolve_hosts(path: Path, hosts: list[str] | str | None, environ: dict[str,
         hosts = [h.strip() for h in env.split(",") if h.strip()]
     out = []
     for h in hosts:
-        url = h if "://" in h else f"http://{h}"
-        parts = urlsplit(url)
         try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path not in ("", "/"):
-            raise ConfigError(path, "model.hosts", f"{h!r} is not a server address",
-                              "write http://HOST:PORT, e.g. http://gpu-n57:48362")
-        out.append(f"{parts.scheme}://{parts.netloc}")
+            out.append(server_url(h))
+        except ValueError as exc:
+            raise ConfigError(path, "model.hosts", str(exc), "write http://HOST:PORT, e.g. http://gpu-n57:48362")
     if len(set(out)) != len(out):
         raise ConfigError(path, "model.hosts", "the same host is listed twice", "remove the duplicate")
     return tuple(out)

@@ -10,13 +10,12 @@ import traceback
 from pathlib import Path
 
 from app.backends import make_backend
-from app.cli import ExitCode
 from app.config import Experiment, load_experiment
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
 from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions, RunResult
-from app.errors import UserError
+from app.errors import ExitCode, UserError
 from app.sources import open_source
 from ledger import Ledger, resolve_ledger_dir
 

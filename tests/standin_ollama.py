@@ -1,7 +1,7 @@
 """A stand-in Ollama HTTP server for tests and benchmarks (standard library only).
 
-It speaks the parts of the Ollama 0.11 REST protocol that notes-tui uses (version, tags, show, ps, chat,
-and a minimal generate) and can be made slow, busy and wrong on demand:
+It speaks the parts of the Ollama 0.11 REST protocol that notes-tui uses (version, tags, show, ps, chat, a minimal
+generate, a streaming pull and delete) and can be made slow, busy and wrong on demand:
 
 * ``slots`` requests are served at once (OLLAMA_NUM_PARALLEL), each holding its slot ``latency`` seconds
   (+ uniform ``jitter``); up to ``queue`` more wait FIFO (OLLAMA_MAX_QUEUE); beyond that -> 503 at once.
@@ -11,6 +11,12 @@ and a minimal generate) and can be made slow, busy and wrong on demand:
   probability, from a ``random.Random(seed)``), and all of them happen after the request got its slot and
   held it for its latency (hang: forever).
 * Answers are generated from the ``format`` JSON schema, deterministically from the last user message.
+* ``POST /api/pull`` streams progress like Ollama (manifest, per-layer ``total``/``completed``, verifying, writing,
+  success) over ``pull_seconds``, then the model is listed; names not in ``registry`` get Ollama's
+  ``file does not exist`` error line; ``pull_fail_at`` (a fraction) ends a pull with a server-side error line there.
+  ``DELETE /api/delete`` removes a model (404 when it is not there).
+* ``/api/ps`` lists the ``loaded`` models (all models when unset), each expiring at ``expires_at`` (RFC 3339; unset:
+  five minutes from now).
 
 Use it in-process (``StandinOllama(...).start()``: asyncio loop in a daemon thread), as a subprocess
 (``spawn_standin(...)``) or from the command line::
@@ -67,6 +73,11 @@ KNOBS: dict[str, type] = {
     "version": str,
     "seed": int,
     "context_length": int,
+    "pull_seconds": float,
+    "pull_fail_at": float,
+    "registry": tuple,
+    "loaded": tuple,
+    "expires_at": str,
 }
 _RATES = ("invalid_rate", "cutoff_rate", "error_rate", "hang_rate", "drop_rate")
 
@@ -106,6 +117,9 @@ def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
         if key not in KNOBS:
             raise ValueError(f"unknown knob {key!r}; known: {', '.join(sorted(KNOBS))}")
         kind = KNOBS[key]
+        if key == "loaded" and value is None:  # unset: /api/ps lists every model
+            out[key] = None
+            continue
         if kind is tuple:
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
@@ -114,7 +128,7 @@ def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
             value = kind(value)
         if key in _RATES and not 0.0 <= value <= 1.0:
             raise ValueError(f"{key} must be within [0, 1], got {value}")
-        if key in ("latency", "jitter", "slots", "queue") and value < 0:
+        if key in ("latency", "jitter", "slots", "queue", "pull_seconds") and value < 0:
             raise ValueError(f"{key} must be >= 0, got {value}")
         if key == "context_length" and value < 1:
             raise ValueError(f"context_length must be >= 1, got {value}")
@@ -465,6 +479,10 @@ class _Core:
             "prompt_tokens": 0,
             "eval_tokens": 0,
             "by_model": {},
+            "pulls": 0,
+            "pulls_done": 0,
+            "pulls_cancelled": 0,
+            "deleted": 0,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -584,8 +602,9 @@ class _Conn(asyncio.Protocol):
             if req is None:
                 return
             method, path, headers, body, keep = req
-            if method == "POST" and path in ("/api/chat", "/api/generate"):
-                self.task = asyncio.ensure_future(self._chat(path, headers, body, keep))
+            if method == "POST" and path in ("/api/chat", "/api/generate", "/api/pull"):
+                handler = self._pull(body, keep) if path == "/api/pull" else self._chat(path, headers, body, keep)
+                self.task = asyncio.ensure_future(handler)
                 self.task.add_done_callback(self._done)
                 return
             self._send(*self._simple(method, path, body), keep=keep, head_only=method == "HEAD")
@@ -718,7 +737,10 @@ class _Conn(asyncio.Protocol):
             ]
             return _json(200, {"models": models})
         if path == "/api/ps" and method in ("GET", "HEAD"):
-            expires = _rfc3339(time.time_ns() + 300 * 1_000_000_000)
+            expires = core.cfg["expires_at"] or _rfc3339(time.time_ns() + 300 * 1_000_000_000)
+            loaded = core.cfg["loaded"]
+            shown = core.models() if loaded is None else {
+                full: meta for full, meta in core.models().items() if full in {_normalize_model(m) for m in loaded}}
             models = [
                 {
                     "name": m["name"],
@@ -730,7 +752,7 @@ class _Conn(asyncio.Protocol):
                     "size_vram": m["size"],
                     "context_length": core.cfg["context_length"],
                 }
-                for m in core.models().values()
+                for m in shown.values()
             ]
             return _json(200, {"models": models})
         if path == "/api/show" and method == "POST":
@@ -745,8 +767,23 @@ class _Conn(asyncio.Protocol):
                 core.st["not_found_404"] += 1
                 return _err(404, f"model '{name}' not found")
             return _json(200, self._show(meta))
+        if path == "/api/delete" and method == "DELETE":
+            try:
+                req = json.loads(body or b"{}")
+            except ValueError as e:
+                core.st["bad_request_400"] += 1
+                return _err(400, f"invalid JSON: {e}")
+            name = str(req.get("model") or req.get("name") or "")
+            full = _normalize_model(name) if name else ""
+            if full not in core.models():
+                core.st["not_found_404"] += 1
+                return _err(404, f"model '{name}' not found")
+            core.cfg["models"] = tuple(m for m in core.cfg["models"] if _normalize_model(m) != full)
+            core.st["deleted"] += 1
+            return 200, "application/json; charset=utf-8", b""
         if path.startswith("/api/"):
-            return _err(405 if path in ("/api/version", "/api/tags", "/api/ps", "/api/show") else 404, "not found")
+            known = ("/api/version", "/api/tags", "/api/ps", "/api/show", "/api/delete", "/api/pull")
+            return _err(405 if path in known else 404, "not found")
         return 404, "text/plain; charset=utf-8", b"404 page not found"
 
     def _show(self, meta: dict) -> dict:
@@ -792,6 +829,85 @@ class _Conn(asyncio.Protocol):
             except (ValueError, TypeError) as e:
                 return _err(400, str(e))
         return _err(404, f"no control endpoint {method} {path}")
+
+    def _start_stream(self, *, keep: bool) -> bool:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                f"Date: {self.core.http_date()}\r\nTransfer-Encoding: chunked\r\n"
+                + ("" if keep else "Connection: close\r\n")
+                + "\r\n"
+            ).encode()
+        )
+        return True
+
+    def _stream_line(self, obj: dict) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise asyncio.CancelledError()
+        line = json.dumps(obj, ensure_ascii=False).encode() + b"\n"
+        self.transport.write(b"%x\r\n%s\r\n" % (len(line), line))
+
+    def _end_stream(self, *, keep: bool) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(b"0\r\n\r\n")
+        if not keep:
+            self.transport.close()
+            self.closed = True
+
+    async def _pull(self, body: bytes, keep: bool) -> None:
+        """Ollama's streaming pull: per-layer progress lines, then the model is there."""
+        core, st = self.core, self.core.st
+        st["requests"] += 1
+        try:
+            req = json.loads(body or b"{}")
+            name = str(req.get("model") or req.get("name") or "")
+        except (ValueError, AttributeError) as e:
+            st["bad_request_400"] += 1
+            self._send(*_err(400, f"invalid JSON: {e}"), keep=keep)
+            return
+        if not name:
+            st["bad_request_400"] += 1
+            self._send(*_err(400, "model is required"), keep=keep)
+            return
+        st["pulls"] += 1
+        full = _normalize_model(name)
+        if not self._start_stream(keep=keep):
+            return
+        try:
+            self._stream_line({"status": "pulling manifest"})
+            if full not in {_normalize_model(m) for m in core.cfg["registry"]}:
+                await asyncio.sleep(0.05)
+                self._stream_line({"error": "pull model manifest: file does not exist"})
+                self._end_stream(keep=keep)
+                return
+            meta = _model_meta(full)
+            digest = meta["digest"]
+            layers = [(f"sha256:{hashlib.sha256((digest + str(i)).encode()).hexdigest()}", size)
+                      for i, size in enumerate((meta["size"] - 12_000, 8_000, 3_000, 1_000))]
+            steps = max(1, int(core.cfg["pull_seconds"] / 0.05))
+            fail_at = core.cfg["pull_fail_at"]
+            for step in range(1, steps + 1):
+                await asyncio.sleep(core.cfg["pull_seconds"] / steps)
+                frac = step / steps
+                if 0 < fail_at <= frac:
+                    self._stream_line({"error": "max retries exceeded: unexpected EOF (stand-in pull_fail_at)"})
+                    self._end_stream(keep=keep)
+                    return
+                for layer, size in layers:
+                    self._stream_line({"status": f"pulling {layer[7:19]}", "digest": layer, "total": size,
+                                       "completed": int(size * frac)})
+            for status in ("verifying sha256 digest", "writing manifest", "success"):
+                self._stream_line({"status": status})
+            if full not in core.models():
+                core.cfg["models"] = (*core.cfg["models"], full)
+            st["pulls_done"] += 1
+            self._end_stream(keep=keep)
+        except asyncio.CancelledError:
+            st["pulls_cancelled"] += 1
+            raise
 
     async def _chat(self, path: str, headers: dict, body: bytes, keep: bool) -> None:
         core, st, cfg = self.core, self.core.st, self.core.cfg
@@ -981,6 +1097,11 @@ class StandinOllama:
         version: str = "0.11.10",
         seed: int = 0,
         context_length: int = 2048,
+        pull_seconds: float = 1.0,
+        pull_fail_at: float = 0.0,
+        registry: tuple[str, ...] = ("llama3", "llama3.1:8b", "llama3.1:70b", "qwen2.5:7b", "mistral", "smollm2:135m"),
+        loaded: tuple[str, ...] | None = None,
+        expires_at: str = "",
         host: str = "127.0.0.1",
     ):
         self.host = host
@@ -1000,6 +1121,11 @@ class StandinOllama:
                 "version": version,
                 "seed": seed,
                 "context_length": context_length,
+                "pull_seconds": pull_seconds,
+                "pull_fail_at": pull_fail_at,
+                "registry": registry,
+                "expires_at": expires_at,
+                "loaded": loaded,
             }
         )
         self.url = ""
@@ -1131,6 +1257,8 @@ def _knob_args(knobs: dict[str, Any]) -> list[str]:
             continue
         if key not in KNOBS:
             raise ValueError(f"unknown knob {key!r}; known: {', '.join(sorted(KNOBS))}")
+        if key == "loaded" and value is None:
+            continue
         if KNOBS[key] is tuple:
             value = ",".join(value) if not isinstance(value, str) else value
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -1253,8 +1381,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", default="0.11.10")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context-length", type=int, default=2048, help="num_ctx when a request sets none")
+    p.add_argument("--pull-seconds", type=float, default=1.0, help="how long a pull streams progress")
+    p.add_argument("--pull-fail-at", type=float, default=0.0, help="end pulls with an error at this fraction")
+    p.add_argument("--registry", default="llama3,llama3.1:8b,llama3.1:70b,qwen2.5:7b,mistral,smollm2:135m",
+                   help="comma-separated models a pull can fetch")
+    p.add_argument("--loaded", default=None, help="comma-separated models /api/ps lists (default: all)")
+    p.add_argument("--expires-at", default="", help="fixed expires_at for /api/ps (default: now + 5 min)")
     a = p.parse_args(argv)
-    knobs = {k: getattr(a, k) for k in KNOBS}
+    knobs = {k: getattr(a, k) for k in KNOBS if k != "loaded"}
+    if a.loaded is not None:
+        knobs["loaded"] = a.loaded
     server = StandinOllama(port=a.port, host=a.host, **knobs)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

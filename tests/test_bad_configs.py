@@ -176,7 +176,8 @@ def test_model_not_pulled_says_how_to_pull(tmp_path):
     (["ledger"], "required: SUBCOMMAND"),
     (["--run", "x.toml", "check", "y.toml"], "cannot be combined"),
     (["--run", "no/such/file.toml"], "no such experiment file"),
-    ([], "the interactive TUI is not built yet"),
+    ([], "the TUI needs a terminal"),
+    (["ledger", "list", "--ledger"], "argument --ledger: expected one argument"),
 ])
 def test_command_line_mistakes_are_one_line(args, fragment):
     res = run_cli(args, cwd=ROOT)

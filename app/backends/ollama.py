@@ -9,7 +9,7 @@ import httpx
 import ollama
 
 from app.backends.base import Backend, Busy, ModelInfo, Reply, Transient
-from app.backends.transport import LeanTransport
+from app.backends.transport import client_transport
 from app.config import DEFAULT_CONCURRENCY, Experiment
 from app.errors import BackendError
 
@@ -39,10 +39,9 @@ class OllamaBackend(Backend):
 
     def _new_client(self, host: str) -> ollama.AsyncClient:
         timeout = httpx.Timeout(self.timeout, connect=10.0)
-        if host.startswith("http://") and not _behind_proxy(host):
-            # the official client over a lean transport: httpcore's pool cost more CPU than the rest of the run
-            return ollama.AsyncClient(host=host, timeout=timeout, transport=LeanTransport())
-        return ollama.AsyncClient(host=host, timeout=timeout)
+        # the official client over a lean transport for http hosts: httpcore's pool cost more CPU than the rest of
+        # the run
+        return ollama.AsyncClient(host=host, timeout=timeout, transport=client_transport(host))
 
     async def prepare(self) -> ModelInfo:
         results = await asyncio.gather(*(self._probe(h) for h in self.hosts), return_exceptions=True)
@@ -119,14 +118,6 @@ class OllamaBackend(Backend):
     async def close(self) -> None:
         for client in self.clients.values():
             await client._client.aclose()
-
-
-def _behind_proxy(host: str) -> bool:
-    """httpx honours http_proxy/no_proxy; the lean transport does not, so a proxied host keeps httpx's transport."""
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies, proxy_bypass
-
-    return "http" in getproxies() and not proxy_bypass(urlsplit(host).hostname or "")
 
 
 def _short(exc: BaseException) -> str:

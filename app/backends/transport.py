@@ -171,3 +171,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
             for conn in conns:
                 conn.close()
         self._idle.clear()
+
+
+def behind_proxy(host: str) -> bool:
+    """httpx honours http_proxy/no_proxy; the lean transport does not, so a proxied host keeps httpx's transport."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    return "http" in getproxies() and not proxy_bypass(urlsplit(host).hostname or "")
+
+
+def client_transport(host: str) -> LeanTransport | None:
+    """The transport for a client of `host` that reads whole bodies: lean for plain http, httpx's own otherwise."""
+    return LeanTransport() if host.startswith("http://") and not behind_proxy(host) else None

@@ -1,0 +1,82 @@
+"""How servers, models and pulls read for people: the same words in the TUI and in the `server`/`models` commands."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.cluster.health import Health, LoadedModel
+from app.cluster.pulls import CANCELLED, DONE, FAILED, QUEUED, Pull
+
+
+def size(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def rtt(health: Health) -> str:
+    return "-" if health.rtt_ms is None else f"{health.rtt_ms:.0f} ms"
+
+
+def state(health: Health) -> str:
+    if health.state == "unknown":
+        return "…"
+    if health.state == "down":
+        return f"down: {health.reason}"
+    return health.state
+
+
+def until(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return ""
+    local = when.astimezone()
+    now = now or datetime.now().astimezone()
+    if local.year > now.year + 100:
+        return "for good"  # keep_alive = -1: Ollama says year 2318
+    return f"until {local:%H:%M}" if local.date() == now.date() else f"until {local:%Y-%m-%d %H:%M}"
+
+
+def loaded(model: LoadedModel) -> str:
+    return " ".join(p for p in (model.name, size(model.size_vram), until(model.expires_at)) if p)
+
+
+def loaded_summary(health: Health) -> str:
+    if not health.loaded:
+        return "-" if health.answers else ""
+    return ", ".join(m.name for m in health.loaded)
+
+
+def modified(when: datetime | None) -> str:
+    return f"{when.astimezone():%Y-%m-%d}" if when else "-"
+
+
+def pull_line(pull: Pull) -> str:
+    """`llama3.1:8b  2.1 GB / 4.7 GB  45%  38.2 MB/s  ETA 1m05s` and the like."""
+    if pull.state == QUEUED:
+        return f"{pull.name}  queued"
+    if pull.state == DONE:
+        took = duration(pull.finished_at - pull.started_at) if pull.started_at and pull.finished_at else "-"
+        return f"{pull.name}  pulled, {size(pull.total)} in {took}"
+    if pull.state == FAILED:
+        return f"{pull.name}  failed: {pull.error}"
+    if pull.state == CANCELLED:
+        return f"{pull.name}  cancelled" + (f" at {pull.fraction:.0%}" if pull.fraction is not None else "")
+    if not pull.total:
+        return f"{pull.name}  {pull.phase}"
+    rate = f"{pull.rate / 1e6:.1f} MB/s" if pull.rate else "- MB/s"
+    return (f"{pull.name}  {size(pull.done)} / {size(pull.total)}  {pull.fraction or 0:.0%}  {rate}  "
+            f"ETA {duration(pull.eta_s)}")

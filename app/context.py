@@ -1,0 +1,36 @@
+"""What every front end starts from: the workspace, the user config and the environment, read once and passed down
+(the engine and the cluster code never read global state)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.cluster.known import KnownServer, known_servers
+from app.userconfig import UserConfig, config_path, load_user_config
+
+
+@dataclass
+class Context:
+    workspace: Path
+    config_path: Path
+    config: UserConfig
+    environ: dict[str, str] = field(default_factory=dict)
+
+    def servers(self) -> list[KnownServer]:
+        return known_servers(self.workspace, self.config, self.environ)
+
+    def reload(self) -> None:
+        self.config = load_user_config(self.config_path)
+
+
+def load_context(workspace: str | Path | None = None, environ: dict[str, str] | None = None) -> Context:
+    env = dict(os.environ if environ is None else environ)
+    path = config_path(env)
+    ws = Path(workspace).expanduser() if workspace else Path.cwd()
+    if not ws.is_dir():
+        from app.errors import UserError
+
+        raise UserError(f"--workspace: {ws} is not a directory — give the folder that holds experiments/")
+    return Context(workspace=ws.resolve(), config_path=path, config=load_user_config(path), environ=env)

@@ -1,0 +1,196 @@
+"""`notes-tui models list|pull|rm|show`: the Models screen for scripts, through the same `app.cluster` calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from app.errors import ExitCode
+
+if TYPE_CHECKING:
+    from app.cli import Shared
+    from app.cluster.pulls import Pull
+
+TTY_REDRAW_S = 0.1
+PLAIN_EVERY_S = 5.0
+
+
+def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
+    mod = shared.add(sub, "models", shared.json, shared.host, help="the models pulled on a server")
+    msub = mod.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True, parser_class=type(mod))
+    shared.add(msub, "list", shared.host, shared.json, help="models on the server: size, parameters, "
+               "quantization, family, modified, digest").set_defaults(handler=list_models)
+    pull = shared.add(msub, "pull", shared.host, help="pull a model, with progress")
+    pull.add_argument("name", metavar="NAME", help="e.g. llama3.1:8b")
+    pull.set_defaults(handler=pull_model)
+    rm = shared.add(msub, "rm", shared.host, help="delete a model (asks first on a terminal)")
+    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    rm.set_defaults(handler=remove_model)
+    show = shared.add(msub, "show", shared.host, shared.json, help="context length, template, parameters, license")
+    show.add_argument("name", metavar="NAME")
+    show.set_defaults(handler=show_model)
+
+
+def _server(args: argparse.Namespace) -> tuple[str, object]:
+    from app.cluster.known import choose_server
+    from app.context import load_context
+
+    ctx = load_context(args.workspace)
+    return choose_server(args.host, ctx.servers(), ctx.environ), ctx
+
+
+def list_models(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.cluster import models, present
+
+    url, ctx = _server(args)
+    entries = asyncio.run(models.list_models(url))
+    if args.json:
+        print(json.dumps({"server": url, "models": [m.as_json() for m in entries]}, indent=2))
+        return 0
+    rows = [("NAME", "SIZE", "PARAMS", "QUANT", "FAMILY", "MODIFIED", "DIGEST")]
+    rows += [(m.name, present.size(m.size), m.parameter_size or "-", m.quantization or "-", m.family or "-",
+              present.modified(m.modified_at), m.short_digest) for m in sorted(entries, key=lambda m: m.name)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
+    total = sum(m.size for m in entries)
+    quota = ctx.config.quota_bytes
+    print(f"{len(entries)} models, {present.size(total)} of the {present.size(quota)} quota ({total / quota:.0%})")
+    return 0
+
+
+def show_model(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.cluster import models
+
+    url, _ = _server(args)
+    d = asyncio.run(models.show_model(url, args.name))
+    if args.json:
+        print(json.dumps({"server": url, **d.as_json()}, indent=2))
+        return 0
+    print(f"model:          {d.name} on {url}")
+    print(f"context length: {d.context_length or 'unknown'}")
+    print(f"family:         {d.family or '-'}   parameters: {d.parameter_size or '-'}   "
+          f"quantization: {d.quantization or '-'}")
+    if d.capabilities:
+        print(f"capabilities:   {', '.join(d.capabilities)}")
+    for title, text in (("parameters", d.parameters), ("template", d.template), ("license", d.license)):
+        print(f"--- {title} ---")
+        print(text.strip() or "(none)")
+    return 0
+
+
+def remove_model(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.cluster import models, present
+    from app.errors import UserError
+
+    url, _ = _server(args)
+    entries = asyncio.run(models.list_models(url))
+    from app.backends.ollama import full_name
+
+    match = next((m for m in entries if m.name == full_name(args.name)), None)
+    if match is None:
+        raise UserError(f"{args.name!r} is not on {url} — see notes-tui models list --host {url}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"not deleting {match.name} without a terminal to ask — add --yes")
+        answer = input(f"delete {match.name} ({present.size(match.size)}) from {url}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted")
+            return ExitCode.FAILED
+    asyncio.run(models.delete_model(url, match.name))
+    print(f"deleted {match.name} ({present.size(match.size)}) from {url}")
+    return 0
+
+
+def pull_model(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.cluster.pulls import DONE, PullQueue, check_model_name
+
+    name = check_model_name(args.name)
+    url, ctx = _server(args)
+    printer = _PullPrinter(sys.stdout.isatty())
+
+    async def go() -> Pull:
+        queue = PullQueue(printer.update, quota_bytes=ctx.config.quota_bytes)
+        pull = queue.add(url, name)
+        try:
+            await queue.wait()
+        except asyncio.CancelledError:
+            queue.cancel_all()
+            raise
+        return pull
+
+    try:
+        pull = asyncio.run(go())
+    except KeyboardInterrupt:
+        printer.end()
+        print(f"notes-tui: pull of {name} cancelled (pull again to resume)", file=sys.stderr)
+        return ExitCode.SIGINT
+    printer.end()
+    if pull.state == DONE:
+        return 0
+    print(f"notes-tui: error: {pull.error}", file=sys.stderr)
+    return ExitCode.USER_ERROR if pull.wrong_name else ExitCode.FAILED
+
+
+class _PullPrinter:
+    """A bar redrawn in place on a terminal; a plain line every few seconds in a log."""
+
+    def __init__(self, tty: bool):
+        import time
+
+        self.tty = tty
+        self.clock = time.monotonic
+        self.last = 0.0
+        self.last_state = ""
+        self.flagged = False
+        self.drawn = False
+
+    def update(self, pull: Pull) -> None:
+        from app.cluster import present
+        from app.cluster.pulls import PULLING
+
+        now = self.clock()
+        if pull.over_quota and not self.flagged:
+            self.flagged = True
+            self._line(f"warning: {pull.name}: {pull.over_quota}")
+        changed = pull.state != self.last_state
+        self.last_state = pull.state
+        if pull.state != PULLING:
+            if pull.state in ("done", "cancelled"):
+                self._line(present.pull_line(pull))
+            return
+        due = TTY_REDRAW_S if self.tty else PLAIN_EVERY_S
+        if not changed and now - self.last < due:
+            return
+        self.last = now
+        if self.tty:
+            bar = ""
+            if pull.fraction is not None:
+                filled = int(pull.fraction * 24)
+                bar = "[" + "#" * filled + "." * (24 - filled) + "] "
+            sys.stdout.write("\r\x1b[K" + bar + present.pull_line(pull))
+            sys.stdout.flush()
+            self.drawn = True
+        else:
+            print(present.pull_line(pull), flush=True)
+
+    def _line(self, text: str) -> None:
+        if self.drawn:
+            sys.stdout.write("\r\x1b[K")
+            self.drawn = False
+        print(text, flush=True)
+
+    def end(self) -> None:
+        if self.drawn:
+            sys.stdout.write("\n")
+            self.drawn = False

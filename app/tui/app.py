@@ -1,0 +1,182 @@
+"""NotesApp: the screens behind keys 1–5 (part 1: Servers and Models), the state they share (servers and their
+health, model lists, pulls), and `make_app`, the one factory the CLI and the tests build it with."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import ModalScreen, Screen
+from textual.signal import Signal
+
+from app.cluster.health import Health, HealthMonitor, Prober
+from app.cluster.known import KnownServer
+from app.cluster.models import ModelEntry, ServerError, list_models
+from app.cluster.pulls import Pull, PullQueue
+from app.context import Context
+from app.tui.screens.models import ModelsScreen
+from app.tui.screens.servers import ServersScreen
+
+POLL_S = 5.0  # server health: an upper limit, one request in flight per server
+PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
+
+
+@dataclass
+class ModelList:
+    """What the Models screen knows of one server's models."""
+
+    entries: list[ModelEntry] = field(default_factory=list)
+    error: str | None = None
+    loading: bool = False
+    loaded_once: bool = False
+
+
+class NotesApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "notes-tui"
+    MODES = {"servers": ServersScreen, "models": ModelsScreen}
+    DEFAULT_MODE = "servers"
+    SCREEN_KEYS = {"servers": ("1", "Servers"), "models": ("2", "Models")}
+    BINDINGS = [
+        # the header shows the screens with their keys; the footer keeps its room for the screen's own actions
+        Binding("1", "show('servers')", "Servers", show=False, id="screen.servers"),
+        Binding("2", "show('models')", "Models", show=False, id="screen.models"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, ctx: Context, ledger_dir: Path, prober: Prober | None = None):
+        super().__init__()
+        self.ctx = ctx
+        self.ledger_dir = ledger_dir
+        self.servers: list[KnownServer] = ctx.servers()
+        self.selected_url: str | None = self.servers[0].url if self.servers else None
+        self.monitor = HealthMonitor(self._health_changed, prober)
+        self.pulls = PullQueue(self._pull_changed, quota_bytes=ctx.config.quota_bytes)
+        self.models: dict[str, ModelList] = {}
+        self._model_tasks: dict[str, asyncio.Task] = {}
+        self._pull_redraw_due = False
+        # what screens subscribe to; each carries the server URL it is about ("" for all)
+        self.servers_changed: Signal[str] = Signal(self, "servers_changed")
+        self.health_changed: Signal[str] = Signal(self, "health_changed")
+        self.models_changed: Signal[str] = Signal(self, "models_changed")
+        self.pulls_changed: Signal[str] = Signal(self, "pulls_changed")
+
+    # ---- life ----
+    def on_mount(self) -> None:
+        self.poll_servers()
+        self.set_interval(POLL_S, self.poll_servers)
+
+    async def on_unmount(self) -> None:
+        self.pulls.cancel_all()
+        await self.monitor.aclose()
+
+    def poll_servers(self) -> None:
+        self.monitor.poll(s.url for s in self.servers)
+
+    # ---- state the screens read ----
+    def server(self, url: str | None) -> KnownServer | None:
+        return next((s for s in self.servers if s.url == url), None)
+
+    def health(self, url: str) -> Health:
+        return self.monitor.get(url)
+
+    def model_list(self, url: str) -> ModelList:
+        return self.models.setdefault(url, ModelList())
+
+    def reload_servers(self, select: str | None = None) -> None:
+        """After the user config changed: the known servers again, probed at once."""
+        self.ctx.reload()
+        self.servers = self.ctx.servers()
+        if select:
+            self.selected_url = select
+        self.servers_changed.publish("")
+        self.poll_servers()
+
+    def load_models(self, url: str) -> None:
+        """Fetch the model list of a server in the background (one fetch per server at a time)."""
+        if url in self._model_tasks:
+            return
+        state = self.model_list(url)
+        state.loading = True
+        self.models_changed.publish(url)
+        self._model_tasks[url] = asyncio.create_task(self._fetch_models(url))
+
+    async def _fetch_models(self, url: str) -> None:
+        state = self.model_list(url)
+        try:
+            state.entries, state.error = await list_models(url), None
+        except ServerError as exc:
+            state.error = str(exc)
+        finally:
+            state.loading, state.loaded_once = False, True
+            self._model_tasks.pop(url, None)
+        self.models_changed.publish(url)
+
+    # ---- callbacks from app.cluster (on this event loop) ----
+    def _health_changed(self, url: str, health: Health) -> None:
+        self.health_changed.publish(url)
+        state = self.models.get(url)
+        if health.answers and state is not None and state.error:
+            self.load_models(url)  # it was down when we asked: ask again now that it answers
+
+    def _pull_changed(self, pull: Pull) -> None:
+        if not pull.active:
+            self.load_models(pull.url)
+        if not self._pull_redraw_due:
+            self._pull_redraw_due = True
+            self.set_timer(PULL_REDRAW_S, self._redraw_pulls)
+
+    def _redraw_pulls(self) -> None:
+        self._pull_redraw_due = False
+        self.pulls_changed.publish("")
+
+    # ---- actions ----
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("show", "help") and isinstance(self.screen, ModalScreen):
+            return False  # a dialog is open: its keys first
+        return True
+
+    async def action_show(self, mode: str) -> None:
+        if mode != self.current_mode:
+            await self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        from app.tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        running = self.pulls.active()
+        if not running:
+            self.exit()
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        names = ", ".join(p.name for p in running)
+        question = (f"{len(running)} pull{'s' if len(running) > 1 else ''} still running or queued ({names}). "
+                    "A pull belongs to the app that started it: quitting cancels "
+                    f"{'them' if len(running) > 1 else 'it'} (a later pull resumes the download). Quit?")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.pulls.cancel_all()
+                self.exit()
+
+        self.push_screen(ConfirmScreen(question, yes="Quit", no="Stay"), answered)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        from app.tui.commands import palette_commands
+
+        yield from palette_commands(self, screen)
+        yield from (c for c in super().get_system_commands(screen) if c.title not in ("Quit", "Keys"))
+
+
+def make_app(ctx: Context, ledger_dir: Path, prober: Prober | None = None) -> NotesApp:
+    """The one way to build the app: the CLI passes what the user gave, tests pass their own workspace and config
+    (and a prober with a pinned clock for snapshots)."""
+    return NotesApp(ctx, ledger_dir, prober=prober)

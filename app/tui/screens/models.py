@@ -1,0 +1,247 @@
+"""Screen 2, Models: the models of the selected server against the quota; pull (queued, with progress), delete
+(after a confirmation naming model and size), details."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from app.backends.ollama import full_name
+from app.cluster import present
+from app.cluster.models import ModelEntry, ServerError, delete_model
+from app.cluster.pulls import PULLING, QUEUED
+from app.tui.widgets.app_header import AppHeader
+from app.tui.widgets.fit_table import Col, FitTable
+from app.tui.widgets.pull_panel import PullPanel
+from app.tui.widgets.quota_bar import QuotaBar
+from app.tui.widgets.status_line import StatusLine
+
+COLUMNS = (
+    Col("name", "Name", None, min_width=14),
+    Col("size", "Size", 7, right=True),
+    Col("params", "Params", 6, right=True),
+    Col("quant", "Quant", 6),
+    Col("family", "Family", 7, hide_below=100),
+    Col("modified", "Modified", 10),
+    Col("digest", "Digest", 12, hide_below=100),
+)
+SORTS = {"name": (lambda m: m.name, False), "size": (lambda m: m.size, True),
+         "modified": (lambda m: m.modified_at.timestamp() if m.modified_at else 0.0, True)}
+SORT_BY_COLUMN = {"name": "name", "size": "size", "modified": "modified"}
+
+
+class ModelsScreen(Screen):
+    BINDINGS = [
+        Binding("p", "pull", "Pull", id="models.pull"),
+        Binding("d", "delete", "Delete", id="models.delete"),
+        Binding("i", "details", "Details", id="models.details"),
+        Binding("c", "cancel_pull", "Cancel pull", id="models.cancel"),
+        Binding("n", "sort('name')", "Sort by name", show=False, id="models.sort_name"),
+        Binding("s", "sort('size')", "Sort by size", show=False, id="models.sort_size"),
+        Binding("m", "sort('modified')", "Sort by modified", show=False, id="models.sort_modified"),
+        Binding("r", "refresh", "Refresh", show=False, id="models.refresh"),
+    ]
+    HELP = [("enter", "details of the selected model"),
+            ("n / s / m", "sort by name, size, modified (again: reverse); or click a column header")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort_key = "name"
+        self.sort_reverse = False
+        self.url: str | None = None
+        self._flagged: set[int] = set()  # pulls already announced as over the quota
+
+    def compose(self) -> ComposeResult:
+        yield AppHeader("models")
+        yield Static(id="models-title", classes="screen-title")
+        yield QuotaBar(id="quota")
+        yield FitTable(COLUMNS, id="models-table")
+        yield PullPanel(id="pulls")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.app
+        app.models_changed.subscribe(self, self._models_changed)
+        app.pulls_changed.subscribe(self, lambda _: self.render_pulls())
+        app.health_changed.subscribe(self, self._health_changed)
+        self.on_screen_resume()
+
+    def on_screen_resume(self) -> None:
+        app = self.app
+        if self.url != app.selected_url:
+            self.query_one(StatusLine).clear()
+        self.url = app.selected_url or (app.servers[0].url if app.servers else None)
+        if self.url is not None:
+            app.load_models(self.url)
+        self.render_models()
+
+    @property
+    def table(self) -> FitTable:
+        return self.query_one("#models-table", FitTable)
+
+    # ---- rendering ----
+    def _models_changed(self, url: str) -> None:
+        if url == self.url:
+            self.render_models()
+
+    def _health_changed(self, url: str) -> None:
+        if url == self.url:
+            self.render_title()
+
+    def render_models(self) -> None:
+        self.render_title()
+        status = self.query_one(StatusLine)
+        if self.url is None:
+            self.table.set_rows([])
+            self.query_one(QuotaBar).display = False
+            status.say("no Ollama server is known yet — press 1, then a to add one")
+            return
+        state = self.app.model_list(self.url)
+        self.query_one(QuotaBar).display = True
+        key, default_reverse = SORTS[self.sort_key]
+        entries = sorted(state.entries, key=key, reverse=default_reverse != self.sort_reverse)
+        self.table.set_rows([(m.name, (m.name, present.size(m.size), m.parameter_size or "-", m.quantization or "-",
+                                        m.family or "-", present.modified(m.modified_at), m.short_digest))
+                             for m in entries])
+        if state.error:
+            status.say(state.error, error=True)
+        elif state.loaded_once and not state.entries:
+            status.say("no model on this server yet — press p to pull one (e.g. llama3.1:8b)")
+        self.render_pulls()
+
+    def render_title(self) -> None:
+        app = self.app
+        title = self.query_one("#models-title", Static)
+        server = app.server(self.url)
+        if server is None:
+            title.update(Text("Models", style="bold"))
+            return
+        h = app.health(server.url)
+        state = app.model_list(server.url)
+        arrow = "↓" if (SORTS[self.sort_key][1] != self.sort_reverse) else "↑"
+        text = Text.assemble(("Models", "bold"), " on ", (server.label, "bold"), " · ")
+        text.append(present.state(h), style={"up": "green", "slow": "yellow", "down": "bold red"}.get(h.state, "dim"))
+        if h.version:
+            text.append(f" · Ollama {h.version}")
+        count = "loading…" if state.loading and not state.loaded_once else f"{len(state.entries)} models"
+        text.append(f" · {count} · sort: {self.sort_key} {arrow}")
+        title.update(text)
+
+    def render_pulls(self) -> None:
+        if self.url is None:
+            return
+        app = self.app
+        pulls = [p for p in app.pulls.pulls if p.url == self.url]
+        self.query_one(PullPanel).show_pulls(pulls)
+        state = app.model_list(self.url)
+        pulling = sum(p.total for p in pulls if p.state == PULLING)
+        used = sum(m.size for m in state.entries) if state.loaded_once and not state.error else None
+        self.query_one(QuotaBar).show_usage(used, app.ctx.config.quota_bytes, pulling)
+        for pull in pulls:
+            if pull.over_quota and pull.id not in self._flagged:
+                self._flagged.add(pull.id)
+                self.notify(f"{pull.name}: {pull.over_quota}", title="quota", severity="warning", timeout=10)
+
+    # ---- actions ----
+    def selected_model(self) -> ModelEntry | None:
+        if self.url is None:
+            return None
+        key = self.table.selected_key
+        return next((m for m in self.app.model_list(self.url).entries if m.name == key), None)
+
+    def action_sort(self, key: str) -> None:
+        if self.sort_key == key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key, self.sort_reverse = key, False
+        self.render_models()
+
+    @on(DataTable.HeaderSelected, "#models-table")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        key = SORT_BY_COLUMN.get(str(event.column_key.value))
+        if key:
+            self.action_sort(key)
+
+    @on(DataTable.RowSelected, "#models-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_details()
+
+    def action_refresh(self) -> None:
+        if self.url:
+            self.app.load_models(self.url)
+
+    def action_pull(self) -> None:
+        if self.url is None:
+            self.query_one(StatusLine).say("no server to pull to — press 1, then a to add one", error=True)
+            return
+        from app.tui.screens.pull_model import PullModelScreen
+
+        url = self.url
+
+        def chosen(name: str | None) -> None:
+            if not name:
+                return
+            try:
+                pull = self.app.pulls.add(url, name)
+            except ServerError as exc:
+                self.query_one(StatusLine).say(str(exc), error=True)
+                return
+            where = "queued" if pull.state == QUEUED and len(self.app.pulls.active()) > 1 else "started"
+            self.query_one(StatusLine).say(f"pull of {pull.name} {where} (c cancels it)")
+            self.render_pulls()
+
+        self.app.push_screen(PullModelScreen(self.app.server(url).label), chosen)
+
+    def action_cancel_pull(self) -> None:
+        pulls = [p for p in self.app.pulls.active() if p.url == self.url]
+        running = [p for p in pulls if p.state == PULLING]
+        target = running[0] if running else (pulls[-1] if pulls else None)
+        if target is None:
+            self.query_one(StatusLine).say("no pull to cancel on this server")
+            return
+        self.app.pulls.cancel(target)
+        self.query_one(StatusLine).say(f"cancelling the pull of {target.name}")
+
+    def action_details(self) -> None:
+        model = self.selected_model()
+        if model is None or self.url is None:
+            return
+        from app.tui.screens.model_details import ModelDetailsScreen
+
+        self.app.push_screen(ModelDetailsScreen(self.url, model.name))
+
+    def action_delete(self) -> None:
+        model = self.selected_model()
+        if model is None or self.url is None:
+            self.query_one(StatusLine).say("no model selected")
+            return
+        if any(p.url == self.url and full_name(p.name) == model.name for p in self.app.pulls.active()):
+            self.query_one(StatusLine).say(f"{model.name} is being pulled — cancel the pull first (c)", error=True)
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        url, label = self.url, self.app.server(self.url).label
+        question = (f"Delete {model.name} ({present.size(model.size)}) from {label}?\n"
+                    "It frees that much of the quota; pulling it again downloads it again.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._delete(url, model), group="delete", exit_on_error=False)
+
+        self.app.push_screen(ConfirmScreen(question, yes="Delete", no="Keep"), answered)
+
+    async def _delete(self, url: str, model: ModelEntry) -> None:
+        status = self.query_one(StatusLine)
+        status.say(f"deleting {model.name}…")
+        try:
+            await delete_model(url, model.name)
+        except ServerError as exc:
+            status.say(str(exc), error=True)
+            return
+        status.say(f"deleted {model.name} ({present.size(model.size)})")
+        self.app.load_models(url)

@@ -1,0 +1,138 @@
+"""Screen 1, Servers: every known Ollama server, how it is, and the models loaded on it now."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from app.cluster import present
+from app.cluster.health import Health
+from app.cluster.known import KnownServer
+from app.tui.widgets.app_header import AppHeader, short_path
+from app.tui.widgets.fit_table import Col, FitTable
+from app.tui.widgets.status_line import StatusLine
+
+COLUMNS = (
+    Col("server", "Server", None, min_width=16),
+    Col("from", "From", 12),
+    Col("state", "State", 17),
+    Col("version", "Version", 7, hide_below=100),
+    Col("rtt", "RTT", 6, right=True),
+    Col("loaded", "Loaded now", None, min_width=10),
+)
+STATE_STYLE = {"up": "green", "slow": "yellow", "down": "bold red", "unknown": "dim"}
+
+
+def state_cell(health: Health) -> Text:
+    return Text(present.state(health), style=STATE_STYLE.get(health.state, ""))
+
+
+class ServersScreen(Screen):
+    BINDINGS = [
+        Binding("a", "add_server", "Add server", id="servers.add"),
+        Binding("r", "refresh", "Refresh", id="servers.refresh"),
+    ]
+    HELP = [("enter", "the models of the selected server (screen 2)")]
+    _refreshing = False
+
+    def compose(self) -> ComposeResult:
+        yield AppHeader("servers")
+        yield Static(id="servers-title", classes="screen-title")
+        yield FitTable(COLUMNS, id="servers-table")
+        yield Static(id="server-detail", classes="detail")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.health_changed.subscribe(self, self._health_changed)
+        self.app.servers_changed.subscribe(self, lambda _: self.render_servers())
+        self.render_servers()
+
+    def on_screen_resume(self) -> None:
+        self.render_servers()
+
+    @property
+    def table(self) -> FitTable:
+        return self.query_one("#servers-table", FitTable)
+
+    def render_servers(self) -> None:
+        app = self.app
+        servers: list[KnownServer] = app.servers
+        self.query_one("#servers-title", Static).update(Text.assemble(
+            ("Servers", "bold"), f"  {len(servers)} known · health every 5 s · enter: its models",
+            style="", end=""))
+        rows = []
+        for s in servers:
+            h = app.health(s.url)
+            loaded = ", ".join(present.loaded(m) for m in h.loaded) or ("-" if h.answers else "")
+            rows.append((s.url, (s.label, s.origin_text, state_cell(h), h.version or "", present.rtt(h), loaded)))
+        self.table.set_rows(rows)
+        if app.selected_url:
+            self.table.select_key(app.selected_url)
+        self.render_detail()
+
+    def _health_changed(self, url: str) -> None:
+        self.render_servers()
+        if self._refreshing and not self.app.monitor.in_flight():
+            self._refreshing = False
+            self.query_one(StatusLine).clear()
+
+    def render_detail(self) -> None:
+        app = self.app
+        detail = self.query_one("#server-detail", Static)
+        server = app.server(app.selected_url)
+        if server is None:
+            detail.update(Text.assemble(
+                ("No Ollama server is known yet. ", "bold"),
+                "Press a to add one (http://HOST:PORT), export OLLAMA_HOST before starting notes-tui, "
+                f"or name hosts in an experiment in {short_path(app.ctx.workspace / 'experiments')}/."))
+            return
+        h = app.health(server.url)
+        text = Text()
+        text.append(server.label, style="bold")
+        if server.name:
+            text.append(f"  {server.url}")
+        text.append(f"  (from {server.origin_text})\n", style="dim")
+        text.append_text(state_cell(h))
+        if h.answers:
+            text.append(f" · Ollama {h.version} · {present.rtt(h)}")
+        elif h.state == "down":
+            text.append(" — is the server job running? (squeue --me)", style="dim")
+        if h.loaded:
+            width = max(len(m.name) for m in h.loaded)
+            for i, m in enumerate(h.loaded):
+                text.append("\nloaded: " if i == 0 else "\n        ")
+                text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {present.until(m.expires_at)}")
+        elif h.answers:
+            text.append("\nno model loaded now")
+        detail.update(text)
+
+    @on(DataTable.RowHighlighted, "#servers-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value and event.row_key.value != self.app.selected_url:
+            self.app.selected_url = event.row_key.value
+            self.render_detail()
+
+    @on(DataTable.RowSelected, "#servers-table")
+    async def _selected(self, event: DataTable.RowSelected) -> None:
+        self.app.selected_url = event.row_key.value
+        await self.app.run_action("show('models')")
+
+    def action_refresh(self) -> None:
+        self.app.poll_servers()
+        self._refreshing = True
+        self.query_one(StatusLine).say("asking every server again…")
+
+    def action_add_server(self) -> None:
+        from app.tui.screens.add_server import AddServerScreen
+
+        def added(url: str | None) -> None:
+            if url:
+                self.app.reload_servers(select=url)
+                self.query_one(StatusLine).say(f"saved {url} in {short_path(self.app.ctx.config_path)}")
+
+        self.app.push_screen(AddServerScreen(), added)

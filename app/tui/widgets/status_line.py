@@ -1,0 +1,20 @@
+"""One line under a screen's content for what just happened: an error is one line, never a traceback."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+
+class StatusLine(Static):
+    DEFAULT_CSS = """
+    StatusLine { height: 1; padding: 0 1; }
+    """
+
+    def say(self, message: str, error: bool = False) -> None:
+        prefix = "error: " if error else ""
+        self.update(Text(prefix + message, style="bold red" if error else "", overflow="ellipsis", no_wrap=True))
+        self.set_class(error, "-error")
+
+    def clear(self) -> None:
+        self.update("")

@@ -1,0 +1,117 @@
+"""The user's own settings, `~/.config/notes-tui/config.toml`: saved servers and the model quota (the Slurm issue adds
+cluster settings and profiles here). A missing file means the defaults; a broken one is one line naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.config import ConfigError
+from app.server_url import server_url
+
+ENV_VAR = "NOTES_TUI_CONFIG"
+DEFAULT_QUOTA_GB = 75.0  # the CRCD allowance for ~/.ollama (SOP 3.1)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SavedServer(_Strict):
+    url: str
+    name: str | None = Field(None, min_length=1, max_length=40)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return server_url(value)
+
+
+class ModelsSettings(_Strict):
+    quota_gb: float = Field(DEFAULT_QUOTA_GB, gt=0)
+
+
+class UserConfig(_Strict):
+    servers: list[SavedServer] = []
+    models: ModelsSettings = ModelsSettings()
+
+    @property
+    def quota_bytes(self) -> int:
+        return int(self.models.quota_gb * 1e9)
+
+
+def config_path(environ: dict[str, str] | None = None) -> Path:
+    """$NOTES_TUI_CONFIG, else $XDG_CONFIG_HOME/notes-tui/config.toml, else ~/.config/notes-tui/config.toml."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR]).expanduser()
+    xdg = env.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "notes-tui" / "config.toml"
+
+
+def load_user_config(path: Path) -> UserConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return UserConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read the file ({exc.__class__.__name__})", "check its permissions")
+    return _parse(path, text)
+
+
+def _parse(path: Path, text: str) -> UserConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}", "fix the syntax at that line")
+    try:
+        return UserConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(path, key, "unknown key", "check the spelling (see README.md, user config)") from None
+        raise ConfigError(path, key, err["msg"].removeprefix("Value error, "), "see README.md, user config") from None
+
+
+def save_server(path: Path, url: str, name: str | None = None) -> SavedServer:
+    """Append a `[[servers]]` entry, keeping the user's own text and comments; refuse a URL already saved."""
+    try:
+        entry = SavedServer(url=url, name=name)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError("server", "", problem, "write http://HOST:PORT, e.g. http://gpu-n57:48362") from None
+    config = load_user_config(path)
+    for saved in config.servers:
+        if saved.url == entry.url:
+            raise ConfigError(path, "servers", f"{entry.url} is already saved"
+                              + (f" as {saved.name!r}" if saved.name else ""), "nothing to do")
+        if entry.name and saved.name == entry.name:
+            raise ConfigError(path, "servers", f"the name {entry.name!r} is already used for {saved.url}",
+                              "choose another --name")
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"[[servers]]\nurl = {json.dumps(entry.url)}\n" + (f"name = {json.dumps(entry.name)}\n" if entry.name else "")
+    new = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + block
+    _parse(path, new)  # never write a file we could not read back
+    _write_private(path, new)
+    return entry
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
