@@ -13,15 +13,16 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .importer import Importer
 from .journal import JOURNAL_DIR, SUFFIX, ensure_private_dir, fsync_dir
 from .lease import Lease, LeaseLost, sweep_graves
-from .migrations import COUNT_KEYS, migrate
+from .migrations import COUNT_KEYS, migrate, up_to_date
 from .status import STALE_AFTER_S, display_status, duration_s
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["STALE_AFTER_S", "Ledger", "LedgerBusy"]
 
@@ -73,6 +74,8 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _open_db(conn: sqlite3.Connection) -> Database:
+    from sqlite_utils import Database  # only where it is used: a run's closing import needs plain sqlite3
+
     return Database(conn, execute_plugins=False, recursive_triggers=False)
 
 
@@ -154,7 +157,8 @@ class Ledger:
     def _import_into(self, path: Path, lease: Lease) -> int:
         conn = connect(path)
         try:
-            migrate(_open_db(conn))
+            if not up_to_date(conn):
+                migrate(_open_db(conn))
             return Importer(conn, self.journal_dir, lease.check).run()
         finally:
             conn.close()

@@ -6,12 +6,15 @@ between a migration and its bookkeeping row must not wedge the next open.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from sqlite_utils import Database
+if TYPE_CHECKING:  # sqlite-utils costs ~0.1 s to import: a run's closing import must not pay it when nothing is due
+    from sqlite_utils import Database
 
-Migration = Callable[[Database], None]
+Migration = Callable[["Database"], None]
 MIGRATIONS: list[Migration] = []
 MIGRATIONS_TABLE = "_ledger_migrations"
 
@@ -21,6 +24,15 @@ COUNT_KEYS = ("total", "done", "valid", "invalid", "retried", "empty", "truncate
 def migration(fn: Migration) -> Migration:
     MIGRATIONS.append(fn)
     return fn
+
+
+def up_to_date(conn: sqlite3.Connection) -> bool:
+    """Every migration applied already (checked with plain sqlite3, so nothing more is imported)."""
+    try:
+        applied = {row[0] for row in conn.execute(f"select name from {MIGRATIONS_TABLE}")}
+    except sqlite3.OperationalError:  # no migrations table yet
+        return False
+    return all(fn.__name__ in applied for fn in MIGRATIONS)
 
 
 def migrate(db: Database) -> None:

@@ -1,15 +1,17 @@
-"""Ollama servers through the official `ollama` AsyncClient, always with a timeout (its default is none)."""
+"""Ollama servers over their JSON API (`ollama_wire`), always with a timeout (the official client's default is none).
+
+The run's path does not import the `ollama` package: its import alone (pydantic types, an SSL context for a
+module-level client) cost ~0.2 s, a third of a short run. The requests are the same ones the official client sends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import httpx
-import ollama
-
 from app.backends.base import Backend, Busy, ModelInfo, Reply, Transient
-from app.backends.transport import client_transport
+from app.backends.lean_http import ConnectFailed, ConnectTimedOut, HTTPFailure, ReadTimedOut, Response
+from app.backends.ollama_wire import Wire, error_text, failure_text, open_wire
 from app.config import DEFAULT_CONCURRENCY, Experiment
 from app.errors import BackendError
 
@@ -35,13 +37,7 @@ class OllamaBackend(Backend):
         self.num_ctx = m.options.num_ctx
         self.keep_alive = m.keep_alive
         self.timeout = m.timeout_s
-        self.clients = {h: self._new_client(h) for h in self.hosts}
-
-    def _new_client(self, host: str) -> ollama.AsyncClient:
-        timeout = httpx.Timeout(self.timeout, connect=10.0)
-        # the official client over a lean transport for http hosts: httpcore's pool cost more CPU than the rest of
-        # the run
-        return ollama.AsyncClient(host=host, timeout=timeout, transport=client_transport(host))
+        self.wires: dict[str, Wire] = {h: open_wire(h, self.timeout) for h in self.hosts}
 
     async def prepare(self) -> ModelInfo:
         results = await asyncio.gather(*(self._probe(h) for h in self.hosts), return_exceptions=True)
@@ -67,59 +63,84 @@ class OllamaBackend(Backend):
                          hosts=self.hosts, details={"unreachable": problems, **details.get("details", {})})
 
     async def _probe(self, host: str) -> tuple[str | None, dict[str, Any]]:
-        client = self.clients[host]
-        # the client has no call for the server version; ask the same connection pool directly
-        resp = await asyncio.wait_for(client._client.get("/api/version"), PREPARE_TIMEOUT_S)
-        version = resp.json().get("version") if resp.status_code == 200 else None
-        listing = await asyncio.wait_for(client.list(), PREPARE_TIMEOUT_S)
+        wire = self.wires[host]
+        resp = await asyncio.wait_for(wire.call("GET", "/api/version", timeout=PREPARE_TIMEOUT_S), PREPARE_TIMEOUT_S)
+        version = _doc(resp).get("version") if resp.status == 200 else None
+        listing = await asyncio.wait_for(wire.call("GET", "/api/tags", timeout=PREPARE_TIMEOUT_S), PREPARE_TIMEOUT_S)
+        if listing.status != 200:
+            raise HTTPFailure(f"HTTP {listing.status} on /api/tags: {error_text(listing)}")
+        models = [m for m in _doc(listing).get("models") or [] if isinstance(m, dict)]
         wanted = full_name(self.model)
-        for m in listing.models:
-            if m.model == wanted:
-                details = m.details.model_dump() if m.details else {}
-                return version, {"digest": m.digest, "size": m.size, "details": details}
-        have = ", ".join(sorted(m.model or "?" for m in listing.models)) or "none"
+        for m in models:
+            if (m.get("model") or m.get("name")) == wanted:
+                details = m.get("details") if isinstance(m.get("details"), dict) else {}
+                return version, {"digest": m.get("digest"), "size": m.get("size"), "details": details}
+        have = ", ".join(sorted(str(m.get("model") or m.get("name") or "?") for m in models)) or "none"
         raise BackendError(f"{self.exp.path}: model.name: {self.model!r} is not on {host} (it has: {have}) — "
                            f"pull it first: OLLAMA_HOST={host} ollama pull {self.model}")
 
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply:
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": user})
+        payload = {"model": self.model, "messages": messages, "stream": False, "format": schema,
+                   "options": self.options, "keep_alive": self.keep_alive}
         try:
-            resp = await self.clients[host].chat(model=self.model, messages=messages, format=schema,
-                                                 options=self.options, keep_alive=self.keep_alive, stream=False)
-        except ollama.ResponseError as exc:
-            if exc.status_code == 503:
-                raise Busy(_short(exc)) from None
-            if exc.status_code == 404:
-                raise BackendError(f"{self.exp.path}: model.name: {self.model!r} vanished from {host} during the run"
-                                   f" — pull it again: OLLAMA_HOST={host} ollama pull {self.model}") from None
-            if exc.status_code == 429:
-                raise Busy(_short(exc)) from None
-            if exc.status_code >= 500 or exc.status_code == -1:
-                raise Transient(f"HTTP {exc.status_code}: {_short(exc)}") from None
-            raise BackendError(f"{self.exp.path}: {host} refused the request (HTTP {exc.status_code}: {_short(exc)}) — "
-                               "check the model options; structured outputs need Ollama ≥ 0.5") from None
-        except ConnectionError as exc:  # the client's rewording of httpx.ConnectError
-            raise Transient(_short(exc), down=True) from None
-        except httpx.ConnectTimeout as exc:
-            raise Transient(_short(exc), down=True) from None
-        except httpx.TimeoutException:
+            resp = await self.wires[host].call("POST", "/api/chat", payload)
+        except (ConnectFailed, ConnectTimedOut) as exc:
+            raise Transient(failure_text(exc), down=True) from None
+        except ReadTimedOut:
             raise Transient(f"no answer within timeout_s = {self.timeout:g}") from None
-        except httpx.TransportError as exc:
-            raise Transient(_short(exc)) from None
-        except ValueError as exc:  # a 200 whose body is not a chat response (JSON or pydantic error): a wrong server
-            raise Transient(f"not an Ollama chat response ({exc.__class__.__name__})") from None
-        tokens_in = resp.prompt_eval_count
-        duration = resp.total_duration / 1e6 if resp.total_duration else None
-        return Reply(content=resp.message.content or "", done_reason=resp.done_reason, tokens_in=tokens_in,
-                     tokens_out=resp.eval_count, truncated=bool(tokens_in and tokens_in >= self.num_ctx),
-                     duration_ms=duration)
+        except HTTPFailure as exc:
+            raise Transient(failure_text(exc)) from None
+        if resp.status != 200:
+            self._refused(host, resp)
+        doc = _doc(resp)
+        message = doc.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or \
+                not isinstance(content, str | None):
+            # a 200 whose body is not a chat response: a wrong server, or a proxy's page
+            raise Transient("not an Ollama chat response" + ("" if doc else " (not JSON)"))
+        tokens_in = _int(doc.get("prompt_eval_count"))
+        total = _int(doc.get("total_duration"))
+        return Reply(content=content or "", done_reason=doc.get("done_reason"), tokens_in=tokens_in,
+                     tokens_out=_int(doc.get("eval_count")), truncated=bool(tokens_in and tokens_in >= self.num_ctx),
+                     duration_ms=total / 1e6 if total else None)
+
+    def _refused(self, host: str, resp: Response) -> None:
+        """Raise what a non-200 answer means for the run."""
+        msg, status = error_text(resp), resp.status
+        if status in (503, 429):  # queue full / rate limited: lower the pressure and try again
+            raise Busy(msg)
+        if status == 404:
+            raise BackendError(f"{self.exp.path}: model.name: {self.model!r} vanished from {host} during the run"
+                               f" — pull it again: OLLAMA_HOST={host} ollama pull {self.model}")
+        if status >= 500:
+            raise Transient(f"HTTP {status}: {msg}")
+        raise BackendError(f"{self.exp.path}: {host} refused the request (HTTP {status}: {msg}) — "
+                           "check the model options; structured outputs need Ollama ≥ 0.5")
 
     async def close(self) -> None:
-        for client in self.clients.values():
-            await client._client.aclose()
+        for wire in self.wires.values():
+            await wire.aclose()
+
+
+def _doc(resp: Response) -> dict[str, Any]:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _short(exc: BaseException) -> str:
+    if isinstance(exc, HTTPFailure):
+        return failure_text(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {PREPARE_TIMEOUT_S:g} s"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
     return text[:200]

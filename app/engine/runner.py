@@ -92,9 +92,17 @@ class Runner:
 
     async def run(self) -> RunResult:
         t0 = time.monotonic()
-        info: ModelInfo = await self.backend.prepare()
+        # the server check and the count of notes to do side by side: each is a round trip to another host
+        ready = await asyncio.gather(self.backend.prepare(),
+                                     asyncio.to_thread(self.source.survey, self.opts.rerun_invalid),
+                                     return_exceptions=True)
+        for outcome in ready:  # the server's error first, as when they ran one after the other
+            if isinstance(outcome, BaseException):
+                raise outcome
+        info: ModelInfo = ready[0]  # type: ignore[assignment]
+        survey = ready[1]
+        # created only once the server answered: a run that cannot start leaves nothing behind
         await asyncio.to_thread(self.source.ensure_results_table)
-        survey = await asyncio.to_thread(self.source.survey, self.opts.rerun_invalid)
         total = survey.todo if self.opts.limit is None else min(survey.todo, self.opts.limit)
         self.counts.total = total
         schema = self.answer.schema
