@@ -17,6 +17,8 @@ from support import MYSQL, mysql_up, need  # noqa: E402
 def private_ledger(tmp_path, monkeypatch):
     ledger = tmp_path / "ledger"
     monkeypatch.setenv("NOTES_TUI_LEDGER", str(ledger))
+    # never the user's own ~/.config/notes-tui: saved servers and quotas come from the test
+    monkeypatch.setenv("NOTES_TUI_CONFIG", str(tmp_path / "user-config.toml"))
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     for var in ("DB_USER", "DB_PASS", "DB_HOST", "DB_NAME", "DB_PORT"):
         monkeypatch.delenv(var, raising=False)

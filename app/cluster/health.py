@@ -47,19 +47,19 @@ UNKNOWN = Health(state="unknown", reason="not asked yet")
 def down_reason(exc: BaseException, timeout_s: float = PROBE_TIMEOUT_S) -> str:
     """What a user can act on, in a few words."""
     if isinstance(exc, httpx.ConnectTimeout):
-        return f"no connection within {CONNECT_TIMEOUT_S:g} s"
+        return f"no connection in {CONNECT_TIMEOUT_S:g} s"
     if isinstance(exc, httpx.TimeoutException):
-        return f"no answer within {timeout_s:g} s"
+        return f"no answer in {timeout_s:g} s"
     if isinstance(exc, httpx.ConnectError):
         cause = exc.__cause__ or exc.__context__
         text = str(exc).lower()
         if isinstance(cause, ConnectionRefusedError) or "refused" in text or f"errno {errno.ECONNREFUSED}" in text:
-            return "connection refused"
+            return "refused"
         if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
-            return "unknown host name"
+            return "unknown host"
         return f"unreachable ({str(exc)[:60] or exc.__class__.__name__})"
     if isinstance(exc, httpx.RemoteProtocolError):
-        return "closed the connection"
+        return "dropped the connection"
     if isinstance(exc, httpx.TransportError):
         return f"transport error ({exc.__class__.__name__})"
     return f"{exc.__class__.__name__}: {str(exc)[:60]}"
@@ -91,7 +91,7 @@ class Prober:
                 return Health("down", reason=f"HTTP {resp.status_code} on /api/version", checked_at=time.monotonic())
             version = _json(resp).get("version")
             if not isinstance(version, str):
-                return Health("down", reason="not an Ollama server (no version)", checked_at=time.monotonic())
+                return Health("down", reason="not an Ollama server", checked_at=time.monotonic())
             ps = await client.get("/api/ps")
             loaded = _loaded(_json(ps)) if ps.status_code == 200 else ()
         except httpx.HTTPError as exc:

@@ -40,6 +40,20 @@ def state(health: Health) -> str:
     return health.state
 
 
+def advice(health: Health) -> str:
+    """What to do about a server that is down, in one sentence."""
+    reason = health.reason
+    if reason == "refused":
+        return "nothing listens at that address: is the server job running? (squeue --me)"
+    if reason.startswith(("no answer", "no connection")):
+        return "the server or its node does not respond: is the job still running, is the node up?"
+    if reason == "unknown host":
+        return "no such host name: check the spelling, or use the node's full name"
+    if reason == "not an Ollama server":
+        return "something else listens at that port: check the port (squeue --me shows the job's)"
+    return "check the server job's log"
+
+
 def until(when: datetime | None, now: datetime | None = None) -> str:
     if when is None:
         return ""

@@ -20,6 +20,7 @@ from app.cluster.pulls import Pull, PullQueue
 from app.context import Context
 from app.tui.screens.models import ModelsScreen
 from app.tui.screens.servers import ServersScreen
+from app.tui.widgets.app_header import user_at_host
 
 POLL_S = 5.0  # server health: an upper limit, one request in flight per server
 PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
@@ -49,10 +50,11 @@ class NotesApp(App):
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
-    def __init__(self, ctx: Context, ledger_dir: Path, prober: Prober | None = None):
+    def __init__(self, ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None):
         super().__init__()
         self.ctx = ctx
         self.ledger_dir = ledger_dir
+        self.who = who or user_at_host()
         self.servers: list[KnownServer] = ctx.servers()
         self.selected_url: str | None = self.servers[0].url if self.servers else None
         self.monitor = HealthMonitor(self._health_changed, prober)
@@ -176,7 +178,7 @@ class NotesApp(App):
         yield from (c for c in super().get_system_commands(screen) if c.title not in ("Quit", "Keys"))
 
 
-def make_app(ctx: Context, ledger_dir: Path, prober: Prober | None = None) -> NotesApp:
+def make_app(ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None) -> NotesApp:
     """The one way to build the app: the CLI passes what the user gave, tests pass their own workspace and config
-    (and a prober with a pinned clock for snapshots)."""
-    return NotesApp(ctx, ledger_dir, prober=prober)
+    (and, for snapshots, a prober with a pinned clock and a fixed user@host)."""
+    return NotesApp(ctx, ledger_dir, prober=prober, who=who)

@@ -21,15 +21,12 @@ class AddServerScreen(ModalScreen[str | None]):
             yield Label("Add an Ollama server", classes="dialog-title")
             yield Input(placeholder="http://HOST:PORT, e.g. http://gpu-n57:48362", id="url")
             yield Input(placeholder="a short name (optional), e.g. l40s-a", id="name")
-            yield Static(f"enter saves it in {short_path(self.app.ctx.config_path)} · escape cancels",
-                         classes="hint")
+            yield Static(f"tab: next field · enter saves it in {short_path(self.app.ctx.config_path)} · "
+                         "escape cancels", classes="hint")
             yield Static("", id="error", classes="error")
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "url" and not self.query_one("#name", Input).value:
-            self.query_one("#name", Input).focus()
-            return
         from app.userconfig import save_server
 
         url = self.query_one("#url", Input).value.strip()

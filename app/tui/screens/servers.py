@@ -17,12 +17,12 @@ from app.tui.widgets.fit_table import Col, FitTable
 from app.tui.widgets.status_line import StatusLine
 
 COLUMNS = (
-    Col("server", "Server", None, min_width=16),
-    Col("from", "From", 12),
-    Col("state", "State", 17),
+    Col("server", "Server", None, min_width=16, max_width=30),
+    Col("from", "From", None, min_width=12, max_width=16),
+    Col("state", "State", None, min_width=14, max_width=22),
     Col("version", "Version", 7, hide_below=100),
     Col("rtt", "RTT", 6, right=True),
-    Col("loaded", "Loaded now", None, min_width=10),
+    Col("loaded", "Loaded now", None, min_width=10, grow=4),
 )
 STATE_STYLE = {"up": "green", "slow": "yellow", "down": "bold red", "unknown": "dim"}
 
@@ -101,7 +101,7 @@ class ServersScreen(Screen):
         if h.answers:
             text.append(f" · Ollama {h.version} · {present.rtt(h)}")
         elif h.state == "down":
-            text.append(" — is the server job running? (squeue --me)", style="dim")
+            text.append(f" — {present.advice(h)}")
         if h.loaded:
             width = max(len(m.name) for m in h.loaded)
             for i, m in enumerate(h.loaded):

@@ -7,7 +7,6 @@ import os
 import socket
 from pathlib import Path
 
-from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
@@ -35,16 +34,16 @@ class AppHeader(Widget):
         super().__init__(**kwargs)
         self.current = current
 
-    def render(self) -> Table:
+    def render(self) -> Text:
         app = self.app
-        left = Text(" notes-tui ", style="bold")
+        text = Text(" notes-tui ", style="bold", no_wrap=True, overflow="crop")
         for mode, (key, title) in app.SCREEN_KEYS.items():  # type: ignore[attr-defined]
-            label = f" {key} {title} "
-            left.append(label, style="reverse bold" if mode == self.current else "")
-        right = Text(f"{user_at_host()} · ledger {short_path(app.ledger_dir)} ",  # type: ignore[attr-defined]
-                     style="dim", overflow="ellipsis", no_wrap=True)
-        grid = Table.grid(expand=True)
-        grid.add_column(no_wrap=True)
-        grid.add_column(justify="right", no_wrap=True, overflow="ellipsis")
-        grid.add_row(left, right)
-        return grid
+            text.append(f" {key} {title} ", style="reverse bold" if mode == self.current else "")
+        # the screens and their keys always show; who and where give way, the path losing its start first
+        right = f"{app.who} · ledger {short_path(app.ledger_dir)} "  # type: ignore[attr-defined]
+        room = self.size.width - text.cell_len - 2
+        if len(right) > room:
+            right = "…" + right[len(right) - room + 1:] if room > 1 else ""
+        text.append(" " * max(1, self.size.width - text.cell_len - len(right)))
+        text.append(right, style="dim")
+        return text

@@ -18,6 +18,8 @@ class Col:
     label: str
     width: int | None = None  # None: shares what the fixed columns leave
     min_width: int = 8
+    max_width: int | None = None  # a flexible column grows no further; what is left goes to the others
+    grow: int = 1  # a flexible column's share of the room left, against the other flexible ones
     right: bool = False
     hide_below: int = 0  # left out when the table is narrower: the detail line below the table shows it instead
 
@@ -82,17 +84,24 @@ class FitTable(DataTable):
         room = max(0, total - 2 - 2 * self.cell_padding * len(cols))
         fixed = sum(c.width for c in cols if c.width is not None)
         flexible = [c for c in cols if c.width is None]
-        # each flexible column gets its minimum, then an equal part of what is left (or of what is missing)
-        extra = room - fixed - sum(c.min_width for c in flexible)
-        part, rest = divmod(extra, len(flexible)) if flexible else (0, 0)
-        widths, first = [], True
-        for c in cols:
-            if c.width is not None:
-                widths.append(c.width)
-            else:
-                widths.append(max(4, c.min_width + part + (rest if first else 0)))
-                first = False
-        return tuple(widths)
+        width = {id(c): c.min_width for c in flexible}
+        extra = room - fixed - sum(width.values())
+        growing = [c for c in flexible if c.max_width is None or width[id(c)] < c.max_width]
+        while extra > 0 and growing:  # share what is left by weight, capping at max_width, until it is used up
+            weights = sum(c.grow for c in growing)
+            given = 0
+            for c in growing:
+                part = max(1, extra * c.grow // weights)
+                if c.max_width is not None:
+                    part = min(part, c.max_width - width[id(c)])
+                part = min(part, extra - given)
+                width[id(c)] += part
+                given += part
+            extra -= given
+            growing = [c for c in growing if c.max_width is None or width[id(c)] < c.max_width]
+            if not given:
+                break
+        return tuple(c.width if c.width is not None else width[id(c)] for c in cols)
 
     def _rebuild(self) -> None:
         keep = self.selected_key

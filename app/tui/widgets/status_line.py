@@ -8,12 +8,12 @@ from textual.widgets import Static
 
 class StatusLine(Static):
     DEFAULT_CSS = """
-    StatusLine { height: 1; padding: 0 1; }
+    StatusLine { height: auto; max-height: 3; padding: 0 1; }
     """
 
     def say(self, message: str, error: bool = False) -> None:
         prefix = "error: " if error else ""
-        self.update(Text(prefix + message, style="bold red" if error else "", overflow="ellipsis", no_wrap=True))
+        self.update(Text(prefix + message, style="bold red" if error else ""))
         self.set_class(error, "-error")
 
     def clear(self) -> None:

@@ -1,0 +1,18 @@
+"""Fixtures of the TUI tests: a stand-in Ollama server the test owns, with pulls that take a moment."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tuikit
+
+from standin_ollama import StandinOllama  # noqa: E402
+
+
+@pytest.fixture
+def standin():
+    with StandinOllama(models=("llama3", "qwen2.5:7b"), loaded=("llama3",), pull_seconds=1.0) as server:
+        yield server

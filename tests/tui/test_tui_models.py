@@ -1,0 +1,216 @@
+"""Screen 2, Models, driven with Pilot against the stand-in: the list and its sorting, pulls (progress, queue,
+cancel, quota, wrong name, a server dying or failing mid-pull), delete after confirmation, details, quitting."""
+
+from __future__ import annotations
+
+from standin_ollama import StandinOllama, spawn_standin
+from tuikit import build_app, closed_url, rows, run, screen_text, until, write_config
+
+
+async def open_models(pilot, app, url):
+    await until(pilot, lambda: app.health(url).state == "up", what="server up")
+    await pilot.press("2")
+    await until(pilot, lambda: app.model_list(url).loaded_once, what="model list")
+
+
+def names(app) -> list[str]:
+    return list(rows(app, "models-table"))
+
+
+async def pull(pilot, name: str) -> None:
+    await pilot.press("p", *name, "enter")
+
+
+@run
+async def test_models_listed_with_details_columns_and_the_quota(tmp_path, standin):
+    app = build_app(tmp_path, {"OLLAMA_HOST": standin.url})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_models(pilot, app, standin.url)
+        table = rows(app, "models-table")
+        assert table["llama3:latest"][1:5] == ("4.7 GB", "8.0B", "Q4_0", "llama")
+        assert table["llama3:latest"][5] == "2025-08-01" and len(table["llama3:latest"][6]) == 12
+        text = screen_text(app)
+        assert "8.8 GB of 75 GB (12%)" in text and "Models on 127.0.0.1:" in text and "2 models" in text
+
+
+@run
+async def test_sorting_by_name_size_and_modified_and_back(tmp_path):
+    with StandinOllama(models=("qwen2.5:7b", "llama3.1:70b", "mistral", "smollm2:135m")) as server:
+        app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_models(pilot, app, server.url)
+            assert names(app) == ["llama3.1:70b", "mistral:latest", "qwen2.5:7b", "smollm2:135m"]
+            await pilot.press("s")  # biggest first
+            sizes = {m.name: m.size for m in app.model_list(server.url).entries}
+            assert names(app) == sorted(sizes, key=lambda n: -sizes[n])
+            await pilot.press("s")  # again: reversed
+            assert names(app) == sorted(sizes, key=lambda n: sizes[n])
+            await pilot.press("n")
+            assert names(app) == sorted(sizes)
+            await pilot.press("n")
+            assert names(app) == sorted(sizes, reverse=True)
+            assert "sort: name ↓" in screen_text(app)
+
+
+@run
+async def test_a_pull_shows_progress_then_the_model_appears(tmp_path):
+    with StandinOllama(pull_seconds=2.0) as server:
+        app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_models(pilot, app, server.url)
+            await pull(pilot, "llama3.1:8b")
+            job = app.pulls.pulls[-1]
+            seen = []
+            while job.active:
+                await pilot.pause(0.25)
+                if job.fraction is not None:
+                    seen.append(job.fraction)
+                    if 0 < job.fraction < 1:
+                        text = screen_text(app)
+                        assert "llama3.1:8b" in text and "MB/s" in text and "ETA" in text and "%" in text
+            assert job.state == "done", job.error
+            assert len(set(seen)) >= 3 and seen == sorted(seen), seen  # it moved, forward only
+            await until(pilot, lambda: "llama3.1:8b" in names(app), what="the pulled model listed")
+            assert "pulled, 4.7 GB" in screen_text(app)
+
+
+@run
+async def test_pulls_queue_one_at_a_time_and_cancel_stops_one(tmp_path):
+    with StandinOllama(pull_seconds=30.0) as server:
+        app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_models(pilot, app, server.url)
+            await pull(pilot, "llama3.1:8b")
+            await pull(pilot, "mistral")
+            first, second = app.pulls.pulls
+            await until(pilot, lambda: first.done > 0, what="first pull moving")
+            assert (first.state, second.state) == ("pulling", "queued")
+            assert "queue mistral" in screen_text(app)
+            await pilot.press("c")  # cancels the running pull; the queued one starts
+            await until(pilot, lambda: first.state == "cancelled" and second.state == "pulling", what="next pull")
+            await until(pilot, lambda: server.stats()["pulls_cancelled"] == 1, what="the server saw the cancel")
+            await pilot.press("c")
+            await until(pilot, lambda: second.state == "cancelled", what="second cancelled")
+            await pilot.pause(0.3)
+            assert "llama3.1:8b" not in names(app) and "mistral:latest" not in names(app)
+            assert "cancelled at" in screen_text(app)
+
+
+@run
+async def test_a_pull_past_the_quota_is_flagged_as_soon_as_its_size_is_known(tmp_path):
+    write_config(tmp_path / "user-config.toml", quota_gb=6)
+    with StandinOllama(pull_seconds=3.0) as server:  # llama3 (4.7 GB) is there; 4.7 GB more passes 6 GB
+        app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+        async with app.run_test(size=(80, 24)) as pilot:
+            await open_models(pilot, app, server.url)
+            await pull(pilot, "llama3.1:8b")
+            job = app.pulls.pulls[-1]
+            await until(pilot, lambda: job.over_quota is not None, what="quota flag")
+            assert job.state == "pulling" and job.fraction < 0.5  # flagged early, the user decides
+            assert "over the 6 GB quota" in job.over_quota
+            await pilot.pause(0.3)
+            assert "over quota" in screen_text(app)
+
+
+@run
+async def test_a_wrong_name_and_a_server_side_error_end_in_one_line(tmp_path):
+    with StandinOllama(pull_seconds=1.0, pull_fail_at=0.5) as server:
+        app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_models(pilot, app, server.url)
+            await pull(pilot, "no-such-model:1b")
+            await pull(pilot, "mistral")
+            bad, failing = app.pulls.pulls
+            await until(pilot, lambda: not failing.active, what="both pulls ended")
+            assert bad.state == failing.state == "failed"
+            assert "'no-such-model:1b' is not in the registry" in bad.error and bad.wrong_name
+            assert "stopped the pull: max retries exceeded" in failing.error
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert "is not in the registry" in text and "Traceback" not in text
+            await pilot.press("p", *"bad name!", "enter")  # not even a name: the dialog says so, nothing queued
+            assert "is not a model name" in app.screen.query_one("#error").render().plain
+            await pilot.press("escape")
+            assert len(app.pulls.pulls) == 2
+
+
+@run
+async def test_a_server_that_dies_mid_pull_ends_the_pull_in_one_line(tmp_path):
+    server = spawn_standin(pull_seconds=30.0)
+    app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await open_models(pilot, app, server.url)
+            await pull(pilot, "llama3.1:8b")
+            job = app.pulls.pulls[-1]
+            await until(pilot, lambda: job.done > 0, what="pull moving")
+            server.kill()
+            await until(pilot, lambda: job.state == "failed", what="pull failed")
+            assert "closed the connection during the pull" in job.error and "pull again to resume" in job.error
+            await pilot.pause(0.3)
+            assert "closed the connection" in screen_text(app)
+            app.poll_servers()
+            await until(pilot, lambda: app.health(server.url).state == "down", what="down")
+    finally:
+        server.stop()
+
+
+@run
+async def test_delete_asks_naming_model_and_size_then_deletes(tmp_path, standin):
+    app = build_app(tmp_path, {"OLLAMA_HOST": standin.url})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_models(pilot, app, standin.url)
+        assert app.screen.query_one("#models-table").selected_key == "llama3:latest"
+        await pilot.press("d")
+        question = app.screen.query_one(".question").render().plain
+        assert "Delete llama3:latest (4.7 GB) from" in question
+        await pilot.press("n")
+        assert "llama3:latest" in names(app) and standin.stats()["deleted"] == 0
+        await pilot.press("d", "y")
+        await until(pilot, lambda: "llama3:latest" not in names(app), what="model gone")
+        assert standin.stats()["deleted"] == 1 and names(app) == ["qwen2.5:7b"]
+        assert "deleted llama3:latest (4.7 GB)" in screen_text(app)
+
+
+@run
+async def test_details_show_context_length_template_parameters_license(tmp_path, standin):
+    app = build_app(tmp_path, {"OLLAMA_HOST": standin.url})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_models(pilot, app, standin.url)
+        await pilot.press("i")
+        await until(pilot, lambda: "context length" in app.screen.query_one("#details").render().plain,
+                    what="details")
+        body = app.screen.query_one("#details").render().plain
+        assert "context length 8192" in " ".join(body.split()) and "stand-in license" in body
+        assert "{{ .System }}" in body and 'stop' in body
+        await pilot.press("escape")
+        assert app.screen.id != "details" and "Models on" in screen_text(app)
+
+
+@run
+async def test_a_server_that_is_down_says_so_on_the_models_screen(tmp_path):
+    down = closed_url()
+    app = build_app(tmp_path, {"OLLAMA_HOST": down})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: app.model_list(down).loaded_once, what="model list attempt")
+        text = screen_text(app)
+        assert "does not answer (connection refused)" in text and "squeue --me" in text
+
+
+@run
+async def test_quit_asks_while_a_pull_runs_and_cancels_it(tmp_path, standin):
+    standin.configure(pull_seconds=30.0)
+    app = build_app(tmp_path, {"OLLAMA_HOST": standin.url})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_models(pilot, app, standin.url)
+        await pull(pilot, "llama3.1:8b")
+        job = app.pulls.pulls[-1]
+        await until(pilot, lambda: job.done > 0, what="pull moving")
+        await pilot.press("q")
+        assert "quitting cancels it" in app.screen.query_one(".question").render().plain
+        await pilot.press("n")
+        assert app.is_running and job.state == "pulling"
+        await pilot.press("q", "y")
+        await until(pilot, lambda: job.state == "cancelled", what="pull cancelled on quit")
+    assert not app.is_running
