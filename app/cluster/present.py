@@ -64,8 +64,8 @@ def until(when: datetime | None, now: datetime | None = None) -> str:
     return f"until {local:%H:%M}" if local.date() == now.date() else f"until {local:%Y-%m-%d %H:%M}"
 
 
-def loaded(model: LoadedModel) -> str:
-    return " ".join(p for p in (model.name, size(model.size_vram), until(model.expires_at)) if p)
+def loaded(model: LoadedModel, now: datetime | None = None) -> str:
+    return " ".join(p for p in (model.name, size(model.size_vram), until(model.expires_at, now)) if p)
 
 
 def loaded_summary(health: Health) -> str:

@@ -4,8 +4,9 @@ health, model lists, pulls), and `make_app`, the one factory the CLI and the tes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from textual.app import App, SystemCommand
@@ -50,11 +51,13 @@ class NotesApp(App):
         Binding("q", "quit", "Quit", id="quit"),
     ]
 
-    def __init__(self, ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None):
+    def __init__(self, ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None,
+                 now: Callable[[], datetime] | None = None):
         super().__init__()
         self.ctx = ctx
         self.ledger_dir = ledger_dir
         self.who = who or user_at_host()
+        self.now = now or (lambda: datetime.now().astimezone())
         self.servers: list[KnownServer] = ctx.servers()
         self.selected_url: str | None = self.servers[0].url if self.servers else None
         self.monitor = HealthMonitor(self._health_changed, prober)
@@ -178,7 +181,8 @@ class NotesApp(App):
         yield from (c for c in super().get_system_commands(screen) if c.title not in ("Quit", "Keys"))
 
 
-def make_app(ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None) -> NotesApp:
+def make_app(ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None,
+             now: Callable[[], datetime] | None = None) -> NotesApp:
     """The one way to build the app: the CLI passes what the user gave, tests pass their own workspace and config
-    (and, for snapshots, a prober with a pinned clock and a fixed user@host)."""
-    return NotesApp(ctx, ledger_dir, prober=prober, who=who)
+    (and, for snapshots, what would change between runs: round trips, user@host, the time of day)."""
+    return NotesApp(ctx, ledger_dir, prober=prober, who=who, now=now)

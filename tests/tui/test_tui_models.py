@@ -183,6 +183,8 @@ async def test_details_show_context_length_template_parameters_license(tmp_path,
         body = app.screen.query_one("#details").render().plain
         assert "context length 8192" in " ".join(body.split()) and "stand-in license" in body
         assert "{{ .System }}" in body and 'stop' in body
+        digest = next(m.digest for m in app.model_list(standin.url).entries if m.name == "llama3:latest")
+        assert digest in body  # what the 80-column table leaves out is here
         await pilot.press("escape")
         assert app.screen.id != "details" and "Models on" in screen_text(app)
 

@@ -33,11 +33,12 @@ def write_config(path: Path, servers: list[tuple[str, str | None]] = (), quota_g
     return path
 
 
-def build_app(tmp_path: Path, environ: dict[str, str] | None = None, **kwargs) -> NotesApp:
+def build_app(tmp_path: Path, environ: dict[str, str] | None = None, ledger_dir: Path | None = None,
+              **kwargs) -> NotesApp:
     workspace = tmp_path / "workspace"
     (workspace / "experiments").mkdir(parents=True, exist_ok=True)
     env = {"NOTES_TUI_CONFIG": str(tmp_path / "user-config.toml"), **(environ or {})}
-    return make_app(load_context(workspace, env), tmp_path / "ledger", **kwargs)
+    return make_app(load_context(workspace, env), ledger_dir or tmp_path / "ledger", **kwargs)
 
 
 async def until(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:

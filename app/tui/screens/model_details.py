@@ -9,15 +9,17 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from app.cluster.models import ModelDetails, ServerError, show_model
+from app.cluster import present
+from app.cluster.models import ModelDetails, ModelEntry, ServerError, show_model
+from app.tui.tones import tone
 
 
 class ModelDetailsScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,i", "close", "Close", show=False)]
 
-    def __init__(self, url: str, name: str):
+    def __init__(self, url: str, entry: ModelEntry):
         super().__init__()
-        self.url, self.model = url, name
+        self.url, self.entry, self.model = url, entry, entry.name
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -34,19 +36,21 @@ class ModelDetailsScreen(ModalScreen[None]):
         try:
             details = await show_model(self.url, self.model)
         except ServerError as exc:
-            body.update(Text(f"error: {exc}", style="bold red"))
+            body.update(Text(f"error: {exc}", style=tone(self.app, "bad")))
             return
-        body.update(render_details(details))
+        body.update(render_details(details, self.entry))
         self.query_one("#details-body").focus()
 
     def action_close(self) -> None:
         self.dismiss(None)
 
 
-def render_details(d: ModelDetails) -> Text:
+def render_details(d: ModelDetails, entry: ModelEntry) -> Text:
     text = Text()
     rows = [("context length", str(d.context_length or "unknown")), ("family", d.family or "-"),
-            ("parameters", d.parameter_size or "-"), ("quantization", d.quantization or "-")]
+            ("parameters", d.parameter_size or "-"), ("quantization", d.quantization or "-"),
+            ("size", present.size(entry.size)), ("modified", present.modified(entry.modified_at)),
+            ("digest", entry.digest or "-")]
     if d.capabilities:
         rows.append(("capabilities", ", ".join(d.capabilities)))
     for key, value in rows:

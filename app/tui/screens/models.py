@@ -14,6 +14,7 @@ from app.backends.ollama import full_name
 from app.cluster import present
 from app.cluster.models import ModelEntry, ServerError, delete_model
 from app.cluster.pulls import PULLING, QUEUED
+from app.tui.tones import state_tone
 from app.tui.widgets.app_header import AppHeader
 from app.tui.widgets.fit_table import Col, FitTable
 from app.tui.widgets.pull_panel import PullPanel
@@ -21,7 +22,7 @@ from app.tui.widgets.quota_bar import QuotaBar
 from app.tui.widgets.status_line import StatusLine
 
 COLUMNS = (
-    Col("name", "Name", None, min_width=14),
+    Col("name", "Name", None, min_width=14, grow=1),
     Col("size", "Size", 7, right=True),
     Col("params", "Params", 6, right=True),
     Col("quant", "Quant", 6),
@@ -125,7 +126,7 @@ class ModelsScreen(Screen):
         state = app.model_list(server.url)
         arrow = "↓" if (SORTS[self.sort_key][1] != self.sort_reverse) else "↑"
         text = Text.assemble(("Models", "bold"), " on ", (server.label, "bold"), " · ")
-        text.append(present.state(h), style={"up": "green", "slow": "yellow", "down": "bold red"}.get(h.state, "dim"))
+        text.append(present.state(h), style=state_tone(app, h.state))
         if h.version:
             text.append(f" · Ollama {h.version}")
         count = "loading…" if state.loading and not state.loaded_once else f"{len(state.entries)} models"
@@ -213,7 +214,7 @@ class ModelsScreen(Screen):
             return
         from app.tui.screens.model_details import ModelDetailsScreen
 
-        self.app.push_screen(ModelDetailsScreen(self.url, model.name))
+        self.app.push_screen(ModelDetailsScreen(self.url, model))
 
     def action_delete(self) -> None:
         model = self.selected_model()

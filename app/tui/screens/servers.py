@@ -12,23 +12,21 @@ from textual.widgets import DataTable, Footer, Static
 from app.cluster import present
 from app.cluster.health import Health
 from app.cluster.known import KnownServer
+from app.tui.tones import state_tone, tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
 from app.tui.widgets.status_line import StatusLine
 
 COLUMNS = (
-    Col("server", "Server", None, min_width=16, max_width=30),
-    Col("from", "From", None, min_width=12, max_width=16),
-    Col("state", "State", None, min_width=14, max_width=22),
+    Col("server", "Server", None, min_width=12, max_width=32),
+    Col("from", "From", None, min_width=8, max_width=24),
+    Col("state", "State", None, min_width=13, max_width=24),
     Col("version", "Version", 7, hide_below=100),
     Col("rtt", "RTT", 6, right=True),
-    Col("loaded", "Loaded now", None, min_width=10, grow=4),
+    Col("loaded", "Loaded now", None, min_width=10, grow=1),
 )
-STATE_STYLE = {"up": "green", "slow": "yellow", "down": "bold red", "unknown": "dim"}
-
-
-def state_cell(health: Health) -> Text:
-    return Text(present.state(health), style=STATE_STYLE.get(health.state, ""))
+def state_cell(app, health: Health) -> Text:
+    return Text(present.state(health), style=state_tone(app, health.state))
 
 
 class ServersScreen(Screen):
@@ -63,13 +61,12 @@ class ServersScreen(Screen):
         app = self.app
         servers: list[KnownServer] = app.servers
         self.query_one("#servers-title", Static).update(Text.assemble(
-            ("Servers", "bold"), f"  {len(servers)} known · health every 5 s · enter: its models",
-            style="", end=""))
+            ("Servers", "bold"), f"  {len(servers)} known · health every 5 s · enter: its models"))
         rows = []
         for s in servers:
             h = app.health(s.url)
-            loaded = ", ".join(present.loaded(m) for m in h.loaded) or ("-" if h.answers else "")
-            rows.append((s.url, (s.label, s.origin_text, state_cell(h), h.version or "", present.rtt(h), loaded)))
+            loaded = ", ".join(present.loaded(m, app.now()) for m in h.loaded) or ("-" if h.answers else "")
+            rows.append((s.url, (s.label, s.origin_text, state_cell(app, h), h.version or "", present.rtt(h), loaded)))
         self.table.set_rows(rows)
         if app.selected_url:
             self.table.select_key(app.selected_url)
@@ -96,8 +93,8 @@ class ServersScreen(Screen):
         text.append(server.label, style="bold")
         if server.name:
             text.append(f"  {server.url}")
-        text.append(f"  (from {server.origin_text})\n", style="dim")
-        text.append_text(state_cell(h))
+        text.append(f"  (from {server.origin_text})\n", style=tone(app, "quiet"))
+        text.append_text(state_cell(app, h))
         if h.answers:
             text.append(f" · Ollama {h.version} · {present.rtt(h)}")
         elif h.state == "down":
@@ -106,7 +103,8 @@ class ServersScreen(Screen):
             width = max(len(m.name) for m in h.loaded)
             for i, m in enumerate(h.loaded):
                 text.append("\nloaded: " if i == 0 else "\n        ")
-                text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {present.until(m.expires_at)}")
+                until = present.until(m.expires_at, app.now())
+                text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {until}")
         elif h.answers:
             text.append("\nno model loaded now")
         detail.update(text)

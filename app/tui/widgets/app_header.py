@@ -10,6 +10,8 @@ from pathlib import Path
 from rich.text import Text
 from textual.widget import Widget
 
+from app.tui.tones import tone
+
 
 def user_at_host() -> str:
     try:
@@ -23,6 +25,15 @@ def short_path(path: Path) -> str:
     home = str(Path.home())
     text = str(path)
     return "~" + text[len(home):] if text == home or text.startswith(home + os.sep) else text
+
+
+def fit_path(path: str, room: int) -> str:
+    """`/home/researcher/.local/share/notes-tui` in `room` characters: `…/share/notes-tui`."""
+    parts = path.split("/")
+    while len(path) > room and len(parts) > 2:
+        parts = parts[1:] if parts[0] == "…" else ["…", *parts[2:]]
+        path = "/".join(parts)
+    return path
 
 
 class AppHeader(Widget):
@@ -39,11 +50,11 @@ class AppHeader(Widget):
         text = Text(" notes-tui ", style="bold", no_wrap=True, overflow="crop")
         for mode, (key, title) in app.SCREEN_KEYS.items():  # type: ignore[attr-defined]
             text.append(f" {key} {title} ", style="reverse bold" if mode == self.current else "")
-        # the screens and their keys always show; who and where give way, the path losing its start first
-        right = f"{app.who} · ledger {short_path(app.ledger_dir)} "  # type: ignore[attr-defined]
+        # the screens and their keys always show; then who, then the ledger path, losing its leading folders first
         room = self.size.width - text.cell_len - 2
+        right = f"{app.who} · ledger {fit_path(short_path(app.ledger_dir), room - len(app.who) - 10)} "  # type: ignore[attr-defined]
         if len(right) > room:
-            right = "…" + right[len(right) - room + 1:] if room > 1 else ""
+            right = right[: max(0, room - 1)] + "…" if room > 1 else ""
         text.append(" " * max(1, self.size.width - text.cell_len - len(right)))
-        text.append(right, style="dim")
+        text.append(right, style=tone(self.app, "quiet"))
         return text

@@ -16,16 +16,17 @@ Cell = str | Text
 class Col:
     key: str
     label: str
-    width: int | None = None  # None: shares what the fixed columns leave
+    width: int | None = None  # None: as wide as its longest cell, between min_width and max_width
     min_width: int = 8
-    max_width: int | None = None  # a flexible column grows no further; what is left goes to the others
-    grow: int = 1  # a flexible column's share of the room left, against the other flexible ones
+    max_width: int | None = None
+    grow: int = 0  # a flexible column with grow > 0 also takes a share of the room that is left over
     right: bool = False
     hide_below: int = 0  # left out when the table is narrower: the detail line below the table shows it instead
 
 
 class FitTable(DataTable):
-    """Fixed columns keep their width, flexible ones share the rest, longer text ends in an ellipsis.
+    """Fixed columns keep their width; flexible ones get what their cells need (between their minimum and maximum),
+    less when the room is short, and the columns that grow share what is left. Longer text ends in an ellipsis.
 
     Rows are given as a whole with `set_rows` (a cell for every column, shown or not); only the cells whose text
     changed are updated (nothing changed: nothing redrawn), and the cursor stays on the same row across updates,
@@ -46,7 +47,7 @@ class FitTable(DataTable):
         self._rebuild()
 
     def on_resize(self, event: events.Resize) -> None:
-        if self._shown(event.size.width) != self.cols or self._fit(event.size.width) != self._widths:
+        if self._misfit():
             self._rebuild()
 
     @property
@@ -62,21 +63,30 @@ class FitTable(DataTable):
                 return
 
     def set_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
-        new = [(key, tuple(cells)) for key, cells in rows]
-        if [k for k, _ in new] != [k for k, _ in self._rows] or not self.is_mounted:
-            self._rows = new
-            if self.is_mounted:
-                self._rebuild()
+        old, self._rows = self._rows, [(key, tuple(cells)) for key, cells in rows]
+        if not self.is_mounted:
+            return
+        if [k for k, _ in self._rows] != [k for k, _ in old] or self._misfit():
+            self._rebuild()
             return
         shown = [self.all_cols.index(c) for c in self.cols]
-        for (key, cells), (_, old) in zip(new, self._rows):
+        for (key, cells), (_, before) in zip(self._rows, old):
             for i, col, width in zip(shown, self.cols, self._widths):
-                if cells[i] != old[i]:
+                if cells[i] != before[i]:
                     self.update_cell(key, col.key, self._cut(cells[i], width, col.right))
-        self._rows = new
+
+    def _misfit(self) -> bool:
+        """The columns shown, or their widths, are not what the width and the cells call for now."""
+        total = self.size.width or 80
+        return self._shown(total) != self.cols or self._fit(total) != self._widths
 
     def _shown(self, total: int) -> tuple[Col, ...]:
         return tuple(c for c in self.all_cols if total >= c.hide_below)
+
+    def _longest(self, col: Col) -> int:
+        i = self.all_cols.index(col)
+        cells = [r[1][i] for r in self._rows]
+        return max([len(col.label), *((c.cell_len if isinstance(c, Text) else len(c)) for c in cells)])
 
     def _fit(self, total: int) -> tuple[int, ...]:
         cols = self._shown(total)
@@ -84,24 +94,29 @@ class FitTable(DataTable):
         room = max(0, total - 2 - 2 * self.cell_padding * len(cols))
         fixed = sum(c.width for c in cols if c.width is not None)
         flexible = [c for c in cols if c.width is None]
-        width = {id(c): c.min_width for c in flexible}
-        extra = room - fixed - sum(width.values())
-        growing = [c for c in flexible if c.max_width is None or width[id(c)] < c.max_width]
-        while extra > 0 and growing:  # share what is left by weight, capping at max_width, until it is used up
-            weights = sum(c.grow for c in growing)
-            given = 0
-            for c in growing:
-                part = max(1, extra * c.grow // weights)
-                if c.max_width is not None:
-                    part = min(part, c.max_width - width[id(c)])
-                part = min(part, extra - given)
-                width[id(c)] += part
-                given += part
-            extra -= given
-            growing = [c for c in growing if c.max_width is None or width[id(c)] < c.max_width]
-            if not given:
-                break
-        return tuple(c.width if c.width is not None else width[id(c)] for c in cols)
+        low = {c.key: c.min_width for c in flexible}
+        want = {c.key: max(c.min_width, min(self._longest(c), c.max_width or 10**6)) for c in flexible}
+        width = dict(low)
+        spare = room - fixed - sum(low.values())
+        # first towards what each column's cells need, in equal steps, then what is left to the growing columns
+        for targets, cap in ((flexible, want), ([c for c in flexible if c.grow], None)):
+            while spare > 0:
+                open_ = [c for c in targets if cap is None or width[c.key] < cap[c.key]]
+                if not open_:
+                    break
+                weights = sum(max(1, c.grow) for c in open_)
+                given = 0
+                for c in open_:
+                    part = max(1, spare * max(1, c.grow) // weights)
+                    if cap is not None:
+                        part = min(part, cap[c.key] - width[c.key])
+                    part = min(part, spare - given)
+                    width[c.key] += part
+                    given += part
+                spare -= given
+                if not given:
+                    break
+        return tuple(c.width if c.width is not None else width[c.key] for c in cols)
 
     def _rebuild(self) -> None:
         keep = self.selected_key

@@ -7,6 +7,7 @@ from textual.widgets import Static
 
 from app.cluster import present
 from app.cluster.pulls import CANCELLED, DONE, FAILED, PULLING, QUEUED, Pull
+from app.tui.tones import tone
 from app.tui.widgets.quota_bar import bar
 
 SHOW_ENDED = 3
@@ -29,16 +30,16 @@ class PullPanel(Static):
         for pull in running:
             text.append("pull  ", style="bold")
             if pull.fraction is not None:
-                text.append(bar(pull.fraction, 16) + " ", style="cyan")
+                text.append(bar(pull.fraction, 16) + " ", style=tone(self.app, "accent"))
             text.append(present.pull_line(pull))
             if pull.over_quota:
-                text.append(f"\n      over quota: {pull.over_quota}", style="bold red")
+                text.append(f"\n      over quota: {pull.over_quota}", style=tone(self.app, "bad"))
             text.append("\n")
         if queued:
             text.append("queue ", style="bold")
-            text.append(", ".join(p.name for p in queued) + "\n", style="dim")
+            text.append(", ".join(p.name for p in queued) + "\n", style=tone(self.app, "quiet"))
         for pull in reversed(ended):
-            style = {DONE: "green", FAILED: "red", CANCELLED: "yellow"}[pull.state]
+            style = tone(self.app, {DONE: "ok", FAILED: "bad", CANCELLED: "warn"}[pull.state])
             text.append("      " + present.pull_line(pull) + "\n", style=style)
         text.rstrip()
         self.update(text)

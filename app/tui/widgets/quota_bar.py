@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from app.cluster import present
+from app.tui.tones import tone
 
 BAR_WIDTH = 24
 
@@ -22,15 +23,15 @@ class QuotaBar(Static):
 
     def show_usage(self, used: int | None, quota: int, pulling: int = 0) -> None:
         if used is None:
-            self.update(Text(f"quota {'?' * 3} of {quota / 1e9:g} GB", style="dim"))
+            self.update(Text(f"quota {'?' * 3} of {quota / 1e9:g} GB", style=tone(self.app, "quiet")))
             return
         fraction = used / quota
-        style = "bold red" if fraction > 1 else "yellow" if fraction > 0.9 else "green"
+        style = tone(self.app, "bad" if fraction > 1 else "warn" if fraction > 0.9 else "ok")
         text = Text("quota ")
         text.append(bar(fraction), style=style)
         text.append(f"  {present.size(used)} of {quota / 1e9:g} GB ({fraction:.0%})")
         if fraction > 1:
-            text.append("  over quota", style="bold red")
+            text.append("  over quota", style=tone(self.app, "bad"))
         if pulling:
-            text.append(f"  + {present.size(pulling)} being pulled", style="dim")
+            text.append(f"  + {present.size(pulling)} being pulled", style=tone(self.app, "quiet"))
         self.update(text)

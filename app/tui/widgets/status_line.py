@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from app.tui.tones import tone
+
 
 class StatusLine(Static):
     DEFAULT_CSS = """
@@ -13,7 +15,7 @@ class StatusLine(Static):
 
     def say(self, message: str, error: bool = False) -> None:
         prefix = "error: " if error else ""
-        self.update(Text(prefix + message, style="bold red" if error else ""))
+        self.update(Text(prefix + message, style=tone(self.app, "bad") if error else ""))
         self.set_class(error, "-error")
 
     def clear(self) -> None:
