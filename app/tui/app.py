@@ -4,6 +4,7 @@ health, model lists, pulls), and `make_app`, the one factory the CLI and the tes
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,9 @@ POLL_S = 5.0  # server health: an upper limit, one request in flight per server
 PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
 
 
+MODELS_FRESH_S = 30.0  # coming back to screen 2 within this long shows the list as it was (r asks again)
+
+
 @dataclass
 class ModelList:
     """What the Models screen knows of one server's models."""
@@ -35,6 +39,7 @@ class ModelList:
     error: str | None = None
     loading: bool = False
     loaded_once: bool = False
+    fetched_at: float = 0.0
 
 
 class NotesApp(App):
@@ -102,11 +107,12 @@ class NotesApp(App):
         self.servers_changed.publish("")
         self.poll_servers()
 
-    def load_models(self, url: str) -> None:
+    def load_models(self, url: str, unless_fresh: bool = False) -> None:
         """Fetch the model list of a server in the background (one fetch per server at a time)."""
-        if url in self._model_tasks:
-            return
         state = self.model_list(url)
+        if url in self._model_tasks or (unless_fresh and state.loaded_once and not state.error
+                                        and time.monotonic() - state.fetched_at < MODELS_FRESH_S):
+            return
         state.loading = True
         self.models_changed.publish(url)
         self._model_tasks[url] = asyncio.create_task(self._fetch_models(url))
@@ -118,7 +124,7 @@ class NotesApp(App):
         except ServerError as exc:
             state.error = str(exc)
         finally:
-            state.loading, state.loaded_once = False, True
+            state.loading, state.loaded_once, state.fetched_at = False, True, time.monotonic()
             self._model_tasks.pop(url, None)
         self.models_changed.publish(url)
 

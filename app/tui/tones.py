@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from textual.app import App
 
-COLOUR = {"ok": "green", "warn": "yellow", "bad": "bold red", "quiet": "dim", "accent": "cyan", "strong": "bold"}
-PLAIN = {"ok": "", "warn": "bold", "bad": "bold underline", "quiet": "", "accent": "", "strong": "bold"}
+COLOUR = {"ok": "green", "warn": "yellow", "bad": "bold red", "quiet": "dim", "accent": "cyan", "strong": "bold",
+          "key": "bold #ffa62b"}
+PLAIN = {"ok": "", "warn": "bold", "bad": "bold underline", "quiet": "", "accent": "", "strong": "bold", "key": "bold"}
 STATE_TONE = {"up": "ok", "slow": "warn", "down": "bad", "unknown": "quiet"}
 
 

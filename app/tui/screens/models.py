@@ -8,7 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable
 
 from app.backends.ollama import full_name
 from app.cluster import present
@@ -17,8 +17,10 @@ from app.cluster.pulls import PULLING, QUEUED
 from app.tui.tones import state_tone
 from app.tui.widgets.app_header import AppHeader
 from app.tui.widgets.fit_table import Col, FitTable
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.pull_panel import PullPanel
 from app.tui.widgets.quota_bar import QuotaBar
+from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
 
 COLUMNS = (
@@ -58,12 +60,12 @@ class ModelsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield AppHeader("models")
-        yield Static(id="models-title", classes="screen-title")
+        yield Shown(id="models-title", classes="screen-title")
         yield QuotaBar(id="quota")
         yield FitTable(COLUMNS, id="models-table")
         yield PullPanel(id="pulls")
         yield StatusLine(id="status")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         app = self.app
@@ -78,7 +80,7 @@ class ModelsScreen(Screen):
             self.query_one(StatusLine).clear()
         self.url = app.selected_url or (app.servers[0].url if app.servers else None)
         if self.url is not None:
-            app.load_models(self.url)
+            app.load_models(self.url, unless_fresh=True)
         self.render_models()
 
     @property
@@ -117,10 +119,10 @@ class ModelsScreen(Screen):
 
     def render_title(self) -> None:
         app = self.app
-        title = self.query_one("#models-title", Static)
+        title = self.query_one("#models-title", Shown)
         server = app.server(self.url)
         if server is None:
-            title.update(Text("Models", style="bold"))
+            title.show(Text("Models", style="bold"))
             return
         h = app.health(server.url)
         state = app.model_list(server.url)
@@ -131,7 +133,7 @@ class ModelsScreen(Screen):
             text.append(f" · Ollama {h.version}")
         count = "loading…" if state.loading and not state.loaded_once else f"{len(state.entries)} models"
         text.append(f" · {count} · sort: {self.sort_key} {arrow}")
-        title.update(text)
+        title.show(text)
 
     def render_pulls(self) -> None:
         if self.url is None:

@@ -7,7 +7,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable
 
 from app.cluster import present
 from app.cluster.health import Health
@@ -15,6 +15,8 @@ from app.cluster.known import KnownServer
 from app.tui.tones import state_tone, tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
 
 COLUMNS = (
@@ -37,13 +39,17 @@ class ServersScreen(Screen):
     HELP = [("enter", "the models of the selected server (screen 2)")]
     _refreshing = False
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._rtt_shown: dict[str, float | None] = {}
+
     def compose(self) -> ComposeResult:
         yield AppHeader("servers")
-        yield Static(id="servers-title", classes="screen-title")
+        yield Shown(id="servers-title", classes="screen-title")
         yield FitTable(COLUMNS, id="servers-table")
-        yield Static(id="server-detail", classes="detail")
+        yield Shown(id="server-detail", classes="detail")
         yield StatusLine(id="status")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.app.health_changed.subscribe(self, self._health_changed)
@@ -60,17 +66,26 @@ class ServersScreen(Screen):
     def render_servers(self) -> None:
         app = self.app
         servers: list[KnownServer] = app.servers
-        self.query_one("#servers-title", Static).update(Text.assemble(
+        self.query_one("#servers-title", Shown).show(Text.assemble(
             ("Servers", "bold"), f"  {len(servers)} known · health every 5 s · enter: its models"))
         rows = []
         for s in servers:
             h = app.health(s.url)
             loaded = ", ".join(present.loaded(m, app.now()) for m in h.loaded) or ("-" if h.answers else "")
-            rows.append((s.url, (s.label, s.origin_text, state_cell(app, h), h.version or "", present.rtt(h), loaded)))
+            rows.append((s.url, (s.label, s.origin_text, state_cell(app, h), h.version or "", self._rtt(s.url, h),
+                                 loaded)))
         self.table.set_rows(rows)
         if app.selected_url:
             self.table.select_key(app.selected_url)
         self.render_detail()
+
+    def _rtt(self, url: str, health: Health) -> str:
+        """The round trip as shown: a change of a millisecond or two is jitter, not news, and redraws nothing."""
+        shown = self._rtt_shown.get(url)
+        new = health.rtt_ms
+        if shown is None or new is None or abs(new - shown) >= max(2.0, 0.25 * shown):
+            self._rtt_shown[url] = shown = new
+        return "-" if shown is None else f"{shown:.0f} ms"
 
     def _health_changed(self, url: str) -> None:
         self.render_servers()
@@ -80,10 +95,10 @@ class ServersScreen(Screen):
 
     def render_detail(self) -> None:
         app = self.app
-        detail = self.query_one("#server-detail", Static)
+        detail = self.query_one("#server-detail", Shown)
         server = app.server(app.selected_url)
         if server is None:
-            detail.update(Text.assemble(
+            detail.show(Text.assemble(
                 ("No Ollama server is known yet. ", "bold"),
                 "Press a to add one (http://HOST:PORT), export OLLAMA_HOST before starting notes-tui, "
                 f"or name hosts in an experiment in {short_path(app.ctx.workspace / 'experiments')}/."))
@@ -96,7 +111,7 @@ class ServersScreen(Screen):
         text.append(f"  (from {server.origin_text})\n", style=tone(app, "quiet"))
         text.append_text(state_cell(app, h))
         if h.answers:
-            text.append(f" · Ollama {h.version} · {present.rtt(h)}")
+            text.append(f" · Ollama {h.version} · {self._rtt(server.url, h)}")
         elif h.state == "down":
             text.append(f" — {present.advice(h)}")
         if h.loaded:
@@ -107,7 +122,7 @@ class ServersScreen(Screen):
                 text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {until}")
         elif h.answers:
             text.append("\nno model loaded now")
-        detail.update(text)
+        detail.show(text)
 
     @on(DataTable.RowHighlighted, "#servers-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

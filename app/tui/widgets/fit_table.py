@@ -32,9 +32,6 @@ class FitTable(DataTable):
     changed are updated (nothing changed: nothing redrawn), and the cursor stays on the same row across updates,
     resizes and re-sorts."""
 
-    DEFAULT_CSS = """
-    FitTable { height: 1fr; }
-    """
 
     def __init__(self, columns: Sequence[Col], **kwargs):
         super().__init__(cursor_type="row", **kwargs)
@@ -57,6 +54,8 @@ class FitTable(DataTable):
         return self._rows[self.cursor_row][0]
 
     def select_key(self, key: str) -> None:
+        if key == self.selected_key:
+            return  # moving the cursor onto itself still repaints the table
         for i, (k, _) in enumerate(self._rows):
             if k == key:
                 self.move_cursor(row=i)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from app.cluster import present
 from app.cluster.pulls import CANCELLED, DONE, FAILED, PULLING, QUEUED, Pull
 from app.tui.tones import tone
 from app.tui.widgets.quota_bar import bar
+from app.tui.widgets.shown import Shown
 
 SHOW_ENDED = 3
 
 
-class PullPanel(Static):
+class PullPanel(Shown):
     DEFAULT_CSS = """
     PullPanel { height: auto; max-height: 7; padding: 0 1; }
     """
@@ -42,4 +42,4 @@ class PullPanel(Static):
             style = tone(self.app, {DONE: "ok", FAILED: "bad", CANCELLED: "warn"}[pull.state])
             text.append("      " + present.pull_line(pull) + "\n", style=style)
         text.rstrip()
-        self.update(text)
+        self.show(text)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from app.cluster import present
 from app.tui.tones import tone
+from app.tui.widgets.shown import Shown
 
 BAR_WIDTH = 24
 
@@ -16,14 +16,14 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-class QuotaBar(Static):
+class QuotaBar(Shown):
     DEFAULT_CSS = """
     QuotaBar { height: 1; padding: 0 1; }
     """
 
     def show_usage(self, used: int | None, quota: int, pulling: int = 0) -> None:
         if used is None:
-            self.update(Text(f"quota {'?' * 3} of {quota / 1e9:g} GB", style=tone(self.app, "quiet")))
+            self.show(Text(f"quota {'?' * 3} of {quota / 1e9:g} GB", style=tone(self.app, "quiet")))
             return
         fraction = used / quota
         style = tone(self.app, "bad" if fraction > 1 else "warn" if fraction > 0.9 else "ok")
@@ -34,4 +34,4 @@ class QuotaBar(Static):
             text.append("  over quota", style=tone(self.app, "bad"))
         if pulling:
             text.append(f"  + {present.size(pulling)} being pulled", style=tone(self.app, "quiet"))
-        self.update(text)
+        self.show(text)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from app.tui.tones import tone
+from app.tui.widgets.shown import Shown
 
 
-class StatusLine(Static):
+class StatusLine(Shown):
     DEFAULT_CSS = """
     StatusLine { height: auto; max-height: 3; padding: 0 1; }
     """
 
     def say(self, message: str, error: bool = False) -> None:
         prefix = "error: " if error else ""
-        self.update(Text(prefix + message, style=tone(self.app, "bad") if error else ""))
+        self.show(Text(prefix + message, style=tone(self.app, "bad") if error else ""))
         self.set_class(error, "-error")
 
     def clear(self) -> None:
-        self.update("")
+        self.show("")
