@@ -10,6 +10,7 @@ import ollama
 
 from app.backends.base import Backend, Busy, ModelInfo, Reply, Transient
 from app.backends.transport import client_transport
+from app.cluster.tokens import auth_headers
 from app.config import DEFAULT_CONCURRENCY, Experiment
 from app.errors import BackendError
 
@@ -41,7 +42,8 @@ class OllamaBackend(Backend):
         timeout = httpx.Timeout(self.timeout, connect=10.0)
         # the official client over a lean transport for http hosts: httpcore's pool cost more CPU than the rest of
         # the run
-        return ollama.AsyncClient(host=host, timeout=timeout, transport=client_transport(host))
+        return ollama.AsyncClient(host=host, timeout=timeout, transport=client_transport(host),
+                                  headers=auth_headers(host))  # a server job's proxy wants its token
 
     async def prepare(self) -> ModelInfo:
         results = await asyncio.gather(*(self._probe(h) for h in self.hosts), return_exceptions=True)
@@ -93,6 +95,9 @@ class OllamaBackend(Backend):
             if exc.status_code == 404:
                 raise BackendError(f"{self.exp.path}: model.name: {self.model!r} vanished from {host} during the run"
                                    f" — pull it again: OLLAMA_HOST={host} ollama pull {self.model}") from None
+            if exc.status_code == 401:
+                raise BackendError(f"{host} refused us (HTTP 401): it is an owner-only server job and no token for it "
+                                   "was found — use hosts = \"auto\", or run as the user who started the job") from None
             if exc.status_code == 429:
                 raise Busy(_short(exc)) from None
             if exc.status_code >= 500 or exc.status_code == -1:
