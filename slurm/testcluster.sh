@@ -130,7 +130,7 @@ start_munged() {
 start_dbd() {  # slurmdbd on the local MariaDB: -M needs it; 0 when it answers
     mysql_up || { say "no MariaDB on 127.0.0.1:3306: no slurmdbd (-M cannot be tested)"; return 1; }
     if ! running "$DIR/run/slurmdbd.pid"; then
-        SLURM_CONF="$CONF" slurmdbd -f "$DIR/etc/slurmdbd.conf" || return 1
+        SLURM_CONF="$CONF" slurmdbd || return 1  # reads slurmdbd.conf beside $SLURM_CONF
     fi
     if ! wait_for 20 env SLURM_CONF="$CONF" sacctmgr -n -P list cluster; then
         say "slurmdbd does not answer: see $DIR/log/slurmdbd.log"

@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import sys
 
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
 HIGH_WATER = 1 << 20
 
-_UNAUTHORIZED = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 78\r\n"
-                 b"WWW-Authenticate: Bearer\r\nConnection: close\r\n\r\n"
-                 b'{"error":"this Ollama server job needs its token (notes-tui sends it for you)"}')
-_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-_BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 52\r\n"
-                b'Connection: close\r\n\r\n{"error":"the Ollama server behind the proxy is down"}')
+
+
+def _response(status: str, error: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": error}).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+_UNAUTHORIZED = _response("401 Unauthorized", "this Ollama server job needs its token (notes-tui sends it for you)",
+                          "WWW-Authenticate: Bearer\r\n")
+_TOO_LARGE = _response("431 Request Header Fields Too Large", "request head too large")
+_BAD_GATEWAY = _response("502 Bad Gateway", "the Ollama server behind the proxy is down")
 
 
 def authorized(head: bytes, expected: bytes) -> bool:
