@@ -69,30 +69,20 @@ def list_servers(args: argparse.Namespace) -> int:
     return 0
 
 
-def job_state(job: ServerJob, health: Health | None) -> str:
-    """pending (reason) | starting | up | slow | unhealthy: why | ending — the words of the Servers screen."""
-    from app.cluster import present
-
-    if job.phase == "pending":
-        return f"pending ({job.reason})" if job.reason else "pending"
-    if job.phase != "running" or health is None:
-        return job.phase
-    return present.state(health) if health.answers or health.state == "unknown" else f"unhealthy: {health.reason}"
-
-
 def job_json(job: ServerJob, health: Health | None) -> dict:
-    return dict(job.as_json(), status=job_state(job, health))
+    from app.cluster.jobactions import job_status
+
+    return dict(job.as_json(), status=job_status(job, health))
 
 
 def jobs_table(jobs: list[ServerJob], health: dict[str, Health]) -> str:
-    from app.cluster import present
+    from app.cluster.jobactions import job_status, time_left_text
 
     rows = [("JOB", "NAME", "STATE", "NODE", "PORT", "TIME LEFT", "GPUS")]
     for j in jobs:
         rows.append((j.job_id + (f" ({j.cluster})" if j.cluster else ""), j.name,
-                     job_state(j, health.get(j.url) if j.url else None), j.node or "-",
-                     str(j.port) if j.port else "-",
-                     "no limit" if j.time_left_s is None else present.duration(j.time_left_s), str(j.gpus)))
+                     job_status(j, health.get(j.url) if j.url else None), j.node or "-",
+                     str(j.port) if j.port else "-", time_left_text(j), str(j.gpus)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
 
@@ -134,26 +124,15 @@ def add_server(args: argparse.Namespace) -> int:
 
 
 def start_server(args: argparse.Namespace) -> int:
-    from app.cluster.slurm import Slurm
-    from app.cluster.submit import server_submission
+    from app.cluster.jobactions import start_server_job
     from app.context import load_context
-    from app.errors import UserError
     from ledger import resolve_ledger_dir
 
     ctx = load_context(args.workspace)
-    profile = ctx.config.profiles.get(args.profile)
-    if profile is None:
-        have = ", ".join(sorted(ctx.config.profiles)) or "none yet"
-        raise UserError(f"--profile {args.profile}: no such profile in {ctx.config_path} (have: {have}) — add "
-                        f"[profiles.{args.profile}] (see slurm/config.example.toml)")
-    slurm = Slurm(ctx.config.slurm.cluster)
-    _need_slurm(slurm)
-    sub = server_submission(args.profile, profile, resolve_ledger_dir(args.ledger), ctx.environ,
-                            ctx.config.slurm.cluster, time=args.time)
-    job_id = sub.submit(slurm)
-    ctx.jobs().expire()
+    job_id = start_server_job(ctx.config, ctx.config_path, args.profile, resolve_ledger_dir(args.ledger), ctx.environ,
+                              time=args.time, jobs=ctx.jobs())
     if args.json:
-        print(json.dumps({"job_id": job_id, "cluster": slurm.cluster, "profile": args.profile}))
+        print(json.dumps({"job_id": job_id, "cluster": ctx.config.slurm.cluster, "profile": args.profile}))
     else:
         print(f"submitted server job {job_id} ({args.profile}); it shows as starting until the server answers — "
               "notes-tui server list")
@@ -161,32 +140,13 @@ def start_server(args: argparse.Namespace) -> int:
 
 
 def stop_server(args: argparse.Namespace) -> int:
-    from app.cluster.slurm import Slurm
+    from app.cluster.jobactions import stop_server_job
     from app.context import load_context
-    from app.errors import UserError
 
     ctx = load_context(args.workspace)
-    slurm = Slurm(ctx.config.slurm.cluster)
-    _need_slurm(slurm)
-    job_id = args.job_id.strip()
-    if not job_id.isdigit():
-        raise UserError(f"{job_id!r} is not a job id — give the number notes-tui server list shows under JOB")
-    # scancel of an unknown id says nothing and exits 0: ask squeue first, so a typo is not taken for success
-    jobs = {j.job_id: j for j in slurm.server_jobs()}
-    if job_id not in jobs:
-        shown = ", ".join(sorted(jobs)) or "none"
-        raise UserError(f"job {job_id} is not one of your server jobs (yours: {shown}) — see notes-tui server list")
-    slurm.cancel(job_id)
-    ctx.jobs().expire()
-    print(f"cancelled server job {job_id} ({jobs[job_id].name})")
+    job = stop_server_job(ctx.config, args.job_id, jobs=ctx.jobs())
+    print(f"cancelled server job {job.job_id} ({job.name})")
     return 0
-
-
-def _need_slurm(slurm) -> None:
-    from app.errors import UserError
-
-    if not slurm.available:
-        raise UserError("there is no Slurm here (no squeue) — run this on the cluster's login node")
 
 
 def proxy_server(args: argparse.Namespace) -> int:

@@ -137,3 +137,21 @@ def test_no_squeue_on_the_machine_means_no_slurm_parts():
     run = FakeRun()
     jobs = ServerJobs(Slurm(run=run, which=lambda _: None))
     assert not jobs.available and jobs.get() == [] and run.calls == [] and jobs.error is None
+
+
+def test_the_words_for_a_job_and_whether_it_outlives_a_run():
+    from app.cluster.health import Health
+    from app.cluster.jobactions import ends_before, job_status, time_left_text
+
+    pending, starting, running = parse_squeue(
+        "3|PENDING|Resources||(null)|UNLIMITED|gres:gpu:1|l40s|ollama-l40s\n"
+        "4|RUNNING|None|gpu-n55|(null)|11:59:58|gres:gpu:1|l40s|ollama-l40s\n"
+        "5|RUNNING|None|gpu-n57|ollama:gpu-n57:48362|10:00|gres:gpu:1|l40s|ollama-l40s")
+    assert job_status(pending, None) == "pending (Resources)" and time_left_text(pending) == "no limit"
+    assert job_status(starting, None) == "starting"
+    assert job_status(running, Health("up", version="0.11.10")) == "up"
+    assert job_status(running, Health("down", reason="connection refused")) == "unhealthy: connection refused"
+    assert time_left_text(running) == "10m00s"
+    assert ends_before(running, eta_s=900) and not ends_before(running, eta_s=300)
+    assert ends_before(running, eta_s=300, age_s=400)  # the squeue answer is old: less time is left now
+    assert not ends_before(pending, eta_s=10 ** 6)
