@@ -48,7 +48,8 @@ def home(tmp_path, monkeypatch, cluster):
     config = tmp_path / "config" / "config.toml"
     config.parent.mkdir()
     config.write_text(f'[profiles.standin]\ncpus = 1\nmem = "256M"\ntime = "0-00:15:00"\nready_timeout_s = 60\n'
-                      f'command = "{STANDIN_COMMAND}"\n\n[slurm.run]\ncpus = 1\nmem = "512M"\nsignal_s = 30\n')
+                      f'command = "{STANDIN_COMMAND}"\n\n[profiles.huge]\nmem = "4000G"\ncommand = "ollama serve"\n'
+                      '\n[slurm.run]\ncpus = 1\nmem = "512M"\nsignal_s = 30\n')
     monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
     submitted: list[str] = []
     yield config, submitted
@@ -166,7 +167,8 @@ def test_mistakes_are_one_line_with_the_fix(home):
     for args, fragment in [(["server", "start", "--profile", "nope"], "no such profile"),
                            (["server", "start", "--profile", "standin", "--time", "soon"], "not a Slurm time"),
                            (["server", "stop", "999999"], "is not one of your server jobs"),
-                           (["server", "stop", "abc"], "is not a job id")]:
+                           (["server", "stop", "abc"], "is not a job id"),
+                           (["server", "start", "--profile", "huge"], "Memory specification can not be satisfied")]:
         res = app(*args)
         lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert res.returncode == 2 and len(lines) == 1 and fragment in lines[0], (args, res.stderr)
@@ -223,20 +225,22 @@ def test_a_run_past_its_time_limit_ends_interrupted_and_a_resubmission_finishes(
                                                                               private_ledger):
     _, submitted = home
     db, connect = mysql_db
-    mysql_notes(connect, 300)
+    mysql_notes(connect, 400)
     env = write_env(tmp_path / ".env", db)
     with StandinOllama(latency=0.5, slots=1) as server:
         exp = tmp_path / "slow.toml"
         exp.write_text(experiment_toml(source=mysql_source(env.name), hosts=[server.url],
                                        run="concurrency = 1", results='table = "pna_results"\nbatch_size = 5'))
-        res = app("submit", str(exp), "--time", "1", "--json")  # 300 notes at 0.5 s: 150 s, the limit is 60 s
+        # 400 notes at 0.5 s take 200 s; the limit is 120 s, and TERM comes 30-90 s before it (Slurm sends the
+        # signal up to a minute early): never before the run is under way, always before it could finish
+        res = app("submit", str(exp), "--time", "2", "--json")
         assert res.returncode == 0, res.stderr
         first = json.loads(res.stdout)["job_id"]
         submitted.append(first)
-        wait_until(lambda: not queue_has(first), 150, f"job {first} to end at its limit", every=1.0)
+        wait_until(lambda: not queue_has(first), 180, f"job {first} to end at its limit", every=1.0)
         (run,) = ledger_runs(private_ledger)
         assert run["status"] == "interrupted", (run, job_log(private_ledger, first))
-        assert 0 < run["counts"]["done"] < 300 and len(result_keys(connect)) == run["counts"]["valid"]
+        assert 0 < run["counts"]["done"] < 400 and len(result_keys(connect)) == run["counts"]["valid"]
         assert "SIGTERM" in job_log(private_ledger, first)
 
         server.configure(latency=0.0, slots=4)
@@ -246,9 +250,9 @@ def test_a_run_past_its_time_limit_ends_interrupted_and_a_resubmission_finishes(
         wait_until(lambda: not queue_has(second), 120, f"job {second} to finish", every=1.0)
     runs = {r["header"]["slurm"]["job_id"]: r for r in runs_with_headers(private_ledger)}
     assert runs[second]["status"] == "completed"
-    assert runs[first]["counts"]["done"] + runs[second]["counts"]["done"] == 300
+    assert runs[first]["counts"]["done"] + runs[second]["counts"]["done"] == 400
     keys = result_keys(connect)
-    assert len(keys) == 300 and len(set(keys)) == 300
+    assert len(keys) == 400 and len(set(keys)) == 400
 
 
 def test_M_goes_through_slurmdbd(home, cluster):

@@ -206,6 +206,9 @@ class Slurm:
             return (f"{command} -M {self.cluster}: Slurm cannot reach cluster {self.cluster!r} ({said}) — -M needs "
                     "slurmdbd accounting: check the name with sacctmgr list clusters, or remove cluster from [slurm] "
                     "in the user config on a one-cluster site")
+        if command == "sbatch":
+            return (f"sbatch refused {what or 'the job'}: {said} — check the profile's (or [slurm.run]'s) partition, "
+                    "mem, cpus and gres against what the cluster offers: sinfo -o \"%P %c %m %G\"")
         return f"{command} refused {what or 'the request'}: {said}"
 
     def server_jobs(self) -> list[ServerJob]:
