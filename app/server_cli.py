@@ -51,10 +51,13 @@ def list_servers(args: argparse.Namespace) -> int:
     health = asyncio.run(probe_all(s.url for s in servers))
     waiting = [j for j in jobs.jobs if not j.url] if jobs.available else []
     if args.json:
-        print(json.dumps({"servers": [server_json(s, health[s.url]) for s in servers],
-                          "jobs": [job_json(j, health.get(j.url) if j.url else None) for j in jobs.jobs],
-                          "slurm": {"available": jobs.available, "cluster": ctx.config.slurm.cluster,
-                                    "error": jobs.error}}, indent=2))
+        # one list: every server (a job's carries "job"), then the jobs with no address yet (url null)
+        by_url = {j.url: j for j in jobs.jobs if j.url} if jobs.available else {}
+        doc = [dict(server_json(s, health[s.url]), job=job_json(by_url[s.url], health[s.url]) if s.url in by_url
+                    else None) for s in servers]
+        doc += [{"url": None, "name": j.name, "origins": [j.origin], "state": j.phase, "reason": j.reason or None,
+                 "version": None, "rtt_ms": None, "loaded": [], "job": job_json(j, None)} for j in waiting]
+        print(json.dumps(doc, indent=2))
         return 0
     if not servers and not waiting:
         print("no Ollama server is known: start a server job with notes-tui server start --profile NAME, save one "

@@ -49,6 +49,7 @@ def home(tmp_path, monkeypatch, cluster):
     config.parent.mkdir()
     config.write_text(f'[profiles.standin]\ncpus = 1\nmem = "256M"\ntime = "0-00:15:00"\nready_timeout_s = 60\n'
                       f'command = "{STANDIN_COMMAND}"\n\n[profiles.huge]\nmem = "4000G"\ncommand = "ollama serve"\n'
+                      '\n[profiles.wide]\ncpus = 64\nmem = "256M"\ncommand = "ollama serve"\n'
                       '\n[slurm.run]\ncpus = 1\nmem = "512M"\nsignal_s = 30\n')
     monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
     submitted: list[str] = []
@@ -106,9 +107,9 @@ def test_server_job_from_profile_to_auto_run_to_stop(home, tmp_path, private_led
     assert 0 < job.time_left_s <= 15 * 60
 
     listed = json.loads(app("server", "list", "--json").stdout)
-    server = next(s for s in listed["servers"] if s["url"] == job.url)
+    server = next(s for s in listed if s["url"] == job.url)
     assert server["origins"] == [f"job {job_id}"] and server["state"] == "up"
-    assert next(j for j in listed["jobs"] if j["job_id"] == job_id)["status"] == "up"
+    assert server["job"]["job_id"] == job_id and server["job"]["status"] == "up"
     table = app("server", "list").stdout
     assert f"job {job_id}" in table and "ollama-standin" in table
 
@@ -137,7 +138,7 @@ def test_server_job_from_profile_to_auto_run_to_stop(home, tmp_path, private_led
     log = job_log(private_ledger, job_id)
     assert "1 refused without the token" in log and token not in log
     after = json.loads(app("server", "list", "--json").stdout)
-    assert job_id not in {j["job_id"] for j in after["jobs"]}
+    assert job_id not in {s["job"]["job_id"] for s in after if s["job"]}
     print(f"server job up (port published) {up_s:.1f} s after server start")
 
 
@@ -153,6 +154,24 @@ def test_server_binds_ollama_to_loopback_only(home, private_ledger):
     assert inner != job.port
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{_public_address()}:{inner}/api/version", timeout=2)
+
+
+def test_a_job_that_cannot_start_is_listed_pending_with_its_reason(home):
+    _, submitted = home
+    res = app("server", "start", "--profile", "wide", "--json")  # 64 CPUs on this node: accepted, pends forever
+    assert res.returncode == 0, res.stderr
+    job_id = json.loads(res.stdout)["job_id"]
+    submitted.append(job_id)
+
+    def pending_entry():
+        doc = json.loads(app("server", "list", "--json").stdout)
+        entry = next((s for s in doc if s["job"] and s["job"]["job_id"] == job_id), None)
+        return entry if entry and entry["reason"] else None
+
+    entry = wait_until(pending_entry, 30, "the scheduler to give a reason", every=1.0)
+    assert entry["url"] is None and entry["state"] == "pending" and entry["reason"] == "PartitionConfig"
+    assert "pending (PartitionConfig)" in app("server", "list").stdout
+    assert app("server", "stop", job_id).returncode == 0
 
 
 def _public_address() -> str:
@@ -275,7 +294,7 @@ def test_M_goes_through_slurmdbd(home, cluster):
                      "the port via -M")
     assert job.cluster == "gpu" and tokens.job_record(job_id, "gpu") is not None
     listed = json.loads(app("server", "list", "--json").stdout)
-    server = next(s for s in listed["servers"] if s["url"] == job.url)
+    server = next(s for s in listed if s["url"] == job.url)
     assert server["origins"] == [f"job {job_id} on gpu"] and server["state"] == "up"
     stopped = app("server", "stop", job_id)
     assert stopped.returncode == 0, stopped.stderr
