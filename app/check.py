@@ -8,6 +8,7 @@ import json
 import sys
 
 from app.backends import make_backend
+from app.cluster.auto import resolve_hosts
 from app.config import load_experiment
 from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
@@ -15,7 +16,7 @@ from app.sources import open_source
 
 
 def check(file: str, rerun_invalid: bool = False) -> int:
-    exp = load_experiment(file)
+    exp = resolve_hosts(load_experiment(file))
     for warning in exp.warnings:
         print(f"notes-tui: {warning}", file=sys.stderr)
     spec = exp.spec

@@ -49,7 +49,7 @@ class Shared:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import ledger_cli, models_cli, server_cli
+    from app import ledger_cli, models_cli, server_cli, submit_cli
 
     shared = Shared()
     parser = _Parser(
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", metavar="FILE", help="run an experiment file headless (for sbatch)")
     parser.add_argument("--limit", type=positive, metavar="N", help="answer at most N notes in this run")
     parser.add_argument("--rerun-invalid", action="store_true", help="answer again the notes whose answer was invalid")
+    parser.add_argument("--shard", type=shard, metavar="I/N",
+                        help="answer only shard I of N (MySQL only; a job array task finds its own from Slurm)")
     parser.set_defaults(**shared.defaults, handler=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = shared.add(sub, "check", help="validate an experiment, reach its source and servers, show the first prompt")
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_cli.register(sub, shared)
     models_cli.register(sub, shared)
     ledger_cli.register(sub, shared)
+    submit_cli.register(sub, shared)
     return parser
 
 
@@ -80,6 +83,15 @@ def positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    from app.cluster.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -98,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.run:
             from app.headless import run_headless
 
-            return run_headless(args.run, ledger=args.ledger, limit=args.limit, rerun_invalid=args.rerun_invalid)
+            return run_headless(args.run, ledger=args.ledger, limit=args.limit, rerun_invalid=args.rerun_invalid,
+                                shard=args.shard)
+        if args.shard:
+            raise UserError("--shard goes with --run FILE (or is given to each task by notes-tui submit --array N)")
         if args.handler is not None:
             return args.handler(args)
         from app.tui.launch import run_tui

@@ -141,6 +141,8 @@ class Experiment:
     gguf_path: Path | None = None
     mysql: MySQLCredentials | None = None
     warnings: tuple[str, ...] = field(default=())
+    auto_hosts: bool = False  # hosts = "auto": the user's healthy server jobs, found at run start (app.cluster.auto)
+    server_jobs: tuple[dict[str, Any], ...] = ()  # the Slurm server jobs behind hosts, for the ledger (GPU-hours)
 
     @property
     def name(self) -> str:
@@ -254,7 +256,7 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     if spec.model.backend == "ollama":
         if not spec.model.name:
             raise ConfigError(path, "model.name", "the ollama backend needs a model name", 'add name = "llama3" to [model]')
-        hosts = _resolve_hosts(path, spec.model.hosts, environ)
+        hosts = () if spec.model.hosts == "auto" else _resolve_hosts(path, spec.model.hosts, environ)
     elif spec.model.gguf:
         gguf_path = (base / os.path.expanduser(spec.model.gguf)).resolve()
         if not gguf_path.is_file():
@@ -284,7 +286,8 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
         if warning:
             warnings.append(warning)
     return Experiment(path=path, toml_text=text, spec=spec, hosts=hosts, sqlite_path=sqlite_path,
-                      seed_csv_path=seed_csv_path, gguf_path=gguf_path, mysql=mysql, warnings=tuple(warnings))
+                      seed_csv_path=seed_csv_path, gguf_path=gguf_path, mysql=mysql, warnings=tuple(warnings),
+                      auto_hosts=spec.model.backend == "ollama" and spec.model.hosts == "auto")
 
 
 def _check_answer(path: Path, answer: AnswerSection) -> None:
@@ -383,9 +386,6 @@ def _check_prompt(path: Path, spec: ExperimentFile) -> None:
 
 def _resolve_hosts(path: Path, hosts: list[str] | str | None, environ: dict[str, str]) -> tuple[str, ...]:
     if isinstance(hosts, str):
-        if hosts == "auto":
-            raise ConfigError(path, "model.hosts", 'hosts = "auto" (Slurm discovery) is not available yet',
-                              'list the servers: hosts = ["http://gpu-n57:48362"]')
         hosts = [hosts]
     if not hosts:
         env = environ.get("OLLAMA_HOST", "").strip()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.cluster.known import KnownServer, known_servers
+from app.cluster.slurm import ServerJobs, shared_jobs
 from app.userconfig import UserConfig, config_path, load_user_config
 
 
@@ -19,7 +20,13 @@ class Context:
     environ: dict[str, str] = field(default_factory=dict)
 
     def servers(self) -> list[KnownServer]:
-        return known_servers(self.workspace, self.config, self.environ)
+        """Blocking when the server jobs are due for a squeue call (at most every 15 s): call it from a worker."""
+        return known_servers(self.workspace, self.config, self.environ, self.jobs().get())
+
+    def jobs(self) -> ServerJobs:
+        """The user's Slurm server jobs, one squeue call per 15 s for the whole process; `.available` is False
+        where there is no squeue (then `.get()` is [])."""
+        return shared_jobs(self.config.slurm.cluster)
 
     def reload(self) -> None:
         self.config = load_user_config(self.config_path)

@@ -10,6 +10,8 @@ import traceback
 from pathlib import Path
 
 from app.backends import make_backend
+from app.cluster.auto import resolve_hosts
+from app.cluster.shards import array_shard, refuse_sqlite_shard, shard_text
 from app.config import Experiment, load_experiment
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
@@ -21,18 +23,23 @@ from ledger import Ledger, resolve_ledger_dir
 
 
 def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
-                 rerun_invalid: bool = False) -> int:
+                 rerun_invalid: bool = False, shard: tuple[int, int] | None = None) -> int:
     exp = load_experiment(file)
     for warning in exp.warnings:
         print(f"notes-tui: {warning}", file=sys.stderr)
+    shard = shard or array_shard()
+    if shard is not None:
+        refuse_sqlite_shard(exp)
     ledger_dir = resolve_ledger_dir(ledger)
     _check_writable(ledger_dir)
+    exp = resolve_hosts(exp)
     printer = ConsolePrinter()
     bus = EventBus()
     recorder = JournalRecorder(ledger_dir)
     bus.subscribe(recorder)
     bus.subscribe(printer)
     source = open_source(exp)
+    source.shard = shard
     try:
         backend = make_backend(exp)
         runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid))
@@ -45,7 +52,7 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
               file=sys.stderr)
         traceback.print_exception(result.exception, file=sys.stderr)
     imported = Ledger(ledger_dir).sync(wait_s=2.0)
-    _print_where(printer, exp, ledger_dir, result, imported)
+    _print_where(printer, exp, ledger_dir, result, imported, shard)
     if result.status == "completed":
         return ExitCode.OK
     if result.status == "interrupted" and result.reason == "SIGINT":
@@ -99,13 +106,14 @@ def _operational(exc: BaseException) -> bool:
 
 
 def _print_where(printer: ConsolePrinter, exp: Experiment, ledger_dir: Path, result: RunResult,
-                 imported: bool) -> None:
+                 imported: bool, shard: tuple[int, int] | None = None) -> None:
     if result.run_id is None:
         return
     printer.say(f"results: table {exp.spec.results.table} in {exp.source_label}")
     printer.say(f"ledger:  {ledger_dir / 'journal' / (result.run_id + '.jsonl')}"
                 + ("" if imported else " (index busy: imported on the next ledger read)"))
     if result.status != "completed":
-        printer.say(f"resume:  notes-tui --run {exp.path}   (answered notes are skipped)")
+        again = f" --shard {shard_text(shard)}" if shard else ""
+        printer.say(f"resume:  notes-tui --run {exp.path}{again}   (answered notes are skipped)")
     printer.say("next:    notes-tui ledger list   ·   notes-tui check FILE   ·   notes-tui (the TUI, coming)")
 

@@ -1,15 +1,18 @@
-"""`notes-tui server list|add`: the Servers screen for scripts, through the same `app.cluster` calls."""
+"""`notes-tui server list|add|start|stop`: the Servers screen for scripts, through the same `app.cluster` calls;
+`server proxy` is what a server job runs inside Slurm."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.cli import Shared
     from app.cluster.health import Health
     from app.cluster.known import KnownServer
+    from app.cluster.slurm import ServerJob
 
 
 def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
@@ -21,6 +24,19 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
     add.add_argument("url", metavar="URL", help="http://HOST:PORT")
     add.add_argument("--name", help="a short name shown instead of the URL")
     add.set_defaults(handler=add_server)
+    start = shared.add(ssub, "start", shared.json, help="submit an Ollama server job from a profile of the user config")
+    start.add_argument("--profile", required=True, metavar="NAME", help="a [profiles.NAME] of the user config")
+    start.add_argument("--time", metavar="TIME", help="the job's time limit (D-HH:MM:SS), instead of the profile's")
+    start.set_defaults(handler=start_server)
+    stop = shared.add(ssub, "stop", help="cancel one of your server jobs")
+    stop.add_argument("job_id", metavar="JOBID")
+    stop.set_defaults(handler=stop_server)
+    proxy = shared.add(ssub, "proxy", help="inside a server job (slurm/ollama-server.sbatch): run the server on "
+                       "127.0.0.1 behind the authenticating proxy and publish its address")
+    proxy.add_argument("--command", required=True, help="the server command (OLLAMA_HOST is set for it)")
+    proxy.add_argument("--ready-timeout", type=float, default=600.0, metavar="S",
+                       help="how long the server may take to answer (default 600)")
+    proxy.set_defaults(handler=proxy_server)
 
 
 def list_servers(args: argparse.Namespace) -> int:
@@ -29,16 +45,49 @@ def list_servers(args: argparse.Namespace) -> int:
     from app.cluster.health import probe_all
     from app.context import load_context
 
-    servers = load_context(args.workspace).servers()
+    ctx = load_context(args.workspace)
+    jobs = ctx.jobs()
+    servers = ctx.servers()
     health = asyncio.run(probe_all(s.url for s in servers))
+    waiting = [j for j in jobs.jobs if not j.url] if jobs.available else []
     if args.json:
-        print(json.dumps([server_json(s, health[s.url]) for s in servers], indent=2))
-    elif not servers:
-        print("no Ollama server is known: save one with notes-tui server add URL, export OLLAMA_HOST, "
-              "or name hosts in an experiment")
-    else:
+        # one list: every server (a job's carries "job"), then the jobs with no address yet (url null)
+        by_url = {j.url: j for j in jobs.jobs if j.url} if jobs.available else {}
+        doc = [dict(server_json(s, health[s.url]), job=job_json(by_url[s.url], health[s.url]) if s.url in by_url
+                    else None) for s in servers]
+        doc += [{"url": None, "name": j.name, "origins": [j.origin], "state": j.phase, "reason": j.reason or None,
+                 "version": None, "rtt_ms": None, "loaded": [], "job": job_json(j, None)} for j in waiting]
+        print(json.dumps(doc, indent=2))
+        return 0
+    if not servers and not waiting:
+        print("no Ollama server is known: start a server job with notes-tui server start --profile NAME, save one "
+              "with notes-tui server add URL, export OLLAMA_HOST, or name hosts in an experiment")
+    if servers:
         print(servers_table(servers, health))
+    if jobs.available and jobs.jobs:
+        print()
+        print(jobs_table(jobs.jobs, health))
+    if jobs.error:
+        print(f"warning: {jobs.error}", file=sys.stderr)
     return 0
+
+
+def job_json(job: ServerJob, health: Health | None) -> dict:
+    from app.cluster.jobactions import job_status
+
+    return dict(job.as_json(), status=job_status(job, health))
+
+
+def jobs_table(jobs: list[ServerJob], health: dict[str, Health]) -> str:
+    from app.cluster.jobactions import job_status, time_left_text
+
+    rows = [("JOB", "NAME", "STATE", "NODE", "PORT", "TIME LEFT", "GPUS")]
+    for j in jobs:
+        rows.append((j.job_id + (f" ({j.cluster})" if j.cluster else ""), j.name,
+                     job_status(j, health.get(j.url) if j.url else None), j.node or "-",
+                     str(j.port) if j.port else "-", time_left_text(j), str(j.gpus)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
 
 
 def server_json(server: KnownServer, health: Health) -> dict:
@@ -75,3 +124,38 @@ def add_server(args: argparse.Namespace) -> int:
     if not health.answers:
         print(f"note: {entry.url} does not answer now ({health.reason}); it is listed as down until it does")
     return 0
+
+
+def start_server(args: argparse.Namespace) -> int:
+    from app.cluster.jobactions import start_server_job
+    from app.context import load_context
+    from ledger import resolve_ledger_dir
+
+    ctx = load_context(args.workspace)
+    job_id = start_server_job(ctx.config, ctx.config_path, args.profile, resolve_ledger_dir(args.ledger), ctx.environ,
+                              time=args.time, jobs=ctx.jobs())
+    if args.json:
+        print(json.dumps({"job_id": job_id, "cluster": ctx.config.slurm.cluster, "profile": args.profile}))
+    else:
+        print(f"submitted server job {job_id} ({args.profile}); it shows as starting until the server answers — "
+              "notes-tui server list")
+    return 0
+
+
+def stop_server(args: argparse.Namespace) -> int:
+    from app.cluster.jobactions import stop_server_job
+    from app.context import load_context
+
+    ctx = load_context(args.workspace)
+    job = stop_server_job(ctx.config, args.job_id, jobs=ctx.jobs())
+    print(f"cancelled server job {job.job_id} ({job.name})")
+    return 0
+
+
+def proxy_server(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from app.cluster.serverjob import serve
+
+    return asyncio.run(serve(args.command, dict(os.environ), args.ready_timeout))

@@ -1,10 +1,12 @@
-"""The user's own settings, `~/.config/notes-tui/config.toml`: saved servers and the model quota (the Slurm issue adds
-cluster settings and profiles here). A missing file means the defaults; a broken one is one line naming the key."""
+"""The user's own settings, `~/.config/notes-tui/config.toml`: saved servers, the model quota, the Slurm cluster and
+the server-job profiles (`slurm/config.example.toml` has the SOP's). A missing file means the defaults; a broken one
+is one line naming the key."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -35,9 +37,58 @@ class ModelsSettings(_Strict):
     quota_gb: float = Field(DEFAULT_QUOTA_GB, gt=0)
 
 
+SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"  # partitions, clusters, accounts: never an option or a shell word
+SLURM_TIME = r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$"  # what sbatch --time takes: M, M:S, H:M:S, D-H, D-H:M:S
+DEFAULT_SERVER_COMMAND = "ollama serve"
+
+
+class RunJobSettings(_Strict):
+    """`[slurm.run]`: what `notes-tui submit` asks for a headless run (a CPU job: the servers do the GPU work)."""
+
+    partition: str | None = Field(None, pattern=SLURM_NAME)
+    account: str | None = Field(None, pattern=SLURM_NAME)
+    time: str | None = Field(None, pattern=SLURM_TIME)
+    mem: str | None = Field(None, pattern=r"^\d+[KMGT]?$")
+    cpus: int | None = Field(None, ge=1, le=1024)
+    signal_s: int = Field(120, ge=10, le=3600)  # TERM this long before the limit (it arrives up to 60 s earlier)
+    extra: list[str] = []  # more sbatch options, e.g. ["--qos=short"]
+
+
+class SlurmSettings(_Strict):
+    cluster: str | None = Field(None, pattern=SLURM_NAME)  # passed as -M; leave out on a one-cluster site
+    run: RunJobSettings = RunJobSettings()
+
+
+class Profile(_Strict):
+    """`[profiles.NAME]`: one kind of Ollama server job (`notes-tui server start --profile NAME`)."""
+
+    partition: str | None = Field(None, pattern=SLURM_NAME)
+    account: str | None = Field(None, pattern=SLURM_NAME)
+    gres: str | None = Field(None, pattern=r"^[A-Za-z0-9_:.,/-]+$")  # --gres, e.g. gpu:1 or gpu:a100:1
+    gpus: str | None = Field(None, pattern=r"^[A-Za-z0-9_:.]+$")  # --gpus, where the site prefers it
+    mem: str | None = Field(None, pattern=r"^\d+[KMGT]?$")
+    cpus: int | None = Field(None, ge=1, le=1024)
+    time: str | None = Field(None, pattern=SLURM_TIME)
+    models_dir: str | None = None  # OLLAMA_MODELS; default ~/.ollama/models
+    num_parallel: int | None = Field(None, ge=1, le=64)  # OLLAMA_NUM_PARALLEL
+    command: str = Field(DEFAULT_SERVER_COMMAND, min_length=1)  # runs with OLLAMA_HOST=127.0.0.1:PORT set
+    ready_timeout_s: float = Field(600.0, gt=0)  # a Singularity image on a cold node can take minutes
+    extra: list[str] = []  # more sbatch options, e.g. ["--constraint=l40s"]
+
+
 class UserConfig(_Strict):
     servers: list[SavedServer] = []
     models: ModelsSettings = ModelsSettings()
+    slurm: SlurmSettings = SlurmSettings()
+    profiles: dict[str, Profile] = {}
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, value: dict[str, Profile]) -> dict[str, Profile]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$", name):
+                raise ValueError(f"profile name {name!r}: use letters, digits, _ . - (it becomes the job name)")
+        return value
 
     @property
     def quota_bytes(self) -> int:
@@ -98,11 +149,12 @@ def save_server(path: Path, url: str, name: str | None = None) -> SavedServer:
     block = f"[[servers]]\nurl = {json.dumps(entry.url)}\n" + (f"name = {json.dumps(entry.name)}\n" if entry.name else "")
     new = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "") + block
     _parse(path, new)  # never write a file we could not read back
-    _write_private(path, new)
+    write_private(path, new)
     return entry
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Owner-only from the first byte (0600 in a 0700 folder), and whole or not at all (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

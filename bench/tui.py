@@ -142,9 +142,8 @@ def bench_idle(seconds: float) -> None:
     term = Terminal(app_args(tmp), env)
     try:
         term.wait_for(SERVERS_MARK)
-        for i in range(4):
-            term.wait_for(b"Ollama 0.11.10")
-        time.sleep(6)  # past start-up and the first polls
+        term.wait_for(b"Ollama 0.11.10")
+        time.sleep(6)  # past start-up and the first polls of all four
         c0, b0, t0 = cpu_s(term.pid), term.total, time.perf_counter()
         time.sleep(seconds)
         c1, b1, t1 = cpu_s(term.pid), term.total, time.perf_counter()

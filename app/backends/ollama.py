@@ -12,6 +12,7 @@ from typing import Any
 from app.backends.base import Backend, Busy, ModelInfo, Reply, Transient
 from app.backends.lean_http import ConnectFailed, ConnectTimedOut, HTTPFailure, ReadTimedOut, Response
 from app.backends.ollama_wire import Wire, error_text, failure_text, open_wire
+from app.cluster.tokens import auth_headers
 from app.config import DEFAULT_CONCURRENCY, Experiment
 from app.errors import BackendError
 
@@ -37,7 +38,9 @@ class OllamaBackend(Backend):
         self.num_ctx = m.options.num_ctx
         self.keep_alive = m.keep_alive
         self.timeout = m.timeout_s
-        self.wires: dict[str, Wire] = {h: open_wire(h, self.timeout) for h in self.hosts}
+        # a server job's proxy wants its token (found by URL in the user's own 0600 job records)
+        self.wires: dict[str, Wire] = {h: open_wire(h, self.timeout, tuple(auth_headers(h).items()))
+                                       for h in self.hosts}
 
     async def prepare(self) -> ModelInfo:
         results = await asyncio.gather(*(self._probe(h) for h in self.hosts), return_exceptions=True)
@@ -67,6 +70,8 @@ class OllamaBackend(Backend):
         resp = await asyncio.wait_for(wire.call("GET", "/api/version", timeout=PREPARE_TIMEOUT_S), PREPARE_TIMEOUT_S)
         version = _doc(resp).get("version") if resp.status == 200 else None
         listing = await asyncio.wait_for(wire.call("GET", "/api/tags", timeout=PREPARE_TIMEOUT_S), PREPARE_TIMEOUT_S)
+        if listing.status == 401:
+            raise BackendError(self._no_token(host))
         if listing.status != 200:
             raise HTTPFailure(f"HTTP {listing.status} on /api/tags: {error_text(listing)}")
         models = [m for m in _doc(listing).get("models") or [] if isinstance(m, dict)]
@@ -115,10 +120,17 @@ class OllamaBackend(Backend):
         if status == 404:
             raise BackendError(f"{self.exp.path}: model.name: {self.model!r} vanished from {host} during the run"
                                f" — pull it again: OLLAMA_HOST={host} ollama pull {self.model}")
+        if status == 401:
+            raise BackendError(self._no_token(host))
         if status >= 500:
             raise Transient(f"HTTP {status}: {msg}")
         raise BackendError(f"{self.exp.path}: {host} refused the request (HTTP {status}: {msg}) — "
                            "check the model options; structured outputs need Ollama ≥ 0.5")
+
+    @staticmethod
+    def _no_token(host: str) -> str:
+        return (f"{host} refused us (HTTP 401): it is an owner-only server job and no token for it was found — "
+                'use hosts = "auto", or run as the user who started the job')
 
     async def close(self) -> None:
         for wire in self.wires.values():

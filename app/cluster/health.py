@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from app.backends.transport import client_transport
+from app.cluster.tokens import auth_headers
 
 PROBE_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 2.0
@@ -77,7 +78,8 @@ class Prober:
         client = self._clients.get(url)
         if client is None:
             timeout = httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
-            client = httpx.AsyncClient(base_url=url, timeout=timeout, transport=client_transport(url))
+            client = httpx.AsyncClient(base_url=url, timeout=timeout, transport=client_transport(url),
+                                       headers=auth_headers(url))  # a server job's token, if it is one
             self._clients[url] = client
         return client
 

@@ -1,14 +1,20 @@
-"""Which Ollama servers notes-tui knows of: the hosts the workspace's experiments name, `$OLLAMA_HOST`, and the
-servers saved in the user config. One entry per URL, with every place it came from."""
+"""Which Ollama servers notes-tui knows of: the servers saved in the user config, the user's running Slurm server
+jobs, `$OLLAMA_HOST`, and the hosts the workspace's experiments name. One entry per URL, with every place it came
+from (a server job's origin reads "job 1234")."""
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.server_url import server_url
 from app.userconfig import UserConfig
+
+if TYPE_CHECKING:
+    from app.cluster.slurm import ServerJob
 
 ORIGIN_CONFIG = "config"
 ORIGIN_ENV = "$OLLAMA_HOST"
@@ -59,8 +65,10 @@ def env_hosts(environ: dict[str, str]) -> list[str]:
     return out
 
 
-def known_servers(workspace: Path, config: UserConfig, environ: dict[str, str]) -> list[KnownServer]:
-    """Saved servers first (in the order saved), then $OLLAMA_HOST, then the experiments' hosts."""
+def known_servers(workspace: Path, config: UserConfig, environ: dict[str, str],
+                  jobs: Sequence[ServerJob] = ()) -> list[KnownServer]:
+    """Saved servers first (in the order saved), then the server jobs that publish an address, then $OLLAMA_HOST,
+    then the experiments' hosts."""
     names: dict[str, str | None] = {}
     origins: dict[str, list[str]] = {}
 
@@ -74,6 +82,9 @@ def known_servers(workspace: Path, config: UserConfig, environ: dict[str, str]) 
 
     for saved in config.servers:
         add(saved.url, ORIGIN_CONFIG, saved.name)
+    for job in jobs:
+        if job.url:
+            add(job.url, job.origin)
     for url in env_hosts(environ):
         add(url, ORIGIN_ENV)
     for url, file in experiment_hosts(workspace):

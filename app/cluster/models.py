@@ -13,6 +13,7 @@ import ollama
 from app.backends.ollama import full_name
 from app.backends.transport import client_transport
 from app.cluster.health import down_reason
+from app.cluster.tokens import auth_headers
 from app.errors import UserError
 
 CALL_TIMEOUT_S = 15.0
@@ -59,7 +60,8 @@ class ModelDetails:
 
 
 def api_client(url: str, timeout_s: float = CALL_TIMEOUT_S) -> ollama.AsyncClient:
-    return ollama.AsyncClient(host=url, timeout=httpx.Timeout(timeout_s, connect=5.0), transport=client_transport(url))
+    return ollama.AsyncClient(host=url, timeout=httpx.Timeout(timeout_s, connect=5.0), transport=client_transport(url),
+                              headers=auth_headers(url))
 
 
 def explain(exc: BaseException, url: str, name: str | None = None) -> ServerError:

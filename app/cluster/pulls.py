@@ -20,6 +20,7 @@ import ollama
 
 from app.backends.ollama import full_name
 from app.cluster.models import ServerError, explain, list_models
+from app.cluster.tokens import auth_headers
 
 PULL_READ_TIMEOUT_S = 120.0  # Ollama sends progress many times a second while it downloads
 RATE_WINDOW_S = 5.0
@@ -154,7 +155,8 @@ class PullQueue:
         pull.phase = "starting"
         self.on_update(pull)
         used = await self._usage(pull)
-        client = ollama.AsyncClient(host=pull.url, timeout=httpx.Timeout(PULL_READ_TIMEOUT_S, connect=5.0))
+        client = ollama.AsyncClient(host=pull.url, timeout=httpx.Timeout(PULL_READ_TIMEOUT_S, connect=5.0),
+                                    headers=auth_headers(pull.url))
         try:
             async for part in await client.pull(pull.name, stream=True):
                 pull._progress(part, self.clock())

@@ -37,8 +37,9 @@ def _user() -> str:
 
 
 def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema: dict[str, Any], phash: str,
-               total: int, per_host: int) -> dict[str, Any]:
+               total: int, per_host: int, shard: tuple[int, int] | None = None) -> dict[str, Any]:
     spec = exp.spec
+    used = set(info.hosts)
     return {
         "experiment": spec.name,
         "description": spec.description,
@@ -57,6 +58,9 @@ def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema:
         "model_details": info.details,
         "server_version": info.server_version,
         "hosts": list(info.hosts),
+        # the Slurm server jobs that answered (job_id, cluster, url, node, gpus, partition): GPU-hours = run time x gpus
+        "server_jobs": [j for j in exp.server_jobs if j.get("url") in used],
+        "shard": {"index": shard[0], "count": shard[1]} if shard else None,
         "options": spec.model.options.as_dict(),
         "concurrency_per_host": per_host,
         "tool_version": tool_version(),

@@ -111,7 +111,7 @@ class Runner:
         run_id = new_run_id()
         per_host = self.exp.spec.run.concurrency or self.backend.default_concurrency
         self.stamp = RunStamp(experiment=self.exp.name, run_id=run_id, model=info.model, prompt_hash=phash)
-        header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host)
+        header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host, self.source.shard)
         self.bus.emit(RunStarted(run_id=run_id, experiment=self.exp.name, total=total, header=header))
         if survey.null_ids:
             self.bus.emit(Notice(f"{survey.null_ids} notes have a NULL id column and are skipped"))

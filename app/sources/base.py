@@ -88,6 +88,8 @@ class Source(ABC):
     """Implemented by SqliteSource and MySQLSource."""
 
     placeholder: str
+    #: (index, count): this run answers only the units whose key hashes to `index` (a job array's task)
+    shard: tuple[int, int] | None = None
 
     def __init__(self, exp: Experiment):
         self.exp = exp
@@ -208,7 +210,14 @@ class Source(ABC):
                     again += f" AND r.{self.q('run_id')} <> {self.placeholder}"
                 todo = f"({todo} OR ({again}))"
             conds.append(todo)
+        if self.shard is not None:
+            conds.append(self.shard_sql([f"s.{self.q(c)}" for c in self.key_columns], *self.shard))
         return sql + " WHERE " + " AND ".join(conds)
+
+    def shard_sql(self, key_exprs: list[str], index: int, count: int) -> str:
+        """A condition true for the units of shard `index` of `count`, computed by the database itself so every
+        task on every host splits the units the same way."""
+        raise NotImplementedError(f"{self.src.kind} sources cannot be sharded")
 
     def rows_to_units(self, rows: Sequence[Sequence[Any]]) -> list[Unit]:
         """Turn rows (key columns, text, extra columns) into units; grouped rows arrive ordered by their group."""

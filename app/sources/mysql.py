@@ -42,6 +42,10 @@ class MySQLSource(Source):
     def q(self, name: str) -> str:
         return "`" + name + "`"
 
+    def shard_sql(self, key_exprs: list[str], index: int, count: int) -> str:
+        # CHAR(31) between the key parts: ("a1", "") and ("a", "1") must not hash alike
+        return f"MOD(CRC32(CONCAT_WS(CHAR(31), {', '.join(key_exprs)})), {int(count)}) = {int(index)}"
+
     @property
     def reader(self) -> pymysql.connections.Connection:
         if self._reader is None:

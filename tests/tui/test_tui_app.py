@@ -43,7 +43,7 @@ async def test_help_lists_every_key_of_every_screen(tmp_path):
         text = screen_text(app)
         for key in app_keys(NotesApp):
             assert key.keys in text and key.what in text
-        for mode, screen_cls in NotesApp.MODES.items():
+        for screen_cls in NotesApp.MODES.values():
             for key in screen_keys(screen_cls):
                 assert key.keys in text and key.what in text, key
         await pilot.press("escape")
@@ -99,7 +99,7 @@ async def test_no_color_is_all_greys_and_keeps_every_state_readable(tmp_path, mo
             monkeypatch.setenv("NO_COLOR", "1")
         app = build_app(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
-            await until(pilot, lambda: app.health(down).state == "down", what="probes")
+            await until(pilot, lambda app=app: app.health(down).state == "down", what="probes")
             await pilot.pause(0.1)
             assert app.no_color is no_color
             coloured = {rgb for rgb in _fills(app.export_screenshot()) if max(rgb) - min(rgb) > 24}

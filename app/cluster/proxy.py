@@ -1,0 +1,197 @@
+"""The authenticating proxy in front of an Ollama server job: Ollama listens on 127.0.0.1 only, the proxy on the
+node's public port, and a connection whose first request lacks `Authorization: Bearer <the job's token>` gets 401
+and is closed (and counted).
+
+After that first request the connection is spliced byte for byte in both directions, so streamed answers and pull
+progress pass through as Ollama sends them, and a kept-alive connection costs no parsing per request. The token
+is checked once per connection: a TCP connection is one client's, and every later request on it comes from the
+peer that proved it holds the token. Protocols rather than streams: one callback per chunk, no task per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import sys
+
+MAX_HEAD = 64 * 1024
+HEAD_TIMEOUT_S = 30.0
+HIGH_WATER = 1 << 20
+
+
+
+def _response(status: str, error: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": error}).encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+_UNAUTHORIZED = _response("401 Unauthorized", "this Ollama server job needs its token (notes-tui sends it for you)",
+                          "WWW-Authenticate: Bearer\r\n")
+_TOO_LARGE = _response("431 Request Header Fields Too Large", "request head too large")
+_BAD_GATEWAY = _response("502 Bad Gateway", "the Ollama server behind the proxy is down")
+
+
+def authorized(head: bytes, expected: bytes) -> bool:
+    """Does the request head carry `Authorization: Bearer <token>`? Constant-time on the token."""
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected):
+                return True
+    return False
+
+
+class ProxyStats:
+    __slots__ = ("connections", "refused", "upstream_errors")
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.refused = 0
+        self.upstream_errors = 0
+
+
+class _Peer(asyncio.Protocol):
+    """One side of a spliced pair; what it receives it writes to the other side, with back-pressure."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.other: _Peer | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def forward(self, data: bytes) -> None:
+        other = self.other
+        if other is not None and other.transport is not None and not other.transport.is_closing():
+            other.transport.write(data)
+
+    def pause_writing(self) -> None:  # our outgoing buffer is full: stop reading the side that fills it
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        other = self.other
+        if other is not None and other.transport is not None and other.transport.can_write_eof():
+            other.transport.write_eof()
+            return True  # half-close: keep reading the answer
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        other = self.other
+        if other is not None and other.transport is not None:
+            other.transport.close()
+
+
+class _Upstream(_Peer):
+    def data_received(self, data: bytes) -> None:
+        self.forward(data)
+
+
+class _Client(_Peer):
+    def __init__(self, proxy: AuthProxy):
+        super().__init__()
+        self.proxy = proxy
+        self.head = bytearray()
+        self.buffered: list[bytes] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.state = "head"  # head -> connecting -> spliced | closed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.proxy.stats.connections += 1
+        self.timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, self._reject, b"")
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == "spliced":
+            self.forward(data)
+            return
+        if self.state == "connecting":
+            self.buffered.append(data)
+            return
+        if self.state != "head":
+            return
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_HEAD:
+                self._reject(_TOO_LARGE)
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        if not authorized(bytes(self.head[:end]), self.proxy.token):
+            self.proxy.refuse()
+            self._reject(_UNAUTHORIZED)
+            return
+        self.state = "connecting"
+        self.buffered.append(bytes(self.head))
+        self.head = bytearray()
+        asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, upstream = await loop.create_connection(_Upstream, self.proxy.upstream_host, self.proxy.upstream_port)
+        except OSError:
+            self.proxy.stats.upstream_errors += 1
+            self._reject(_BAD_GATEWAY)
+            return
+        assert upstream.transport is not None
+        if self.transport is None or self.transport.is_closing():  # the client left while we connected
+            upstream.transport.close()
+            return
+        upstream.other, self.other = self, upstream
+        upstream.transport.write(b"".join(self.buffered))
+        self.buffered = []
+        self.state = "spliced"
+
+    def _reject(self, response: bytes) -> None:
+        self.state = "closed"
+        if self.transport is not None and not self.transport.is_closing():
+            if response:
+                self.transport.write(response)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        super().connection_lost(exc)
+
+
+class AuthProxy:
+    """Listens on (host, port) and forwards authenticated connections to the upstream Ollama."""
+
+    def __init__(self, token: str, upstream_host: str, upstream_port: int, log=sys.stderr):
+        self.token = token.encode("ascii")
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.stats = ProxyStats()
+        self.server: asyncio.Server | None = None
+        self._log = log
+        self._refusal_logged_at = 0.0
+
+    async def start(self, host: str, port: int = 0) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _Client(self), host, port, reuse_address=True)
+        return self.server.sockets[0].getsockname()[1]
+
+    def refuse(self) -> None:
+        self.stats.refused += 1
+        now = asyncio.get_running_loop().time()
+        if self._log is not None and now - self._refusal_logged_at >= 60.0:  # one line a minute, however many come
+            self._refusal_logged_at = now
+            print(f"notes-tui proxy: refused a request without the job's token ({self.stats.refused} so far)",
+                  file=self._log, flush=True)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()

@@ -1,0 +1,110 @@
+"""What notes-tui submits to Slurm: an Ollama server job from a profile, a headless run (or a job array of shards)
+from an experiment file. Both run the Python and the checkout that submitted them (`NOTES_TUI_PYTHON`,
+`NOTES_TUI_ROOT`), so a job never runs other code than the command that started it."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.cluster.slurm import JOB_NAME_PREFIX, Slurm
+from app.errors import UserError
+from app.userconfig import SLURM_TIME, Profile, RunJobSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SLURM_DIR = ROOT / "slurm"
+SERVER_SCRIPT = SLURM_DIR / "ollama-server.sbatch"
+RUN_SCRIPT = SLURM_DIR / "notes-run.sbatch"
+MAX_ARRAY = 1000
+
+
+@dataclass(frozen=True)
+class Submission:
+    script: Path
+    options: tuple[str, ...]
+    env: dict[str, str]
+    args: tuple[str, ...] = ()
+
+    def submit(self, slurm: Slurm) -> str:
+        if not self.script.is_file():
+            raise UserError(f"{self.script} is missing — notes-tui submits the templates of its checkout; "
+                            "reinstall with pip install -e from the repository")
+        return slurm.submit(str(self.script), self.options, env=self.env, args=self.args)
+
+
+def check_time(text: str | None, where: str = "--time") -> str | None:
+    if text is not None and not re.match(SLURM_TIME, text):
+        raise UserError(f"{where}: {text!r} is not a Slurm time — write MINUTES, HH:MM:SS or D-HH:MM:SS, "
+                        "e.g. 0-02:00:00")
+    return text
+
+
+def _job_env(environ: dict[str, str], cluster: str | None) -> dict[str, str]:
+    env = dict(environ)
+    env["NOTES_TUI_PYTHON"] = sys.executable
+    env["NOTES_TUI_ROOT"] = str(ROOT)
+    env["NOTES_TUI_CLUSTER"] = cluster or ""
+    return env
+
+
+def _common(partition: str | None, account: str | None, mem: str | None, cpus: int | None,
+            time: str | None) -> list[str]:
+    opts = []
+    if partition:
+        opts.append(f"--partition={partition}")
+    if account:
+        opts.append(f"--account={account}")
+    if mem:
+        opts.append(f"--mem={mem}")
+    if cpus:
+        opts.append(f"--cpus-per-task={cpus}")
+    if time:
+        opts.append(f"--time={time}")
+    return opts
+
+
+def log_dir(ledger_dir: Path) -> Path:
+    """Job output goes beside the ledger (sbatch does not create the folder: a missing one fails the job)."""
+    folder = ledger_dir / "slurm"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def server_submission(name: str, profile: Profile, ledger_dir: Path, environ: dict[str, str],
+                      cluster: str | None, time: str | None = None) -> Submission:
+    opts = [f"--job-name={JOB_NAME_PREFIX}-{name}", f"--output={log_dir(ledger_dir) / '%x-%j.out'}"]
+    opts += _common(profile.partition, profile.account, profile.mem, profile.cpus, check_time(time) or profile.time)
+    if profile.gres:
+        opts.append(f"--gres={profile.gres}")
+    if profile.gpus:
+        opts.append(f"--gpus={profile.gpus}")
+    opts += profile.extra
+    env = _job_env(environ, cluster)
+    env["NOTES_TUI_SERVER_COMMAND"] = profile.command
+    env["NOTES_TUI_READY_TIMEOUT_S"] = f"{profile.ready_timeout_s:g}"
+    if profile.models_dir:
+        env["OLLAMA_MODELS"] = os.path.expanduser(profile.models_dir)
+    if profile.num_parallel:
+        env["OLLAMA_NUM_PARALLEL"] = str(profile.num_parallel)
+    return Submission(SERVER_SCRIPT, tuple(opts), env)
+
+
+def run_submission(exp_path: Path, settings: RunJobSettings, ledger_dir: Path, environ: dict[str, str],
+                   cluster: str | None, array: int | None = None, time: str | None = None,
+                   signal_s: int | None = None) -> Submission:
+    if array is not None and not 1 <= array <= MAX_ARRAY:
+        raise UserError(f"--array {array}: give between 1 and {MAX_ARRAY} tasks")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", exp_path.stem)[:40] or "run"
+    opts = [f"--job-name=notes-{name}", f"--output={log_dir(ledger_dir) / '%x-%A_%a.out'}",
+            f"--signal=B:TERM@{signal_s or settings.signal_s}"]
+    opts += _common(settings.partition, settings.account, settings.mem, settings.cpus,
+                    check_time(time) or settings.time)
+    if array is not None and array > 1:
+        opts.append(f"--array=0-{array - 1}")
+    opts += settings.extra
+    env = _job_env(environ, cluster)
+    env["NOTES_TUI_LEDGER"] = str(ledger_dir)  # the run is recorded where the submitter looks
+    return Submission(RUN_SCRIPT, tuple(opts), env, args=(str(exp_path.resolve()),))

@@ -1,0 +1,86 @@
+"""Per-job tokens of the authenticating proxy: one `0600` file per server job under the user's own config directory
+(`~/.config/notes-tui/server-jobs/<job id>.json`, on the cluster's shared home), written by the job, read by every
+notes-tui client of the same user. Nobody else can read it, so nobody else can use the server.
+
+A record also names the URL, node and GPUs of its job: a client that only has a URL (an experiment's hosts, a
+saved server) finds the token by URL, and a run can record which jobs answered it. Tokens never go to a log, the
+console, the ledger or an exception message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from app.userconfig import config_path, write_private
+
+HEADER = "Authorization"
+DIR_NAME = "server-jobs"
+
+
+def jobs_dir(environ: dict[str, str] | None = None) -> Path:
+    return config_path(environ).parent / DIR_NAME
+
+
+def record_path(job_id: str, cluster: str | None = None, environ: dict[str, str] | None = None) -> Path:
+    return jobs_dir(environ) / (f"{cluster}-{job_id}.json" if cluster else f"{job_id}.json")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    write_private(path, json.dumps(record))
+    os.chmod(path.parent, 0o700)  # a folder made before, by hand, may be open to others
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("token"), str) else None
+
+
+def job_record(job_id: str, cluster: str | None = None, environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+    return read_record(record_path(job_id, cluster, environ))
+
+
+def records(environ: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every job record, newest first (a URL reused by a later job finds the later token)."""
+    folder = jobs_dir(environ)
+    try:
+        paths = [p for p in folder.glob("*.json")]
+    except OSError:
+        return []
+    stamped = []
+    for p in paths:
+        try:
+            stamped.append((p.stat().st_mtime, p))
+        except OSError:
+            continue
+    out = []
+    for _, p in sorted(stamped, reverse=True):
+        rec = read_record(p)
+        if rec is not None:
+            out.append(rec)
+    return out
+
+
+def record_for_url(url: str, environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+    return next((r for r in records(environ) if r.get("url") == url), None)
+
+
+def auth_headers(url: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The header a client of `url` must send: the token of the server job behind it, or nothing."""
+    rec = record_for_url(url, environ)
+    return {HEADER: f"Bearer {rec['token']}"} if rec else {}
+
+
+def job_summary(rec: dict[str, Any]) -> dict[str, Any]:
+    """What a run records about a server job it used (for GPU-hours): never the token."""
+    return {k: rec.get(k) for k in ("job_id", "cluster", "url", "node", "gpus", "partition")}

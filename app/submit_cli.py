@@ -1,0 +1,57 @@
+"""`notes-tui submit FILE [--array N] [--time T]`: a headless run as a Slurm batch job (slurm/notes-run.sbatch); with
+--array, N tasks that each answer their own shard. Prints the job id; the run then shows in the ledger."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.cli import Shared
+
+
+def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
+    from app.cli import positive
+
+    submit = shared.add(sub, "submit", shared.json, help="run an experiment as a Slurm batch job (or a job array)")
+    submit.add_argument("file", metavar="FILE")
+    submit.add_argument("--array", type=positive, metavar="N",
+                        help="N array tasks, each answering shard I of N (MySQL only)")
+    submit.add_argument("--time", metavar="TIME", help="the job's time limit (D-HH:MM:SS), instead of [slurm.run]'s")
+    submit.add_argument("--signal-s", type=positive, metavar="S", default=None,
+                        help="SIGTERM this many seconds before the limit (default [slurm.run] signal_s, 120)")
+    submit.set_defaults(handler=submit_run)
+
+
+def submit_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.cluster.shards import refuse_sqlite_shard
+    from app.cluster.slurm import Slurm
+    from app.cluster.submit import run_submission
+    from app.config import load_experiment
+    from app.context import load_context
+    from app.errors import UserError
+    from ledger import resolve_ledger_dir
+
+    exp = load_experiment(args.file)  # a broken file is refused here, not minutes later in the queue
+    if args.array and args.array > 1:
+        refuse_sqlite_shard(exp)
+    ctx = load_context(args.workspace)
+    slurm = Slurm(ctx.config.slurm.cluster)
+    if not slurm.available:
+        raise UserError("there is no Slurm here (no sbatch) — run this on the cluster's login node, or run the "
+                        f"experiment here: notes-tui --run {args.file}")
+    ledger_dir = resolve_ledger_dir(args.ledger)
+    sub = run_submission(Path(args.file), ctx.config.slurm.run, ledger_dir, ctx.environ, slurm.cluster,
+                         array=args.array, time=args.time, signal_s=args.signal_s)
+    job_id = sub.submit(slurm)
+    if args.json:
+        print(json.dumps({"job_id": job_id, "cluster": slurm.cluster, "array": args.array,
+                          "ledger": str(ledger_dir)}))
+    else:
+        tasks = f" ({args.array} array tasks, one shard each)" if args.array and args.array > 1 else ""
+        print(f"submitted run job {job_id}{tasks}; follow it with notes-tui ledger list (output in "
+              f"{ledger_dir / 'slurm'})")
+    return 0
