@@ -10,21 +10,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.signal import Signal
 
 from app.cluster.health import Health, HealthMonitor, Prober
-from app.cluster.known import KnownServer
+from app.cluster.known import KnownServer, known_servers
 from app.cluster.models import ModelEntry, ServerError, list_models
 from app.cluster.pulls import Pull, PullQueue
+from app.cluster.slurm import ServerJob
 from app.context import Context
 from app.tui.screens.models import ModelsScreen
 from app.tui.screens.servers import ServersScreen
 from app.tui.widgets.app_header import user_at_host
 
 POLL_S = 5.0  # server health: an upper limit, one request in flight per server
+JOBS_S = 15.0  # squeue: at most this often for the whole app (sites treat `watch squeue` as an RPC storm)
 PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
 
 
@@ -63,7 +66,10 @@ class NotesApp(App):
         self.ledger_dir = ledger_dir
         self.who = who or user_at_host()
         self.now = now or (lambda: datetime.now().astimezone())
-        self.servers: list[KnownServer] = ctx.servers()
+        # the server jobs come from squeue, which blocks: a worker asks (one call per 15 s for the whole process)
+        self.jobs = ctx.jobs()
+        self.job_list: list[ServerJob] = []
+        self.servers: list[KnownServer] = known_servers(ctx.workspace, ctx.config, ctx.environ)
         self.selected_url: str | None = self.servers[0].url if self.servers else None
         self.monitor = HealthMonitor(self._health_changed, prober)
         self.pulls = PullQueue(self._pull_changed, quota_bytes=ctx.config.quota_bytes)
@@ -80,6 +86,28 @@ class NotesApp(App):
     def on_mount(self) -> None:
         self.poll_servers()
         self.set_interval(POLL_S, self.poll_servers)
+        if self.jobs.available:
+            self.refresh_jobs()
+            self.set_interval(JOBS_S, self.refresh_jobs)
+
+    @work(thread=True, exclusive=True, group="squeue", exit_on_error=False)
+    def refresh_jobs(self) -> None:
+        jobs = self.jobs.get()  # squeue, at most once per 15 s however often this is called
+        self.call_from_thread(self._jobs_arrived, jobs)
+
+    def _jobs_arrived(self, jobs: list[ServerJob]) -> None:
+        if jobs == self.job_list and self.servers == self._servers_now(jobs):
+            return
+        self.job_list = jobs
+        self.servers = self._servers_now(jobs)
+        self.servers_changed.publish("")
+        self.poll_servers()
+
+    def _servers_now(self, jobs: list[ServerJob]) -> list[KnownServer]:
+        return known_servers(self.ctx.workspace, self.ctx.config, self.ctx.environ, jobs)
+
+    def job_of(self, url: str | None) -> ServerJob | None:
+        return next((j for j in self.job_list if url and j.url == url), None)
 
     async def on_unmount(self) -> None:
         self.pulls.cancel_all()
@@ -101,7 +129,7 @@ class NotesApp(App):
     def reload_servers(self, select: str | None = None) -> None:
         """After the user config changed: the known servers again, probed at once."""
         self.ctx.reload()
-        self.servers = self.ctx.servers()
+        self.servers = self._servers_now(self.job_list)
         if select:
             self.selected_url = select
         self.servers_changed.publish("")

@@ -12,6 +12,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tuikit
 from standin_ollama import StandinOllama  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def no_slurm(request, monkeypatch):
+    """The screens as on a laptop, whatever this machine has: tests of server jobs ask for `slurm` instead."""
+    if "slurm" not in request.fixturenames:
+        from app.cluster.slurm import Slurm
+
+        monkeypatch.setattr(Slurm, "available", property(lambda self: False))
+
+
 @pytest.fixture
 def standin():
     with StandinOllama(models=("llama3", "qwen2.5:7b"), loaded=("llama3",), pull_seconds=1.0) as server:

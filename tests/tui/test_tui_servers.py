@@ -26,9 +26,9 @@ async def test_every_origin_listed_with_state_version_and_loaded_models(tmp_path
             await until(pilot, lambda: all(app.health(s.url).state != "unknown" for s in app.servers), what="probes")
             table = rows(app, "servers-table")
             assert list(table) == [standin.url, other.url, down]
-            name, origin, state, version, rtt, loaded = table[standin.url]
+            name, origin, state, version, rtt, left, loaded = table[standin.url]
             assert (name, origin, state, version) == ("gpu-a", "config, pna.toml", "up", "0.11.10")
-            assert rtt.endswith(" ms") and loaded.startswith("llama3:latest 4.7 GB until ")
+            assert rtt.endswith(" ms") and left == "" and loaded.startswith("llama3:latest 4.7 GB until ")
             assert table[other.url][1:4] == ("$OLLAMA_HOST", "up", "0.12.1")
             assert table[down][2] == "down: refused" and table[down][3] == ""
             text = screen_text(app)

@@ -78,7 +78,8 @@ class ModelsScreen(Screen):
         app = self.app
         if self.url != app.selected_url:
             self.query_one(StatusLine).clear()
-        self.url = app.selected_url or (app.servers[0].url if app.servers else None)
+        chosen = app.server(app.selected_url)  # the selected row can be a server job that has no server yet
+        self.url = chosen.url if chosen else (app.servers[0].url if app.servers else None)
         if self.url is not None:
             app.load_models(self.url, unless_fresh=True)
         self.render_models()

@@ -1,17 +1,20 @@
-"""Screen 1, Servers: every known Ollama server, how it is, and the models loaded on it now."""
+"""Screen 1, Servers: every known Ollama server and the user's Slurm server jobs — how each is, how long a job has
+left, the models loaded now — with keys to add a server, start a server job from a profile and cancel one."""
 
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable
 
 from app.cluster import present
-from app.cluster.health import Health
-from app.cluster.known import KnownServer
+from app.cluster.health import UNKNOWN, Health
+from app.cluster.jobactions import job_status, time_left_text
+from app.cluster.slurm import ServerJob
+from app.errors import UserError
 from app.tui.tones import state_tone, tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
@@ -22,18 +25,29 @@ from app.tui.widgets.status_line import StatusLine
 COLUMNS = (
     Col("server", "Server", None, min_width=12, max_width=32),
     Col("from", "From", None, min_width=8, max_width=24),
-    Col("state", "State", None, min_width=13, max_width=24),
+    Col("state", "State", None, min_width=13, max_width=28, grow=1),
     Col("version", "Version", 7, hide_below=100),
     Col("rtt", "RTT", 6, right=True),
+    Col("left", "Left", 8, right=True, hide_empty=True),  # time left of server jobs
     Col("loaded", "Loaded now", None, min_width=10, grow=1),
 )
-def state_cell(app, health: Health) -> Text:
-    return Text(present.state(health), style=state_tone(app, health.state))
+JOB_ROW = "job:"  # row key of a job that has no address yet (pending, starting)
+
+
+def status_cell(app, health: Health, job: ServerJob | None) -> Text:
+    """The server's state, or for a server job the job's: pending (reason), starting, up, unhealthy: why."""
+    if job is None:
+        return Text(present.state(health), style=state_tone(app, health.state))
+    words = job_status(job, health if job.url else None)
+    kind = "up" if words in ("up", "slow") else "down" if words.startswith("unhealthy") else "unknown"
+    return Text(words, style=state_tone(app, "slow" if words == "slow" else kind))
 
 
 class ServersScreen(Screen):
     BINDINGS = [
         Binding("a", "add_server", "Add server", id="servers.add"),
+        Binding("s", "start_job", "Start job", id="servers.start_job"),
+        Binding("k", "cancel_job", "Cancel job", id="servers.cancel_job"),
         Binding("r", "refresh", "Refresh", id="servers.refresh"),
     ]
     HELP = [("enter", "the models of the selected server (screen 2)")]
@@ -59,21 +73,32 @@ class ServersScreen(Screen):
     def on_screen_resume(self) -> None:
         self.render_servers()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("start_job", "cancel_job"):
+            return self.app.jobs.available  # no squeue here (a laptop): the Slurm keys are simply absent
+        return True
+
     @property
     def table(self) -> FitTable:
         return self.query_one("#servers-table", FitTable)
 
+    # ---- rendering ----
     def render_servers(self) -> None:
         app = self.app
-        servers: list[KnownServer] = app.servers
-        self.query_one("#servers-title", Shown).show(Text.assemble(
-            ("Servers", "bold"), f"  {len(servers)} known · health every 5 s · enter: its models"))
         rows = []
-        for s in servers:
-            h = app.health(s.url)
+        for s in app.servers:
+            h, job = app.health(s.url), app.job_of(s.url)
             loaded = ", ".join(present.loaded(m, app.now()) for m in h.loaded) or ("-" if h.answers else "")
-            rows.append((s.url, (s.label, s.origin_text, state_cell(app, h), h.version or "", self._rtt(s.url, h),
-                                 loaded)))
+            rows.append((s.url, (s.label, s.origin_text, status_cell(app, h, job), h.version or "",
+                                 self._rtt(s.url, h), time_left_text(job) if job else "", loaded)))
+        waiting = [j for j in app.job_list if not j.url]
+        for job in waiting:
+            rows.append((JOB_ROW + job.job_id, (job.name, job.origin, status_cell(app, UNKNOWN, job), "", "",
+                                                time_left_text(job), "")))
+        jobs = f" · {len(app.job_list)} server job{'s' if len(app.job_list) != 1 else ''}" if app.jobs.available \
+            else ""
+        self.query_one("#servers-title", Shown).show(Text.assemble(
+            ("Servers", "bold"), f"  {len(app.servers)} known{jobs} · health every 5 s · enter: its models"))
         self.table.set_rows(rows)
         if app.selected_url:
             self.table.select_key(app.selected_url)
@@ -93,37 +118,60 @@ class ServersScreen(Screen):
             self._refreshing = False
             self.query_one(StatusLine).clear()
 
+    def selected_job(self) -> ServerJob | None:
+        key = self.table.selected_key or ""
+        if key.startswith(JOB_ROW):
+            return next((j for j in self.app.job_list if j.job_id == key[len(JOB_ROW):]), None)
+        return self.app.job_of(key)
+
     def render_detail(self) -> None:
         app = self.app
         detail = self.query_one("#server-detail", Shown)
-        server = app.server(app.selected_url)
-        if server is None:
+        key = app.selected_url or ""
+        job = self.selected_job()
+        server = app.server(key)
+        if server is None and job is None:
+            slurm = " or start a server job with s" if app.jobs.available else ""
             detail.show(Text.assemble(
                 ("No Ollama server is known yet. ", "bold"),
-                "Press a to add one (http://HOST:PORT), export OLLAMA_HOST before starting notes-tui, "
+                f"Press a to add one (http://HOST:PORT){slurm}, export OLLAMA_HOST before starting notes-tui, "
                 f"or name hosts in an experiment in {short_path(app.ctx.workspace / 'experiments')}/."))
             return
-        h = app.health(server.url)
         text = Text()
-        text.append(server.label, style="bold")
-        if server.name:
-            text.append(f"  {server.url}")
-        text.append(f"  (from {server.origin_text})\n", style=tone(app, "quiet"))
-        text.append_text(state_cell(app, h))
-        if h.answers:
-            text.append(f" · Ollama {h.version} · {self._rtt(server.url, h)}")
-        elif h.state == "down":
-            text.append(f" — {present.advice(h)}")
-        if h.loaded:
-            width = max(len(m.name) for m in h.loaded)
-            for i, m in enumerate(h.loaded):
-                text.append("\nloaded: " if i == 0 else "\n        ")
-                until = present.until(m.expires_at, app.now())
-                text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {until}")
-        elif h.answers:
-            text.append("\nno model loaded now")
+        if server is not None:
+            h = app.health(server.url)
+            text.append(server.label, style=tone(app, "strong"))
+            if server.name:
+                text.append(f"  {server.url}")
+            text.append(f"  (from {server.origin_text})\n", style=tone(app, "quiet"))
+            text.append_text(status_cell(app, h, job))
+            if h.answers:
+                text.append(f" · Ollama {h.version} · {self._rtt(server.url, h)}")
+            elif h.state == "down":
+                text.append(f" — {present.advice(h)}")
+        if job is not None:
+            if server is None:
+                text.append(job.name, style=tone(app, "strong"))
+                text.append(f"  {job.origin}\n", style=tone(app, "quiet"))
+                text.append_text(status_cell(app, UNKNOWN, job))
+            where = f" on {job.node}" if job.node else ""
+            gpus = f" · {job.gpus} GPU{'s' if job.gpus != 1 else ''}" if job.gpus else ""
+            left = "no time limit" if job.time_left_s is None else f"{time_left_text(job)} left"
+            text.append(f"\njob {job.job_id} · {job.partition or 'default partition'}{where}{gpus} · {left} · "
+                        "k cancels it")
+        if server is not None:
+            h = app.health(server.url)
+            if h.loaded:
+                width = max(len(m.name) for m in h.loaded)
+                for i, m in enumerate(h.loaded):
+                    until = present.until(m.expires_at, app.now())
+                    text.append("\nloaded: " if i == 0 else "\n        ")
+                    text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {until}")
+            elif h.answers:
+                text.append("\nno model loaded now")
         detail.show(text)
 
+    # ---- events and actions ----
     @on(DataTable.RowHighlighted, "#servers-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value and event.row_key.value != self.app.selected_url:
@@ -132,11 +180,16 @@ class ServersScreen(Screen):
 
     @on(DataTable.RowSelected, "#servers-table")
     async def _selected(self, event: DataTable.RowSelected) -> None:
+        if (event.row_key.value or "").startswith(JOB_ROW):
+            return  # a job with no server yet has no models
         self.app.selected_url = event.row_key.value
         await self.app.run_action("show('models')")
 
     def action_refresh(self) -> None:
         self.app.poll_servers()
+        if self.app.jobs.available:
+            self.app.jobs.expire()
+            self.app.refresh_jobs()
         self._refreshing = True
         self.query_one(StatusLine).say("asking every server again…")
 
@@ -149,3 +202,63 @@ class ServersScreen(Screen):
                 self.query_one(StatusLine).say(f"saved {url} in {short_path(self.app.ctx.config_path)}")
 
         self.app.push_screen(AddServerScreen(), added)
+
+    def action_start_job(self) -> None:
+        from app.tui.screens.start_job import StartJobScreen
+
+        def chosen(choice: tuple[str, str | None] | None) -> None:
+            if choice:
+                self.query_one(StatusLine).say(f"submitting a server job from profile {choice[0]}…")
+                self._start(*choice)
+
+        self.app.push_screen(StartJobScreen(), chosen)
+
+    @work(thread=True, exclusive=True, group="sbatch", exit_on_error=False)
+    def _start(self, profile: str, time: str | None) -> None:
+        from app.cluster.jobactions import start_server_job
+
+        app = self.app
+        try:
+            job_id = start_server_job(app.ctx.config, app.ctx.config_path, profile, app.ledger_dir, app.ctx.environ,
+                                      time=time, jobs=app.jobs)
+        except UserError as exc:
+            self.app.call_from_thread(self.query_one(StatusLine).say, str(exc), True)
+            return
+        app.call_from_thread(self._submitted, job_id, profile)
+
+    def _submitted(self, job_id: str, profile: str) -> None:
+        self.app.selected_url = JOB_ROW + job_id
+        self.query_one(StatusLine).say(f"submitted server job {job_id} ({profile}); it shows here as it starts")
+        self.app.refresh_jobs()
+
+    def action_cancel_job(self) -> None:
+        job = self.selected_job()
+        if job is None:
+            self.query_one(StatusLine).say("the selected server is not one of your server jobs")
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        where = f" on {job.node}" if job.node else ""
+        question = (f"Cancel server job {job.job_id} ({job.name}{where}, {time_left_text(job)} left)?\n"
+                    "Its Ollama server stops; a run using it carries on with its other servers or stops as "
+                    "interrupted (resumable).")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.query_one(StatusLine).say(f"cancelling job {job.job_id}…")
+                self._cancel(job.job_id)
+
+        self.app.push_screen(ConfirmScreen(question, yes="Cancel job", no="Keep"), answered)
+
+    @work(thread=True, exclusive=True, group="scancel", exit_on_error=False)
+    def _cancel(self, job_id: str) -> None:
+        from app.cluster.jobactions import stop_server_job
+
+        app = self.app
+        try:
+            stop_server_job(app.ctx.config, job_id, jobs=app.jobs)
+        except UserError as exc:
+            app.call_from_thread(self.query_one(StatusLine).say, str(exc), True)
+            return
+        app.call_from_thread(self.query_one(StatusLine).say, f"cancelled job {job_id}")
+        app.call_from_thread(app.refresh_jobs)

@@ -22,6 +22,7 @@ class Col:
     grow: int = 0  # a flexible column with grow > 0 also takes a share of the room that is left over
     right: bool = False
     hide_below: int = 0  # left out when the table is narrower: the detail line below the table shows it instead
+    hide_empty: bool = False  # left out while no row has anything in it
 
 
 class FitTable(DataTable):
@@ -80,7 +81,8 @@ class FitTable(DataTable):
         return self._shown(total) != self.cols or self._fit(total) != self._widths
 
     def _shown(self, total: int) -> tuple[Col, ...]:
-        return tuple(c for c in self.all_cols if total >= c.hide_below)
+        return tuple(c for i, c in enumerate(self.all_cols) if total >= c.hide_below
+                     and not (c.hide_empty and not any(str(cells[i]) for _, cells in self._rows)))
 
     def _longest(self, col: Col) -> int:
         i = self.all_cols.index(col)

@@ -20,7 +20,7 @@ class KeyBar(Widget):
         text = Text(no_wrap=True, overflow="ellipsis")
         for owner in (screen, app):
             for binding in owner.BINDINGS:
-                if getattr(binding, "show", False):
+                if getattr(binding, "show", False) and owner.check_action(binding.action.split("(")[0], ()) is not False:
                     text.append(f" {display(binding.key.split(',')[0])} ", style=tone(app, "key"))
                     text.append(f"{binding.description} ")
         palette = Text(" ^p ", style=tone(app, "key")) + Text("palette ")

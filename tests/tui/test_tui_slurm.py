@@ -1,0 +1,83 @@
+"""Screen 1 with a real single-node Slurm: server jobs appear pending or starting and then up with their time left,
+one is started from a profile with s and cancelled with k after a confirmation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+from support import need
+from test_slurm_cluster import STANDIN_COMMAND, cluster_up, queue_has, wait_until
+from tuikit import build_app, rows, run, screen_text, until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def slurm(tmp_path, monkeypatch):
+    need(cluster_up(), "no test Slurm here: eval \"$(slurm/testcluster.sh start)\" (it exports SLURM_CONF)")
+    config = tmp_path / "user-config.toml"
+    config.write_text(f'[profiles.standin]\ncpus = 1\nmem = "256M"\ntime = "0-00:15:00"\nready_timeout_s = 60\n'
+                      f'command = "{STANDIN_COMMAND}"\n\n[profiles.wide]\ncpus = 64\nmem = "256M"\n'
+                      'command = "ollama serve"\n')
+    monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
+    before = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
+    yield config
+    now = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
+    for job in now - before:
+        subprocess.run(["scancel", job], capture_output=True)
+    wait_until(lambda: not any(queue_has(j) for j in now - before), 60, "the test's jobs to leave the queue")
+
+
+async def jobs_now(pilot, app, condition, what, timeout=60.0):
+    """Ask squeue again (our own start or cancel expires the 15 s ration) until `condition()` holds."""
+    async def asked():
+        app.jobs.expire()
+        app.refresh_jobs()
+        await pilot.pause(0.5)
+        return condition()
+
+    end = time.monotonic() + timeout
+    while not await asked():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}:\n{screen_text(app)}")
+
+
+@run
+async def test_start_a_server_job_from_a_profile_see_it_up_and_cancel_it(tmp_path, slurm):
+    app = build_app(tmp_path, {**os.environ, "NOTES_TUI_CONFIG": str(slurm)})
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert app.jobs.available
+        await pilot.press("s")
+        assert "standin: default partition" in screen_text(app)
+        await pilot.press("enter")  # the first profile
+        await until(pilot, lambda: "submitted server job" in screen_text(app), timeout=30, what="sbatch")
+        job_id = screen_text(app).split("submitted server job ")[1].split()[0]
+        await jobs_now(pilot, app, lambda: any(j.job_id == job_id and j.url for j in app.job_list), "an address")
+        job = next(j for j in app.job_list if j.job_id == job_id)
+        app.poll_servers()
+        await until(pilot, lambda: app.health(job.url).state == "up", timeout=30, what="the job's server up")
+        row = rows(app, "servers-table")[job.url]
+        assert row[1] == f"job {job_id}" and row[2] == "up" and row[5].endswith(("m", "s"))  # time left
+        assert f"job {job_id}" in screen_text(app) and "k cancels it" in screen_text(app)
+        app.screen.query_one("#servers-table").select_key(job.url)
+        await pilot.press("k")
+        assert f"Cancel server job {job_id}" in app.screen.query_one(".question").render().plain
+        await pilot.press("y")
+        await until(pilot, lambda: f"cancelled job {job_id}" in screen_text(app), timeout=30, what="scancel")
+        await jobs_now(pilot, app, lambda: all(j.job_id != job_id for j in app.job_list), "the job gone")
+        assert job.url not in rows(app, "servers-table")
+
+
+@run
+async def test_a_job_that_cannot_start_is_shown_pending_with_its_reason(tmp_path, slurm):
+    app = build_app(tmp_path, {**os.environ, "NOTES_TUI_CONFIG": str(slurm)})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s", "down", "enter")  # profile "wide": 64 CPUs on a 2-CPU node
+        await until(pilot, lambda: "submitted server job" in screen_text(app), timeout=30, what="sbatch")
+        await jobs_now(pilot, app, lambda: any(j.phase == "pending" and j.reason for j in app.job_list), "pending")
+        job = next(j for j in app.job_list if j.phase == "pending")
+        row = rows(app, "servers-table")["job:" + job.job_id]
+        assert row[2].startswith("pending (") and job.reason in row[2]
