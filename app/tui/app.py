@@ -28,6 +28,7 @@ from app.tui.widgets.app_header import user_at_host
 
 POLL_S = 5.0  # server health: an upper limit, one request in flight per server
 JOBS_S = 15.0  # squeue: at most this often for the whole app (sites treat `watch squeue` as an RPC storm)
+SWITCH_HOLD_S = 0.01
 PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
 
 
@@ -173,6 +174,11 @@ class NotesApp(App):
     def _redraw_pulls(self) -> None:
         self._pull_redraw_due = False
         self.pulls_changed.publish("")
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        # Textual masks a screen switch by holding updates for 50 ms: that alone put a key press past the 50 ms it
+        # may take to reach the screen. The screens here are laid out in a few milliseconds; 10 ms still masks it.
+        super().delay_update(min(delay, SWITCH_HOLD_S))
 
     # ---- actions ----
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
