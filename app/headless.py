@@ -115,5 +115,5 @@ def _print_where(printer: ConsolePrinter, exp: Experiment, ledger_dir: Path, res
     if result.status != "completed":
         again = f" --shard {shard_text(shard)}" if shard else ""
         printer.say(f"resume:  notes-tui --run {exp.path}{again}   (answered notes are skipped)")
-    printer.say("next:    notes-tui ledger list   ·   notes-tui check FILE   ·   notes-tui (the TUI, coming)")
+    printer.say("next:    notes-tui ledger list   ·   notes-tui check FILE   ·   notes-tui (the TUI)")
 

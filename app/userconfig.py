@@ -5,7 +5,6 @@ is one line naming the key."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -14,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.config import ConfigError
 from app.server_url import server_url
+from app.userfiles import ENV_VAR, config_path, write_private  # noqa: F401 - where callers expect them
 
-ENV_VAR = "NOTES_TUI_CONFIG"
 DEFAULT_QUOTA_GB = 75.0  # the CRCD allowance for ~/.ollama (SOP 3.1)
 
 
@@ -95,16 +94,6 @@ class UserConfig(_Strict):
         return int(self.models.quota_gb * 1e9)
 
 
-def config_path(environ: dict[str, str] | None = None) -> Path:
-    """$NOTES_TUI_CONFIG, else $XDG_CONFIG_HOME/notes-tui/config.toml, else ~/.config/notes-tui/config.toml."""
-    env = os.environ if environ is None else environ
-    if env.get(ENV_VAR):
-        return Path(env[ENV_VAR]).expanduser()
-    xdg = env.get("XDG_CONFIG_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "notes-tui" / "config.toml"
-
-
 def load_user_config(path: Path) -> UserConfig:
     try:
         text = path.read_text(encoding="utf-8")
@@ -151,19 +140,3 @@ def save_server(path: Path, url: str, name: str | None = None) -> SavedServer:
     _parse(path, new)  # never write a file we could not read back
     write_private(path, new)
     return entry
-
-
-def write_private(path: Path, text: str) -> None:
-    """Owner-only from the first byte (0600 in a 0700 folder), and whole or not at all (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
