@@ -25,33 +25,40 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
 
 
 def submit_run(args: argparse.Namespace) -> int:
+    from app.context import load_context
+    from ledger import resolve_ledger_dir
+
+    ledger_dir = resolve_ledger_dir(args.ledger)
+    job_id, cluster = submit_experiment(args.file, load_context(args.workspace), ledger_dir, array=args.array,
+                                        time=args.time, signal_s=args.signal_s)
+    if args.json:
+        print(json.dumps({"job_id": job_id, "cluster": cluster, "array": args.array, "ledger": str(ledger_dir)}))
+    else:
+        tasks = f" ({args.array} array tasks, one shard each)" if args.array and args.array > 1 else ""
+        print(f"submitted run job {job_id}{tasks}; follow it with notes-tui ledger list (output in "
+              f"{ledger_dir / 'slurm'})")
+    return 0
+
+
+def submit_experiment(file: str, ctx, ledger_dir, array: int | None = None, time: str | None = None,
+                      signal_s: int | None = None) -> tuple[str, str | None]:
+    """Submit FILE as a run job (job array with `array`); (job id, cluster). Blocking (sbatch): the TUI calls it from
+    a worker."""
     from pathlib import Path
 
     from app.cluster.shards import refuse_sqlite_shard
     from app.cluster.slurm import Slurm
     from app.cluster.submit import run_submission
     from app.config import load_experiment
-    from app.context import load_context
     from app.errors import UserError
-    from ledger import resolve_ledger_dir
 
-    exp = load_experiment(args.file)  # a broken file is refused here, not minutes later in the queue
-    if args.array and args.array > 1:
+    exp = load_experiment(file)  # a broken file is refused here, not minutes later in the queue
+    if array and array > 1:
         refuse_sqlite_shard(exp)
-    ctx = load_context(args.workspace)
     slurm = Slurm(ctx.config.slurm.cluster)
     if not slurm.available:
         raise UserError("there is no Slurm here (no sbatch) — run this on the cluster's login node, or run the "
-                        f"experiment here: notes-tui --run {args.file}")
-    ledger_dir = resolve_ledger_dir(args.ledger)
-    sub = run_submission(Path(args.file), ctx.config.slurm.run, ledger_dir, ctx.environ, slurm.cluster,
-                         array=args.array, time=args.time, signal_s=args.signal_s)
-    job_id = sub.submit(slurm)
-    if args.json:
-        print(json.dumps({"job_id": job_id, "cluster": slurm.cluster, "array": args.array,
-                          "ledger": str(ledger_dir)}))
-    else:
-        tasks = f" ({args.array} array tasks, one shard each)" if args.array and args.array > 1 else ""
-        print(f"submitted run job {job_id}{tasks}; follow it with notes-tui ledger list (output in "
-              f"{ledger_dir / 'slurm'})")
-    return 0
+                        f"experiment here: notes-tui --run {file}")
+    sub = run_submission(Path(file), ctx.config.slurm.run, ledger_dir, ctx.environ, slurm.cluster,
+                         array=array, time=time, signal_s=signal_s)
+    return sub.submit(slurm), slurm.cluster

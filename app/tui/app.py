@@ -22,6 +22,7 @@ from app.cluster.models import ModelEntry, ServerError, list_models
 from app.cluster.pulls import Pull, PullQueue
 from app.cluster.slurm import ServerJob
 from app.context import Context
+from app.tui.screens.experiments import ExperimentsScreen
 from app.tui.screens.models import ModelsScreen
 from app.tui.screens.servers import ServersScreen
 from app.tui.widgets.app_header import user_at_host
@@ -49,13 +50,14 @@ class ModelList:
 class NotesApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "notes-tui"
-    MODES = {"servers": ServersScreen, "models": ModelsScreen}
+    MODES = {"servers": ServersScreen, "models": ModelsScreen, "experiments": ExperimentsScreen}
     DEFAULT_MODE = "servers"
-    SCREEN_KEYS = {"servers": ("1", "Servers"), "models": ("2", "Models")}
+    SCREEN_KEYS = {"servers": ("1", "Servers"), "models": ("2", "Models"), "experiments": ("3", "Experiments")}
     BINDINGS = [
         # the header shows the screens with their keys; the footer keeps its room for the screen's own actions
         Binding("1", "show('servers')", "Servers", show=False, id="screen.servers"),
         Binding("2", "show('models')", "Models", show=False, id="screen.models"),
+        Binding("3", "show('experiments')", "Experiments", show=False, id="screen.experiments"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
     ]

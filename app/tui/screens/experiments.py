@@ -1,0 +1,290 @@
+"""Screen 3, Experiments: every `experiments/*.toml` of the workspace — valid or its one-line error, backend and model,
+the last run from the ledger, notes to do (counted in a worker) — and what to do with one: check, edit, try, run here
+(the run outlives the app), submit to Slurm."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult, SuspendNotSupported
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable
+
+from app.errors import UserError
+from app.tui.tones import tone
+from app.tui.widgets.app_header import AppHeader, short_path
+from app.tui.widgets.fit_table import Col, FitTable
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.shown import Shown
+from app.tui.widgets.status_line import StatusLine
+
+COLUMNS = (
+    Col("name", "Experiment", None, min_width=14, max_width=32),
+    Col("model", "Backend / model", None, min_width=12, max_width=30),
+    Col("valid", "File", None, min_width=6, max_width=40, grow=1),
+    Col("last", "Last run", None, min_width=12, max_width=34),
+    Col("todo", "To do", 8, right=True),
+)
+
+
+@dataclass
+class ExperimentRow:
+    """What the screen knows of one experiment file."""
+
+    path: Path
+    name: str = ""
+    model: str = ""
+    error: str | None = None
+    description: str = ""
+    exp: object = None  # the loaded Experiment when valid
+    todo: int | None = None
+    todo_error: str | None = None
+    counting: bool = False
+    last_run: dict | None = None
+    details: list[str] = field(default_factory=list)
+
+
+def load_row(path: Path) -> ExperimentRow:
+    from app.config import load_experiment
+
+    row = ExperimentRow(path=path, name=path.stem)
+    try:
+        exp = load_experiment(path)
+    except UserError as exc:
+        row.error = str(exc).removeprefix(f"{path}: ")
+        return row
+    spec = exp.spec
+    row.exp, row.name, row.description = exp, spec.name, spec.description
+    model = spec.model.name or (exp.gguf_path.name if exp.gguf_path else "SmolLM2-135M (bundled)")
+    row.model = f"{spec.model.backend} · {model}"
+    hosts = "auto (server jobs)" if exp.auto_hosts else ", ".join(exp.hosts) if exp.hosts else "in-process"
+    row.details = [f"source: {exp.source_label} ({spec.source.table or 'query'}) → results {spec.results.table}",
+                   f"hosts: {hosts}"]
+    return row
+
+
+def last_run_text(run: dict | None) -> str:
+    if not run:
+        return "never run"
+    counts = run.get("counts") or {}
+    return f"{run['status']} {counts.get('done', 0)}/{counts.get('total', 0)} · {(run.get('started_at') or '')[:10]}"
+
+
+class ExperimentsScreen(Screen):
+    BINDINGS = [
+        Binding("c", "check", "Check", id="experiments.check"),
+        Binding("e", "edit", "Edit", id="experiments.edit"),
+        Binding("b", "submit", "Submit", id="experiments.submit"),
+        Binding("r", "refresh", "Refresh", show=False, id="experiments.refresh"),
+    ]
+    HELP = [("enter", "check the selected experiment")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, ExperimentRow] = {}
+
+    def compose(self) -> ComposeResult:
+        yield AppHeader("experiments")
+        yield Shown(id="experiments-title", classes="screen-title")
+        yield FitTable(COLUMNS, id="experiments-table")
+        yield Shown(id="experiment-detail", classes="detail")
+        yield StatusLine(id="status")
+        yield KeyBar()
+
+    def on_mount(self) -> None:
+        self.action_refresh()
+
+    def on_screen_resume(self) -> None:
+        self.render_rows()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "submit":
+            return self.app.jobs.available
+        return True
+
+    @property
+    def table(self) -> FitTable:
+        return self.query_one("#experiments-table", FitTable)
+
+    @property
+    def folder(self) -> Path:
+        return self.app.ctx.workspace / "experiments"
+
+    # ---- loading ----
+    def action_refresh(self) -> None:
+        """Read every experiment file again; count notes to do and look up last runs in a worker."""
+        self.rows = {str(p): load_row(p) for p in sorted(self.folder.glob("*.toml"))}
+        self.render_rows()
+        self._count()
+
+    def reload_one(self, path: Path) -> ExperimentRow:
+        row = load_row(path)
+        self.rows[str(path)] = row
+        self.render_rows()
+        self._count()
+        return row
+
+    @work(thread=True, exclusive=True, group="count", exit_on_error=False)
+    def _count(self) -> None:
+        from textual.worker import get_current_worker
+
+        from ledger import Ledger
+
+        worker = get_current_worker()
+        ledger = Ledger(self.app.ledger_dir)
+        for row in list(self.rows.values()):
+            if worker.is_cancelled:
+                return
+            if row.exp is not None:
+                try:
+                    runs = ledger.list_runs(experiment=row.name, limit=1)
+                    row.last_run = runs[0] if runs else None
+                except Exception as exc:  # noqa: BLE001 - a ledger that cannot be read is shown, not raised
+                    row.details.append(f"ledger: {exc}")
+            if row.exp is None or row.todo is not None:
+                continue
+            row.counting = True
+            self.app.call_from_thread(self.render_rows)
+            row.todo, row.todo_error = _count_todo(row.exp)
+            row.counting = False
+            self.app.call_from_thread(self.render_rows)
+        self.app.call_from_thread(self.render_rows)
+
+    # ---- rendering ----
+    def render_rows(self) -> None:
+        app = self.app
+        out = []
+        for key, row in self.rows.items():
+            if row.error:
+                valid = Text(f"error: {row.error}", style=tone(app, "bad"))
+            else:
+                valid = Text("valid", style=tone(app, "ok"))
+            todo = "…" if row.counting else "-" if row.todo is None else f"{row.todo:,}"
+            out.append((key, (row.name, row.model or "-", valid, last_run_text(row.last_run) if not row.error else "",
+                              todo)))
+        self.query_one("#experiments-title", Shown).show(Text.assemble(
+            ("Experiments", "bold"), f"  {len(self.rows)} in {short_path(self.folder)} · e edits, c checks"))
+        self.table.set_rows(out)
+        self.render_detail()
+
+    def selected(self) -> ExperimentRow | None:
+        key = self.table.selected_key
+        return self.rows.get(key) if key else None
+
+    def render_detail(self) -> None:
+        detail = self.query_one("#experiment-detail", Shown)
+        row = self.selected()
+        if row is None:
+            detail.show(Text.assemble(("No experiment files here yet. ", "bold"),
+                                      f"Put experiment TOML files in {short_path(self.folder)}/ "
+                                      "(experiments/demo.toml in the notes-tui checkout is one)."))
+            return
+        text = Text()
+        text.append(row.name, style=tone(self.app, "strong"))
+        text.append(f"  {short_path(row.path)}\n", style=tone(self.app, "quiet"))
+        if row.error:
+            text.append(f"error: {row.error}", style=tone(self.app, "bad"))
+            text.append("\ne opens it in your editor; it is checked again when you come back")
+        else:
+            if row.description:
+                text.append(row.description.strip().splitlines()[0] + "\n")
+            text.append("\n".join(row.details))
+            if row.todo_error:
+                text.append(f"\nnotes to do: {row.todo_error}", style=tone(self.app, "bad"))
+            elif row.todo is not None:
+                text.append(f"\nnotes to do: {row.todo:,}")
+            if row.last_run:
+                run = row.last_run
+                text.append(f"\nlast run {run['run_id']}: {last_run_text(run)}")
+        detail.show(text)
+
+    @on(DataTable.RowHighlighted, "#experiments-table")
+    def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self.render_detail()
+
+    @on(DataTable.RowSelected, "#experiments-table")
+    def _selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_check()
+
+    # ---- actions ----
+    def _need_row(self, valid: bool = True) -> ExperimentRow | None:
+        row = self.selected()
+        if row is None:
+            self.query_one(StatusLine).say("no experiment selected")
+            return None
+        if valid and row.error:
+            self.query_one(StatusLine).say(f"{row.path.name} has an error — e opens it to fix: {row.error}", error=True)
+            return None
+        return row
+
+    def action_check(self) -> None:
+        row = self._need_row(valid=False)
+        if row is not None:
+            from app.tui.screens.check import CheckScreen
+
+            self.app.push_screen(CheckScreen(row.path))
+
+    def action_edit(self) -> None:
+        row = self._need_row(valid=False)
+        if row is None:
+            return
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        status = self.query_one(StatusLine)
+        command = [*shlex.split(editor), str(row.path)]
+        try:
+            try:
+                with self.app.suspend():
+                    done = subprocess.run(command)
+            except SuspendNotSupported:  # no terminal to hand over (headless): the editor runs without one
+                done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
+        except (OSError, ValueError) as exc:  # no such editor, a quoting mistake: the app must come back all the same
+            status.say(f"could not start the editor {editor!r} ({exc}) — set VISUAL or EDITOR", error=True)
+            return
+        row = self.reload_one(row.path)
+        if done.returncode != 0:
+            status.say(f"the editor exited with status {done.returncode}; {row.path.name} read again", error=True)
+        elif row.error:
+            status.say(f"{row.path.name} still has an error: {row.error}", error=True)
+        else:
+            status.say(f"{row.path.name} is valid")
+
+    def action_submit(self) -> None:
+        row = self._need_row()
+        if row is not None:
+            self.query_one(StatusLine).say(f"submitting {row.path.name} to Slurm…")
+            self._submit(row.path)
+
+    @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
+    def _submit(self, path: Path) -> None:
+        from app.submit_cli import submit_experiment
+
+        app = self.app
+        try:
+            job_id, _ = submit_experiment(str(path), app.ctx, app.ledger_dir)
+        except UserError as exc:
+            app.call_from_thread(self.query_one(StatusLine).say, str(exc), True)
+            return
+        app.call_from_thread(self.query_one(StatusLine).say,
+                             f"submitted {path.name} as job {job_id}; press 4 to follow the run once it starts")
+
+
+def _count_todo(exp) -> tuple[int | None, str | None]:
+    from app.sources import open_source
+
+    try:
+        source = open_source(exp)
+        try:
+            return source.survey(False).todo, None
+        finally:
+            source.close()
+    except UserError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a count that fails is shown, never raised into the screen
+        return None, f"{exc.__class__.__name__}: {str(exc)[:120]}"
