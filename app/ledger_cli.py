@@ -209,7 +209,8 @@ def verify(args: argparse.Namespace) -> int:
     if not led.ledger_dir.is_dir():
         raise UserError(f"no ledger at {led.ledger_dir} — pass --ledger DIR or set NOTES_TUI_LEDGER")
     led.sync(wait_s=5.0)  # seal what finished, so the head printed is today's
-    result = verify_ledger(led.ledger_dir, head=head)
+    indexed = led.read(lambda db: db.conn.execute("select seq, line_hash from chain order by seq").fetchall(), [])
+    result = verify_ledger(led.ledger_dir, head=head, indexed=indexed)
     print(_json(result.as_dict()) if args.json else format_verify(result))
     return ExitCode.OK if result.ok else ExitCode.FAILED
 

@@ -138,7 +138,9 @@ def _check_sealed(ledger_dir: Path, seal: dict[str, Any]) -> Problem | None:
     return None
 
 
-def verify_ledger(ledger_dir: Path, head: str | None = None) -> Verification:
+def verify_ledger(ledger_dir: Path, head: str | None = None, indexed: list[tuple[int, str]] | None = None) -> Verification:
+    """`indexed`: the (seq, line hash) of every seal the index recorded, a second witness of the chain file (the
+    index lives beside it, but a rebuild replaces it: only a head kept elsewhere survives that)."""
     ledger_dir = Path(ledger_dir)
     result = Verification(str(ledger_dir))
     chain_lines = _lines(ledger_dir / CHAIN_FILE) or []
@@ -147,6 +149,9 @@ def verify_ledger(ledger_dir: Path, head: str | None = None) -> Verification:
     if chain_broken is not None:
         result.problems.append(chain_broken)
     hashes = [line_hash(line) for line in chain_lines]
+    witness = _against_index(hashes, indexed or [])
+    if witness is not None:
+        result.problems.append(witness)
     for i, line in enumerate(chain_lines):
         try:
             seal = check_seal_line(line, i, hashes[i - 1] if i else None)
@@ -178,6 +183,16 @@ def verify_ledger(ledger_dir: Path, head: str | None = None) -> Verification:
         if not result.head_check["found"]:
             result.problems.append(Problem("chain", CHAIN_FILE, None, result.head_check["message"]))
     return result
+
+
+def _against_index(hashes: list[str], indexed: list[tuple[int, str]]) -> Problem | None:
+    for seq, digest in indexed:
+        if seq >= len(hashes):
+            return Problem("chain", CHAIN_FILE, seq, f"the index recorded {len(indexed)} seals, {CHAIN_FILE} holds "
+                                                     f"{len(hashes)}: seals were removed")
+        if hashes[seq] != digest:
+            return Problem("chain", CHAIN_FILE, seq, f"line {seq + 1} is not the seal the index recorded: it was changed")
+    return None
 
 
 def _check_unsealed(ledger_dir: Path, seen: set[tuple[str, str]], result: Verification) -> None:

@@ -230,17 +230,18 @@ def _latency(values: list[float]) -> dict[str, Any]:
 
 
 def _timeline(conn: Any, run: dict[str, Any]) -> dict[str, Any]:
-    """Units committed over time since the run's start, from its batch records."""
+    """Units done over time since the run's start: the batch records (units committed) and the checkpoints every
+    few seconds (units answered), whichever says more at each moment."""
     start = parse_iso(run.get("started_at"))
-    rows = conn.execute("select t, units from timeline where run_id = ? and units is not null order by seq",
-                        (run["run_id"],)).fetchall()
-    points: list[tuple[float, int]] = []
-    total = 0
-    for t, units in rows:
+    rows = conn.execute("select t, units, done from timeline where run_id = ? order by seq", (run["run_id"],)).fetchall()
+    points: list[tuple[float, int]] = [(0.0, 0)] if rows else []
+    committed = done = 0
+    for t, units, checkpoint in rows:
         at = parse_iso(t)
-        total += units
+        committed += units or 0
+        done = max(done, committed, checkpoint or 0)
         if start is not None and at is not None:
-            points.append((round((at - start).total_seconds(), 3), total))
+            points.append((round(max(0.0, (at - start).total_seconds()), 3), done))
     if len(points) > TIMELINE_POINTS:
         step = len(points) / TIMELINE_POINTS
         points = [points[int(i * step)] for i in range(TIMELINE_POINTS - 1)] + [points[-1]]

@@ -37,30 +37,35 @@ def _block(block: Block) -> str:
     raise ValueError(kind)
 
 
+def _done_at(points: list[tuple[float, int]], t: float) -> float:
+    """Units done by time t (seconds since the run's start), linear between the recorded points."""
+    if not points or t <= points[0][0]:
+        return 0.0
+    for (t0, d0), (t1, d1) in zip(points, points[1:]):
+        if t <= t1:
+            return d0 + (d1 - d0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+    return float(points[-1][1])
+
+
 def throughput_series(report: dict[str, Any]) -> list[tuple[float, float]]:
-    """Notes per second of all the runs together, in equal time buckets from the first start to the last batch."""
-    events: list[tuple[float, int]] = []
+    """Notes per second of all the runs together, in equal time buckets from the first start to the last record."""
     starts = [parse_iso(t["started_at"]) for t in report["timeline"]]
     known = [s for s in starts if s is not None]
     if not known:
         return []
     origin = min(known)
-    for series, start in zip(report["timeline"], starts):
-        if start is None:
-            continue
-        offset = (start - origin).total_seconds()
-        previous = 0
-        for t, cumulative in series["points"]:
-            events.append((offset + t, cumulative - previous))
-            previous = cumulative
-    if not events:
+    runs = [((start - origin).total_seconds(), series["points"]) for series, start in zip(report["timeline"], starts)
+            if start is not None and series["points"]]
+    end = max((offset + points[-1][0] for offset, points in runs), default=0.0)
+    if end <= 0:
         return []
-    end = max(t for t, _ in events) or 1.0
     width = end / THROUGHPUT_BUCKETS
-    buckets = [0] * THROUGHPUT_BUCKETS
-    for t, n in events:
-        buckets[min(THROUGHPUT_BUCKETS - 1, int(t / width))] += n
-    return [(round((i + 0.5) * width, 3), round(n / width, 3)) for i, n in enumerate(buckets)]
+
+    def done(t: float) -> float:
+        return sum(_done_at(points, t - offset) for offset, points in runs)
+
+    return [(round((i + 0.5) * width, 3), round((done((i + 1) * width) - done(i * width)) / width, 3))
+            for i in range(THROUGHPUT_BUCKETS)]
 
 
 def _charts(title: str, report: dict[str, Any]) -> list[str]:

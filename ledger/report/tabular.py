@@ -56,7 +56,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
             for m in ("precision", "recall", "f1", "support"):
                 add(("eval", e["eval_id"], f"{label_text(c['label'])} {m}", c[m]))
     for t in report["tripod"]:
-        add(("tripod", "", t["item"], f"{t['answered_by']}: {t['where']}"))
+        add(("TRIPOD-LLM", "", t["item"], f"{t['answered_by']}: {t['where']}"))
     return out
 
 
