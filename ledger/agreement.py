@@ -7,7 +7,8 @@ tests check every figure against scikit-learn and statsmodels.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,12 +58,16 @@ def label_order(values: Iterable[Hashable], preferred: Sequence[Any] = ()) -> tu
 
 
 def confusion(pairs: Iterable[tuple[Any, Any]], preferred: Sequence[Any] = ()) -> Confusion:
-    pairs = list(pairs)
-    labels = label_order([a for a, _ in pairs] + [b for _, b in pairs], preferred)
+    return confusion_from_counts(Counter(pairs), preferred)
+
+
+def confusion_from_counts(counts: Mapping[tuple[Any, Any], int], preferred: Sequence[Any] = ()) -> Confusion:
+    """The matrix of (first, second) -> how many; labels that occur, `preferred` first."""
+    labels = label_order([a for a, _ in counts] + [b for _, b in counts], preferred)
     index = {label: i for i, label in enumerate(labels)}
     rows = [[0] * len(labels) for _ in labels]
-    for a, b in pairs:
-        rows[index[a]][index[b]] += 1
+    for (a, b), n in counts.items():
+        rows[index[a]][index[b]] += n
     return Confusion(labels, tuple(tuple(r) for r in rows))
 
 

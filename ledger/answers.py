@@ -53,12 +53,10 @@ def answer_fields(schema: Any) -> list[AnswerField]:
     return out
 
 
-def field_values(conn: sqlite3.Connection, run_id: str, fields: list[AnswerField]) -> dict[str, tuple[str, list[Any]]]:
-    """unit id -> (outcome, [value of each field]) for one run, extracted by SQLite (json.loads of every answer
-    would cost more than the query)."""
+def field_values(conn: sqlite3.Connection, run_id: str, fields: list[AnswerField]) -> dict[str, tuple]:
+    """unit id -> (outcome, raw value of each field) for one run, extracted by SQLite (json.loads of every answer
+    costs more than the query); bools come back as 1 and 0, see AnswerField.value."""
     cols = "".join(", json_extract(answer, ?)" for _ in fields)
-    sql = f"select unit_id, outcome{cols} from units where run_id = ?"
-    out = {}
-    for row in conn.execute(sql, [f.path() for f in fields] + [run_id]):
-        out[row[0]] = (row[1], [f.value(v) for f, v in zip(fields, row[2:])])
-    return out
+    rows = conn.execute(f"select unit_id, outcome{cols} from units where run_id = ?",
+                        [f.path() for f in fields] + [run_id]).fetchall()
+    return {row[0]: row[1:] for row in rows}

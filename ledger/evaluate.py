@@ -37,8 +37,8 @@ def evaluate_runs(db: Any, run_ids: list[str], gold: dict[str, Any], field: str,
     not_answered = {"empty": 0, "error": 0}
     latest: dict[str, tuple[str, Any]] = {}
     for run in runs:  # oldest first: a later run's answer for the same unit replaces the earlier one
-        for uid, (outcome, values) in field_values(db.conn, run["run_id"], [spec]).items():
-            latest[uid] = (outcome, values[0])
+        for uid, (outcome, raw) in field_values(db.conn, run["run_id"], [spec]).items():
+            latest[uid] = (outcome, spec.value(raw))
     for uid, (outcome, value) in latest.items():
         if outcome == "valid" and value is not None:
             predicted[uid] = value

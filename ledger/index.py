@@ -21,6 +21,7 @@ from .importer import Importer
 from .journal import JOURNAL_DIR, ensure_private_dir, fsync_dir
 from .lease import Lease, LeaseLost, sweep_graves
 from .migrations import COUNT_KEYS, migrate, up_to_date
+from .reader import Reader
 from .runs import load_run, run_summary
 from .status import STALE_AFTER_S, display_status
 
@@ -221,7 +222,7 @@ class Ledger:
         sweep_graves(self.lease_path)
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def _read(self, fn: Callable[[Database], T], empty: T) -> T:
+    def _read(self, fn: Callable[[Reader], T], empty: T) -> T:
         if self.auto_sync:
             try:
                 self.sync(wait_s=self.read_wait_s)
@@ -233,7 +234,7 @@ class Ledger:
             try:
                 conn = connect(self.db_path, readonly=True)
                 try:
-                    return fn(_open_db(conn))
+                    return fn(Reader(conn))
                 finally:
                     conn.close()
             except sqlite3.OperationalError as exc:
@@ -252,7 +253,7 @@ class Ledger:
             self.rebuild()
         return empty  # unreachable; keeps type checkers content
 
-    def read(self, fn: Callable[[Database], T], empty: T) -> T:
+    def read(self, fn: Callable[[Reader], T], empty: T) -> T:
         """Run fn on one read-only connection, after one import of what is new; `empty` when there is no index."""
         return self._read(fn, empty)
 
@@ -294,7 +295,7 @@ class Ledger:
         if limit is not None and not computed:
             sql += f" limit {int(limit)}"
 
-        def query(db: Database) -> list[dict[str, Any]]:
+        def query(db: Reader) -> list[dict[str, Any]]:
             runs = []
             for row in db.query(sql, params):
                 if limit is not None and len(runs) >= limit:
@@ -311,7 +312,7 @@ class Ledger:
         return self._read(lambda db: load_run(db, run_id), None)
 
     def units(self, run_id: str) -> list[dict[str, Any]]:
-        def query(db: Database) -> list[dict[str, Any]]:
+        def query(db: Reader) -> list[dict[str, Any]]:
             out = []
             for row in db.query("select * from units where run_id = ? order by unit_id", [run_id]):
                 row = dict(row)
@@ -331,7 +332,7 @@ class Ledger:
 
 
 
-def resolve_run(db: Database, prefix: str) -> str:
+def resolve_run(db: Reader, prefix: str) -> str:
     """The one run id starting with `prefix` (ULIDs are upper case; people type either)."""
     key = prefix.strip().upper()
     if not key:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlite_utils import Database
-
 from .journal import SUFFIX
 from .migrations import COUNT_KEYS
+from .reader import Reader
 from .status import display_status, duration_s
 
 JSON_COLUMNS = ("hosts", "options", "header", "extra_counts")
@@ -40,7 +39,7 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_run(db: Database, run_id: str) -> dict[str, Any] | None:
+def load_run(db: Reader, run_id: str) -> dict[str, Any] | None:
     """Everything recorded about one run (JSON columns decoded), plus status, counts and duration_s."""
     rows = list(db.query("select * from runs where run_id = ?", [run_id]))
     if not rows:
@@ -63,7 +62,7 @@ class MixedRuns(ValueError):
         self.a, self.b, self.what, self.va, self.vb = a, b, what, va, vb
 
 
-def load_run_set(db: Database, run_ids: list[str]) -> list[dict[str, Any]]:
+def load_run_set(db: Reader, run_ids: list[str]) -> list[dict[str, Any]]:
     """The runs of one experiment asked the same way by the same model (shards of an array job, an interrupted run
     and its resumption), oldest first; MixedRuns names the first pair that differ."""
     runs = []

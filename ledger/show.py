@@ -26,7 +26,8 @@ def run_details(db: Any, run_id: str) -> dict[str, Any] | None:
         if not f.categorical:
             continue
         counts = dict(conn.execute(
-            "select json_extract(answer, ?) as v, count(*) from units where run_id = ? and outcome = 'valid' "
+            # +outcome: without it SQLite picks the index on outcome and reads every valid unit of the ledger
+            "select json_extract(answer, ?) as v, count(*) from units where run_id = ? and +outcome = 'valid' "
             "and v is not null group by v", (f.path(), run_id)).fetchall())
         labels[f.name] = {str(f.value(k)).lower() if f.kind == "bool" else k: n for k, n in counts.items()}
     run["labels"] = labels

@@ -8,6 +8,7 @@ user:password part before they reach a report.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -134,6 +135,10 @@ def _run(conn: Any, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# a unit's row in `latest`: (outcome, attempts, truncated, latency_ms, raw value of each labelled field...)
+OUTCOME, ATTEMPTS, TRUNCATED, FIRST_FIELD = 0, 1, 2, 4
+
+
 def _units(conn: Any, runs: list[dict[str, Any]], fields: list[AnswerField]) -> tuple[dict[str, tuple], list[float]]:
     """The latest outcome of every unit across the runs (a later run's answer replaces an earlier one, as it does in
     the results table) and the latency of every request-bearing unit row (each one cost a model call)."""
@@ -142,21 +147,16 @@ def _units(conn: Any, runs: list[dict[str, Any]], fields: list[AnswerField]) -> 
     labels = "".join(", json_extract(answer, ?)" for _ in fields)
     sql = f"select unit_id, outcome, attempts, truncated, latency_ms{labels} from units where run_id = ?"
     for run in runs:
-        for uid, outcome, attempts, truncated, latency, *raw in conn.execute(sql, [f.path() for f in fields] + [run["run_id"]]):
-            latest[uid] = (outcome, attempts or 0, bool(truncated), [f.value(v) for f, v in zip(fields, raw)])
-            if outcome in ("valid", "invalid") and latency is not None:
-                latencies.append(float(latency))
+        rows = conn.execute(sql, [f.path() for f in fields] + [run["run_id"]]).fetchall()
+        latest.update((row[0], row[1:]) for row in rows)
+        latencies += [row[4] for row in rows if row[1] in ("valid", "invalid") and row[4] is not None]
     return latest, latencies
 
 
 def _flow(runs: list[dict[str, Any]], latest: dict[str, tuple]) -> dict[str, Any]:
     """Where every unit ended, counted once (its latest outcome), next to the sum of what the runs did."""
     outcomes = {"valid": 0, "invalid": 0, "empty": 0, "error": 0}
-    retried = truncated = 0
-    for outcome, attempts, was_truncated, _ in latest.values():
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        retried += attempts > 1
-        truncated += was_truncated
+    outcomes.update(Counter(u[OUTCOME] for u in latest.values()))
     summed = {key: sum((r["counts"].get(key) or 0) for r in runs)
               for key in ("total", "done", "valid", "invalid", "retried", "empty", "truncated", "errors",
                           "tokens_in", "tokens_out")}
@@ -165,8 +165,8 @@ def _flow(runs: list[dict[str, Any]], latest: dict[str, tuple]) -> dict[str, Any
         "units": len(latest),
         "answered": outcomes["valid"] + outcomes["invalid"],
         **outcomes,
-        "retried": retried,
-        "truncated": truncated,
+        "retried": sum(1 for u in latest.values() if (u[ATTEMPTS] or 0) > 1),
+        "truncated": sum(1 for u in latest.values() if u[TRUNCATED]),
         "runs_sum": summed,
     }
 
@@ -190,15 +190,12 @@ def _distributions(fields: list[AnswerField], latest: dict[str, tuple]) -> list[
     """For each choice and bool field: the labels of the valid answers, in declared order, and how many units had
     no label (invalid: the fallback was written; empty or error: nothing was asked or written)."""
     out = []
-    for k, f in enumerate(fields):
-        counts: dict[Any, int] = {label: 0 for label in f.labels}
-        without = {"invalid": 0, "empty": 0, "error": 0}
-        for outcome, _, _, values in latest.values():
-            value = values[k] if k < len(values) else None
-            if outcome == "valid" and value is not None:
-                counts[value] = counts.get(value, 0) + 1
-            elif outcome in without:
-                without[outcome] += 1
+    outcomes = Counter(u[OUTCOME] for u in latest.values())
+    for k, f in enumerate(fields, start=FIRST_FIELD):
+        found = Counter(f.value(u[k]) for u in latest.values() if u[OUTCOME] == "valid" and u[k] is not None)
+        counts: dict[Any, int] = {label: found.pop(label, 0) for label in f.labels}
+        counts.update(found)  # values outside the declared ones cannot pass validation, but never hide them
+        without = {key: outcomes.get(key, 0) for key in ("invalid", "empty", "error")}
         out.append({"field": f.name, "kind": f.kind, "labels": [{"label": lab, "n": n} for lab, n in counts.items()],
                     "without_label": without})
     return out
