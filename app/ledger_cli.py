@@ -190,7 +190,11 @@ def evaluate(args: argparse.Namespace) -> int:
     except FieldNotScorable as exc:
         raise UserError(f"field {exc.field!r} is not a choice or bool field of run {ids[0]} (it has: "
                         f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
-    result["eval_id"] = write_eval(led.ledger_dir, result)
+    try:
+        result["eval_id"] = write_eval(led.ledger_dir, result)
+    except OSError as exc:
+        raise UserError(f"cannot store the eval in {led.ledger_dir} ({exc.strerror or exc}) — the ledger must be "
+                        "writable: pass --ledger DIR or fix its permissions") from None
     led.sync(wait_s=2.0)
     print(_json(result) if args.json else format_eval(result))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from .journal import SUFFIX
 from .migrations import COUNT_KEYS
@@ -52,6 +53,16 @@ def load_run(db: Reader, run_id: str) -> dict[str, Any] | None:
     err = list(db.query("select error from journals where file = ?", [run_id + SUFFIX]))
     run["journal_error"] = err[0]["error"] if err else None
     return run
+
+
+def safe_host(url: Any) -> str:
+    """A server address without any user:password@ part."""
+    text = str(url)
+    parts = urlsplit(text)
+    if parts.hostname and "@" in parts.netloc:
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return f"{parts.scheme}://{netloc}"
+    return text
 
 
 class MixedRuns(ValueError):

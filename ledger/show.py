@@ -6,8 +6,7 @@ from typing import Any
 
 from .answers import answer_fields
 from .evals import evals_including
-from .report.data import safe_host
-from .runs import load_run
+from .runs import load_run, safe_host
 
 
 def run_details(db: Any, run_id: str) -> dict[str, Any] | None:

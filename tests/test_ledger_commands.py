@@ -276,3 +276,35 @@ def test_rerun_writes_the_experiment_back(tmp_path, private_ledger):
     assert code == 0 and out == exp.read_text()
     res = spawn_cli("ledger", "rerun", run["run_id"], "-o", str(again), env={"NOTES_TUI_LEDGER": str(private_ledger)})
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "the file exists" in res.stderr
+
+
+def test_an_interrupted_run_and_its_resumption_make_one_report(tmp_path, private_ledger):
+    import signal
+    import time
+
+    from auditkit import SOURCE, make_notes
+    from runhelp import spawn_run
+
+    make_notes(tmp_path / "notes.db", n=40)
+    with StandinOllama(latency=0.1, slots=2) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], name="resumed", run="concurrency = 2",
+                                       results='table = "pna_results"\nbatch_size = 5'))
+        proc = spawn_run(exp)
+        deadline = time.time() + 20
+        while time.time() < deadline and server.stats()["chat"] < 12:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert run_cli("--run", str(exp))[0] == 0
+    runs = json.loads(run_cli("ledger", "list", "--json")[1])
+    assert sorted(r["status"] for r in runs) == ["completed", "interrupted"]
+    code, out, err = run_cli("ledger", "report", *[r["run_id"] for r in runs], "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [r["status"] for r in data["runs"]] == ["interrupted", "completed"]  # oldest first
+    assert data["flow"]["units"] == 40 and data["flow"]["to_do_first_run"] == 40
+    assert data["runs"][1]["counts"]["total"] == 40 - data["runs"][0]["counts"]["done"]
+    assert all(r["sealed"] is not None for r in data["runs"])
+    assert len(data["timeline"][0]["points"]) > 2  # the interrupted run committed batches before it stopped

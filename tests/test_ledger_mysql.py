@@ -15,7 +15,8 @@ from support import experiment_toml
 pytestmark = pytest.mark.mysql
 
 GOLD = {"P": "(1) Likely", "N": "(2) Unlikely", "U": "(3) Unable to say"}
-EVALUATION = '[evaluation]\ngold_column = "radiologist"\nmap = { "P" = "(1) Likely", "N" = "(2) Unlikely", "U" = "(3) Unable to say" }\n'
+EVALUATION = ('[evaluation]\ngold_column = "radiologist"\n'
+              'map = { "P" = "(1) Likely", "N" = "(2) Unlikely", "U" = "(3) Unable to say" }\n')
 
 
 def test_reports_from_a_mysql_run_hold_no_secret(tmp_path, mysql_db, private_ledger):
@@ -34,7 +35,7 @@ def test_reports_from_a_mysql_run_hold_no_secret(tmp_path, mysql_db, private_led
         env = tmp_path / ".env"
         env.write_text(f"DB_USER={user}\nDB_PASS={password}\nDB_HOST=127.0.0.1\nDB_NAME={db}\n")
         env.chmod(0o600)
-        source = (f'kind = "mysql"\nenv_file = ".env"\ntable = "notes"\nid_columns = ["patientvisitid", "accession"]\n'
+        source = ('kind = "mysql"\nenv_file = ".env"\ntable = "notes"\nid_columns = ["patientvisitid", "accession"]\n'
                   'text_column = "note_text"')
         exp = tmp_path / "exp.toml"
         with StandinOllama(latency=0.0) as server:

@@ -2,7 +2,7 @@
 resumption), as plain data. Renderers (markdown, html, tabular) only lay it out; the TUI can show the same dict.
 
 Everything here comes from the index, which never holds note text or free-text answers. Host addresses lose any
-user:password part before they reach a report.
+user:password part (runs.safe_host) before they reach a report.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import math
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..answers import AnswerField, answer_fields
 from ..chain import head
 from ..clock import parse_iso
 from ..evals import evals_for
-from ..runs import load_run_set
+from ..runs import load_run_set, safe_host
 from .tripod import tripod_items
 
 PERCENTILES = (50, 90, 95, 99)
@@ -60,16 +59,6 @@ def build_report(db: Any, run_ids: list[str]) -> dict[str, Any]:
     }
     report["tripod"] = tripod_items(report)
     return report
-
-
-def safe_host(url: Any) -> str:
-    """A server address without any user:password@ part."""
-    text = str(url)
-    parts = urlsplit(text)
-    if parts.hostname and "@" in parts.netloc:
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-        return f"{parts.scheme}://{netloc}"
-    return text
 
 
 def _model(run: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
