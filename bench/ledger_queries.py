@@ -1,6 +1,7 @@
 """How fast the audit commands answer on a big ledger: 10,000 runs and 2,000,000 unit outcomes.
 
     python bench/ledger_queries.py [--dir DIR] [--keep] [--scale 1.0]
+    python bench/ledger_queries.py --reuse DIR      # the queries again, on a ledger an earlier --dir DIR built
 
 The ledger holds what a busy group's years look like: 9,988 small runs (~170 notes each) over 50 experiments, one
 study of 100,000 notes run as a 10-task array (10 shards of 10,000), and the same 100,000 notes answered by two
@@ -152,19 +153,23 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="where to build the ledger (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the ledger afterwards")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the full size, for a quick look")
+    ap.add_argument("--reuse", type=Path, default=None, help="time the queries only, on the ledger built in DIR")
     args = ap.parse_args()
-    base = args.dir or Path(tempfile.mkdtemp(prefix="ledger-queries-"))
+    base = args.reuse or args.dir or Path(tempfile.mkdtemp(prefix="ledger-queries-"))
     ledger_dir = base / "ledger"
     try:
-        runs = timed("write 10,000 journals, 2,000,000 units (no fsync)", lambda: build(ledger_dir, args.scale))
-        size = sum(p.stat().st_size for p in (ledger_dir / "journal").iterdir())
-        n_runs = len(runs["small"]) + 12  # type: ignore[arg-type]
-        print(f"{'runs / journal bytes':<64}{n_runs:>8,} / {size / 1e6:.0f} MB")
-        led = Ledger(ledger_dir, auto_sync=False)
-        timed("first import (sync: runs, units, timeline, chain of seals)", led.sync)
+        if args.reuse:
+            runs = runs_of(ledger_dir)
+        else:
+            runs = timed("write 10,000 journals, 2,000,000 units (no fsync)", lambda: build(ledger_dir, args.scale))
+            size = sum(p.stat().st_size for p in (ledger_dir / "journal").iterdir())
+            n_runs = len(runs["small"]) + 12  # type: ignore[arg-type]
+            print(f"{'runs / journal bytes':<64}{n_runs:>8,} / {size / 1e6:.0f} MB")
+            led = Ledger(ledger_dir, auto_sync=False)
+            timed("first import (sync: runs, units, timeline, chain of seals)", led.sync)
+            timed("rebuild", led.rebuild)
+            print(f"{'ledger.db':<64}{(ledger_dir / 'ledger.db').stat().st_size / 1e6:8.0f} MB")
         timed("no-op sync (nothing new; every read does one)", Ledger(ledger_dir).sync, repeat=3)
-        timed("rebuild", led.rebuild)
-        print(f"{'ledger.db':<64}{(ledger_dir / 'ledger.db').stat().st_size / 1e6:8.0f} MB")
         run_functions(ledger_dir, runs)
         pair, shards, small = runs["pair"], runs["shards"], runs["small"]  # type: ignore[misc]
         command("command: ledger list (all 10,000 runs)", ledger_dir, "list")
@@ -177,8 +182,20 @@ def main() -> None:
         command("command: ledger show SMALL", ledger_dir, "show", small[0][:10])
         timed("command: ledger verify (reads every journal)", lambda: command_once(ledger_dir, "verify"))
     finally:
-        if not args.keep and args.dir is None:
+        if not args.keep and args.dir is None and args.reuse is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def runs_of(ledger_dir: Path) -> dict[str, list[str]]:
+    import sqlite3
+
+    conn = sqlite3.connect(ledger_dir / "ledger.db")
+    try:
+        ids = lambda where: [r[0] for r in conn.execute(f"select run_id from runs where {where} order by run_id")]  # noqa: E731
+        return {"pair": ids("experiment like 'pna-big%'"), "shards": ids("experiment = 'ards-array'"),
+                "small": ids("experiment like 'exp-%'")}
+    finally:
+        conn.close()
 
 
 def command_once(ledger_dir: Path, *args: str) -> None:
