@@ -125,11 +125,18 @@ def header_row(run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
         status="running",
         quantization=_text(details.get("quantization_level")),
         parameter_size=_text(details.get("parameter_size")),
-        shard=_text(scalar(header.get("shard"))),  # the Slurm issue's --shard I/N, as it recorded it
+        shard=_shard(header.get("shard")),
     )
     row.update({key: 0 for key in COUNT_KEYS})
     row["total"] = scalar(header.get("total"))
     return row
+
+
+def _shard(value: Any) -> str | None:
+    """`I/N` as --shard takes it, from the header's {"index": I, "count": N}; anything else as text."""
+    if isinstance(value, dict) and isinstance(value.get("index"), int) and isinstance(value.get("count"), int):
+        return f"{value['index']}/{value['count']}"
+    return _text(scalar(value))
 
 
 def _json_or_null(value: Any) -> str | None:

@@ -128,6 +128,10 @@ def m002_audit(db: Database) -> None:
         "update runs set quantization = json_extract(header, '$.model_details.quantization_level'),"
         " parameter_size = json_extract(header, '$.model_details.parameter_size') where quantization is null"
     )
+    db.execute(
+        "update runs set shard = json_extract(header, '$.shard.index') || '/' || json_extract(header, '$.shard.count')"
+        " where shard is null and json_extract(header, '$.shard.count') is not null"
+    )
     runs.create_index(["recorded_status"], if_not_exists=True)
     runs.create_index(["experiment", "started_at"], if_not_exists=True)
     # One row per batch (units committed) and per checkpoint or close (done so far): throughput over time.

@@ -54,3 +54,12 @@ def test_a_password_in_a_host_address_goes_nowhere(tmp_path):
     shown = led.read(lambda db: run_details(db, "01HZZZZZZZZZZZZZZZZZZZZZZZ"), None)
     everything = json.dumps(shown) + "".join(render(report, fmt) for fmt in ("md", "html", "csv", "json"))
     assert "Secret-Pw-1" not in everything and "gpu1:11434" in everything
+
+
+def test_shards_and_server_jobs_as_the_slurm_runs_record_them(tmp_path):
+    jobs = [{"job_id": "1230409", "cluster": "gpu", "url": "http://gpu1:11434", "node": "gpu-n57", "gpus": 1,
+             "partition": "l40s"}]
+    led, report, _ = forged(tmp_path, shard={"index": 2, "count": 4}, server_jobs=jobs)
+    [run] = report["runs"]
+    assert run["shard"] == "2/4" and run["gpu_hours"] == pytest.approx(1.0)
+    assert "| 2/4 |" in render(report, "md")
