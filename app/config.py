@@ -13,7 +13,7 @@ import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -108,6 +108,16 @@ class RunSection(_Strict):
     give_up_s: float = Field(60.0, gt=0)  # no server answered for this long: stop as interrupted
 
 
+class EvaluationSection(_Strict):
+    """Gold labels for `ledger eval` and `try`: a column of the source or a query, and how their values map to
+    answer values (`map`, keys as text). `field` is the answer field to score (default: the only choice or bool)."""
+
+    gold_column: str | None = None
+    gold_query: str | None = None
+    map: dict[str, str | bool | int | float] = {}
+    field: str | None = None
+
+
 class ExperimentFile(_Strict):
     name: str = Field(min_length=1, max_length=191)
     description: str = ""
@@ -117,6 +127,7 @@ class ExperimentFile(_Strict):
     source: SourceSection
     results: ResultsSection
     run: RunSection = RunSection()
+    evaluation: EvaluationSection | None = None
 
 
 @dataclass(frozen=True)
@@ -171,15 +182,13 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def load_experiment(path: str | Path, environ: dict[str, str] | None = None) -> Experiment:
+def load_experiment(path: str | Path, environ: dict[str, str] | None = None, text: str | None = None) -> Experiment:
+    """The experiment in the file at `path`; or, with `text`, the experiment in that text as if it were the file at
+    `path` (relative paths resolve from there: how the ledger's recorded TOML of a run is read back)."""
     path = Path(path)
     environ = dict(os.environ if environ is None else environ)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "no such experiment file", "check the path (experiments live in experiments/*.toml)")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read the file ({exc.__class__.__name__})", "check its permissions and encoding")
+    if text is None:
+        text = _read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -189,6 +198,15 @@ def load_experiment(path: str | Path, environ: dict[str, str] | None = None) -> 
     except ValidationError as exc:
         raise _explain(path, exc) from None
     return _resolve(path, text, spec, environ)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such experiment file", "check the path (experiments live in experiments/*.toml)")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read the file ({exc.__class__.__name__})", "check its permissions and encoding")
 
 
 def _explain(path: Path, exc: ValidationError) -> ConfigError:
@@ -225,10 +243,11 @@ def _allowed_keys(loc: list[str]) -> list[str]:
         if model is AnswerSection and part == "fields":
             in_fields_table = True
             continue
-        ann = fld.annotation
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        # an optional section (`X | None`) is the model X
+        models = [a for a in (fld.annotation, *get_args(fld.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
             return []
-        model = ann
+        model = models[0]
     return list(model.model_fields)
 
 
@@ -249,6 +268,8 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     if clash:
         raise ConfigError(path, "answer.fields", f"field {sorted(clash)[0]!r} is also an id column",
                           "rename the answer field")
+    if spec.evaluation is not None:
+        spec = spec.model_copy(update={"evaluation": check_evaluation(path, spec, spec.evaluation)})
 
     warnings: list[str] = []
     hosts: tuple[str, ...] = ()
@@ -337,10 +358,7 @@ def _check_source(path: Path, source: SourceSection) -> None:
         raise ConfigError(path, "source.table", f"{source.table!r} is not a plain table name",
                           "use letters, digits and _ (optionally database.table)")
     if source.query:
-        q = source.query.strip().rstrip(";").strip()
-        if not re.match(r"(?is)^(select|with)\b", q) or ";" in q:
-            raise ConfigError(path, "source.query", "the query must be one SELECT statement",
-                              "remove other statements; notes-tui adds its own joins around it")
+        _check_one_select(path, "source.query", source.query)
     if source.where is not None and (";" in source.where or not source.where.strip()):
         raise ConfigError(path, "source.where", "where must be one SQL condition without ';'",
                           'e.g. where = "note_date >= \'2024-01-01\'"')
@@ -368,6 +386,58 @@ def _check_source(path: Path, source: SourceSection) -> None:
     if source.database is not None and not IDENT.match(source.database):
         raise ConfigError(path, "source.database", f"{source.database!r} is not a plain database name",
                           "use letters, digits and _")
+
+
+def _check_one_select(path: Path, key: str, query: str) -> None:
+    q = query.strip().rstrip(";").strip()
+    if not re.match(r"(?is)^(select|with)\b", q) or ";" in q:
+        raise ConfigError(path, key, "the query must be one SELECT statement",
+                          "remove other statements; notes-tui adds its own joins around it")
+
+
+EVALUATION_KEYS = {name: f"evaluation.{name}" for name in EvaluationSection.model_fields}
+
+
+def check_evaluation(path: Path, spec: ExperimentFile, ev: EvaluationSection,
+                     keys: dict[str, str] = EVALUATION_KEYS) -> EvaluationSection:
+    """[evaluation] checked against the answer and the source, with `field` filled in. `keys` names each setting as
+    the user gave it (a key of the file, or a command-line option that overrides it)."""
+    if bool(ev.gold_column) == bool(ev.gold_query):
+        raise ConfigError(path, keys["gold_column"], "give exactly one of gold_column or gold_query",
+                          'gold_column = "gold_label" (a column of the source), or gold_query = "SELECT <id columns>, '
+                          '<label> FROM …"')
+    if ev.gold_column is not None:
+        if not IDENT.match(ev.gold_column):
+            raise ConfigError(path, keys["gold_column"], f"{ev.gold_column!r} is not a plain column name",
+                              "use letters, digits and _")
+        if spec.source.group_by:
+            raise ConfigError(path, keys["gold_column"], "with group_by a unit is a group of notes, and a column can "
+                              "differ between them", f"use gold_query returning {', '.join(spec.source.group_by)} and "
+                              "one label per group")
+    if ev.gold_query is not None:
+        _check_one_select(path, keys["gold_query"], ev.gold_query)
+    scorable = [n for n, f in spec.answer.fields.items() if f.type in ("choice", "bool")]
+    name = ev.field
+    if name is None:
+        if len(scorable) != 1:
+            raise ConfigError(path, keys["field"], "no choice or bool field to score" if not scorable else
+                              f"several fields could be scored ({', '.join(scorable)})",
+                              "add a choice or bool field to [answer.fields]" if not scorable else
+                              f'add field = "{scorable[0]}" to [evaluation]')
+        name = scorable[0]
+    elif name not in scorable:
+        raise ConfigError(path, keys["field"], f"{name!r} is not a choice or bool field of [answer.fields]",
+                          f"use one of: {', '.join(scorable) or '(none: add a choice field)'}")
+    fld = spec.answer.fields[name]
+    for gold, value in ev.map.items():
+        where = f"evaluation.map.{gold}" if keys is EVALUATION_KEYS else keys["map"]
+        if fld.type == "choice" and value not in (fld.choices or []):
+            raise ConfigError(path, where, f"{value!r} is not a choice of {name}",
+                              f"map {gold!r} to one of: {', '.join(fld.choices or [])}")
+        if fld.type == "bool" and not isinstance(value, bool):
+            raise ConfigError(path, where, f"{value!r} is not true or false, and {name} is a bool field",
+                              f"map {gold!r} to true or false")
+    return ev.model_copy(update={"field": name})
 
 
 def _check_prompt(path: Path, spec: ExperimentFile) -> None:

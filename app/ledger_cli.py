@@ -1,21 +1,69 @@
-"""`notes-tui ledger …`: thin wrappers over the ledger package, which knows nothing of the app."""
+"""`notes-tui ledger …`: thin wrappers over the ledger package, which knows nothing of the app.
+
+Each command imports the index once (one lease, one scan of the journals) and then reads it on one connection. A
+mistake (an unknown or ambiguous run id, a bad date or format, runs that cannot be reported together) is a
+UserError: one line with the fix, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from app.cli import Shared
+from app.errors import ExitCode, UserError
+
+FORMATS = ("md", "html", "csv", "json")  # ledger.report.FORMATS; repeated so the parser need not import the ledger
 
 
-def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
+def register(sub: argparse._SubParsersAction, shared: Any) -> None:
+    """`shared` is app.cli.Shared (not imported: the script commands must not import the module that starts the TUI)."""
     led = shared.add(sub, "ledger", shared.json, help="query the run ledger")
     lsub = led.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True, parser_class=type(led))
+
     lst = shared.add(lsub, "list", shared.json, help="runs, newest first")
     lst.add_argument("--experiment", help="only runs of this experiment")
     lst.add_argument("--status", help="only runs with this status")
+    lst.add_argument("--model", help="only runs of this model (without a tag: every tag of it)")
+    lst.add_argument("--since", metavar="DATE", help="only runs started since DATE (2024-05-01, an ISO time, or 7d, 12h)")
     lst.set_defaults(handler=list_runs)
+
+    show = shared.add(lsub, "show", shared.json, help="everything the ledger holds about one run")
+    show.add_argument("run_id", metavar="RUN", help="a run id, or a unique prefix of one")
+    show.set_defaults(handler=show_run)
+
+    rep = shared.add(lsub, "report", shared.json, help="audit report of one run, or several runs of one experiment")
+    rep.add_argument("runs", metavar="RUN", nargs="+", help="run ids or unique prefixes")
+    rep.add_argument("--format", choices=FORMATS, default=None, help="md (default), html, csv or json")
+    rep.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE (default: standard output)")
+    rep.set_defaults(handler=report)
+
+    cmp_ = shared.add(lsub, "compare", shared.json, help="agreement between runs (Cohen's kappa, confusion matrix)")
+    cmp_.add_argument("runs", metavar="RUN", nargs="+", help="two or more run ids or unique prefixes")
+    cmp_.set_defaults(handler=compare)
+
+    ev = shared.add(lsub, "eval", shared.json, help="score runs against the gold labels of [evaluation]")
+    ev.add_argument("runs", metavar="RUN", nargs="+", help="a run id (or several runs of one experiment)")
+    ev.add_argument("--file", metavar="FILE", help="the experiment file (default: the one the run was made from)")
+    gold = ev.add_mutually_exclusive_group()
+    gold.add_argument("--gold-column", metavar="COLUMN", help="gold labels from this column of the source")
+    gold.add_argument("--gold-query", metavar="SQL", help="gold labels from this SELECT (id columns and one label)")
+    ev.add_argument("--map", metavar="GOLD=ANSWER", action="append", default=[],
+                    help="map a gold value to an answer value (repeatable; replaces [evaluation].map)")
+    ev.add_argument("--field", help="the answer field to score (default: the only choice or bool field)")
+    ev.set_defaults(handler=evaluate)
+
+    ver = shared.add(lsub, "verify", shared.json, help="check the journals and the chain of sealed runs for tampering")
+    ver.add_argument("--head", metavar="HASH", help="also check the ledger against a head hash kept elsewhere")
+    ver.set_defaults(handler=verify)
+
+    rerun = shared.add(lsub, "rerun", help="write a run's experiment file back, to repeat the run exactly")
+    rerun.add_argument("run_id", metavar="RUN", help="a run id, or a unique prefix of one")
+    rerun.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (default: standard output)")
+    rerun.set_defaults(handler=rerun_toml)
+
     shared.add(lsub, "rebuild", help="recreate ledger.db from the journals alone").set_defaults(handler=rebuild)
 
 
@@ -25,11 +73,171 @@ def _open(args: argparse.Namespace):
     return Ledger(resolve_ledger_dir(args.ledger))
 
 
+def _read(led, fn):
+    """One import, then fn(db) on one connection; the ledger's lookup errors become the user's one line."""
+    from ledger.index import AmbiguousRun, RunNotFound
+    from ledger.runs import MixedRuns
+
+    try:
+        result = led.read(fn, None)
+    except RunNotFound as exc:
+        raise UserError(f"no run id starts with {exc.prefix!r} in {led.ledger_dir} — see notes-tui ledger list") from None
+    except AmbiguousRun as exc:
+        more = "…" if len(exc.candidates) > 5 else ""
+        raise UserError(f"run id prefix {exc.prefix!r} matches several runs ({', '.join(exc.candidates[:5])}{more}) — "
+                        "give more characters") from None
+    except MixedRuns as exc:
+        raise UserError(f"{exc} — a report or eval covers runs of one experiment asked the same way; report them "
+                        "separately, or compare them with notes-tui ledger compare") from None
+    if result is None:
+        raise UserError(f"no runs recorded in {led.ledger_dir} — run an experiment first (notes-tui --run FILE)")
+    return result
+
+
+def _resolve_all(db, prefixes: list[str]) -> list[str]:
+    from ledger.index import resolve_run
+
+    return list(dict.fromkeys(resolve_run(db, p) for p in prefixes))
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"-o {output}: cannot write it ({exc.strerror or exc}) — choose a writable path") from None
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
 def list_runs(args: argparse.Namespace) -> int:
+    from ledger.clock import parse_since
     from ledger.format import format_runs_table, runs_to_json
 
-    runs = _open(args).list_runs(experiment=args.experiment, status=args.status)
+    since = None
+    if args.since:
+        try:
+            since = parse_since(args.since)
+        except ValueError:
+            raise UserError(f"--since {args.since!r} is not a date — write 2024-05-01, 2024-05-01T10:30 or 7d") from None
+    runs = _open(args).list_runs(experiment=args.experiment, status=args.status, model=args.model, since=since)
     print(runs_to_json(runs) if args.json else format_runs_table(runs))
+    return 0
+
+
+def show_run(args: argparse.Namespace) -> int:
+    from ledger.index import resolve_run
+    from ledger.show import run_details
+    from ledger.text import format_show
+
+    run = _read(_open(args), lambda db: run_details(db, resolve_run(db, args.run_id)))
+    print(_json(run) if args.json else format_show(run))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from ledger.report import render
+    from ledger.report.data import build_report
+
+    fmt = args.format or ("json" if args.json else "md")
+    data = _read(_open(args), lambda db: build_report(db, _resolve_all(db, args.runs)))
+    _emit(render(data, fmt), args.output)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from ledger.compare import compare_runs
+    from ledger.text import format_compare
+
+    def query(db):
+        ids = _resolve_all(db, args.runs)
+        if len(ids) < 2:
+            raise UserError("compare needs two different runs — give RUN_A RUN_B (and more if you like)")
+        return compare_runs(db, ids)
+
+    result = _read(_open(args), query)
+    print(_json(result) if args.json else format_compare(result))
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from app.evaluation import evaluation_for, experiment_of_run, gold_info, read_gold
+    from ledger.evals import write_eval
+    from ledger.evaluate import FieldNotScorable, evaluate_runs
+    from ledger.runs import load_run
+    from ledger.text import format_eval
+
+    led = _open(args)
+
+    def runs(db):
+        ids = _resolve_all(db, args.runs)
+        return ids, load_run(db, ids[0])
+
+    ids, first = _read(led, runs)
+    exp, note = experiment_of_run(first, args.file)
+    if note:
+        print(f"notes-tui: {note}", file=sys.stderr)
+    ev = evaluation_for(exp, gold_column=args.gold_column, gold_query=args.gold_query, map_items=args.map,
+                        field=args.field)
+    gold = read_gold(exp, ev)
+    try:
+        result = _read(led, lambda db: evaluate_runs(db, ids, gold, ev.field, gold_info(ev)))
+    except FieldNotScorable as exc:
+        raise UserError(f"field {exc.field!r} is not a choice or bool field of run {ids[0]} (it has: "
+                        f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
+    try:
+        result["eval_id"] = write_eval(led.ledger_dir, result)
+    except OSError as exc:
+        raise UserError(f"cannot store the eval in {led.ledger_dir} ({exc.strerror or exc}) — the ledger must be "
+                        "writable: pass --ledger DIR or fix its permissions") from None
+    led.sync(wait_s=2.0)
+    print(_json(result) if args.json else format_eval(result))
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from ledger.text import format_verify
+    from ledger.verify import MIN_HEAD_CHARS, verify_ledger
+
+    head = args.head
+    if head is not None and (len(head.strip()) < MIN_HEAD_CHARS or any(c not in "0123456789abcdef"
+                                                                        for c in head.strip().lower())):
+        raise UserError(f"--head {head!r} is not a head hash — give the 64 hex digits a report printed "
+                        f"(at least {MIN_HEAD_CHARS})")
+    led = _open(args)
+    if not led.ledger_dir.is_dir():
+        raise UserError(f"no ledger at {led.ledger_dir} — pass --ledger DIR or set NOTES_TUI_LEDGER")
+    led.sync(wait_s=5.0)  # seal what finished, so the head printed is today's
+    indexed = led.read(lambda db: db.conn.execute("select seq, line_hash from chain order by seq").fetchall(), [])
+    result = verify_ledger(led.ledger_dir, head=head, indexed=indexed)
+    print(_json(result.as_dict()) if args.json else format_verify(result))
+    return ExitCode.OK if result.ok else ExitCode.FAILED
+
+
+def rerun_toml(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from ledger.index import resolve_run
+    from ledger.runs import load_run
+
+    run = _read(_open(args), lambda db: load_run(db, resolve_run(db, args.run_id)))
+    text = run.get("toml_text") or ""
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != run.get("toml_sha256"):
+        raise UserError(f"run {run['run_id']}: its recorded TOML does not match its sha256 — the ledger was altered; "
+                        "run notes-tui ledger verify")
+    if args.output is not None and Path(args.output).exists():
+        raise UserError(f"-o {args.output}: the file exists — choose a new name, or remove it first")
+    _emit(text, args.output)
+    where = (run.get("header") or {}).get("toml_path")
+    print(f"notes-tui: run {run['run_id']} was made from {where or '?'} (sha256 {run['toml_sha256'][:12]}); relative "
+          f"paths in it are relative to the file's folder. Its experiment {run['experiment']!r} already has answers "
+          "in its results table, so a run of this file answers only what is left: to repeat it from scratch, change "
+          "`name` or [results].table.", file=sys.stderr)
     return 0
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def utc_now_iso() -> str:
     """e.g. 2024-05-01T12:00:00.123Z; fixed width, so these strings also sort by time."""
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso_utc(datetime.now(UTC))
+
+
+def iso_utc(at: datetime) -> str:
+    at = at.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
 def parse_iso(value: object) -> datetime | None:
@@ -28,3 +32,19 @@ def age_s(value: object, now: datetime | None = None) -> float | None:
     if parsed is None:
         return None
     return ((now or datetime.now(UTC)) - parsed).total_seconds()
+
+
+_AGO = {"d": 86400, "h": 3600, "m": 60}
+
+
+def parse_since(text: str, now: datetime | None = None) -> str:
+    """`2024-05-01`, `2024-05-01T10:30`, an ISO time with a zone, or `7d` / `12h` / `30m` ago, as the fixed-width UTC
+    string the ledger stores (so it compares as text). A time without a zone is UTC. ValueError when unreadable."""
+    value = text.strip()
+    if len(value) >= 2 and value[:-1].isdigit() and value[-1] in _AGO:
+        at = (now or datetime.now(UTC)) - timedelta(seconds=int(value[:-1]) * _AGO[value[-1]])
+    else:
+        at = parse_iso(value)
+        if at is None:
+            raise ValueError(text)
+    return iso_utc(at)

@@ -27,6 +27,7 @@ HEADER_COLUMNS = (
     "experiment", "description", "model", "model_digest", "backend", "prompt_hash", "toml_sha256", "toml_text",
     "server_version", "tool_version", "user", "hostname", "pid", "pid_start", "results_table",
 )  # fmt: skip
+TIMELINE_SQL = "insert or replace into timeline (run_id, seq, t, units, done) values (?, ?, ?, ?, ?)"
 UNIT_SQL = (
     "insert or replace into units (run_id, unit_id, outcome, answer, attempts, latency_ms, tokens_in, tokens_out,"
     " truncated, error, host) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -105,6 +106,7 @@ def check_record(line: bytes, seq: int, prev: str | None, run_id: str) -> dict[s
 def header_row(run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     header = rec["header"]
     slurm = header.get("slurm") if isinstance(header.get("slurm"), dict) else {}
+    details = header.get("model_details") if isinstance(header.get("model_details"), dict) else {}
     row: dict[str, Any] = {"run_id": run_id}
     row.update({col: scalar(header.get(col)) for col in HEADER_COLUMNS})
     row.update(
@@ -120,10 +122,21 @@ def header_row(run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
         last_seen_at=rec["t"],
         extra_counts=None,
         header=compact({k: v for k, v in header.items() if k != "toml_text"}),
+        status="running",
+        quantization=_text(details.get("quantization_level")),
+        parameter_size=_text(details.get("parameter_size")),
+        shard=_shard(header.get("shard")),
     )
     row.update({key: 0 for key in COUNT_KEYS})
     row["total"] = scalar(header.get("total"))
     return row
+
+
+def _shard(value: Any) -> str | None:
+    """`I/N` as --shard takes it, from the header's {"index": I, "count": N}; anything else as text."""
+    if isinstance(value, dict) and isinstance(value.get("index"), int) and isinstance(value.get("count"), int):
+        return f"{value['index']}/{value['count']}"
+    return _text(scalar(value))
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -245,8 +258,8 @@ class Importer:
                     if not (err.prev_mismatch and err.seq >= 1):
                         break
                     # Line err.seq-1 is suspect and was applied: start the run over, keeping lines up to err.seq-2.
-                    self.conn.execute("delete from units where run_id = ?", (state.run_id,))
-                    self.conn.execute("delete from runs where run_id = ?", (state.run_id,))
+                    for table in ("units", "timeline", "runs"):
+                        self.conn.execute(f"delete from {table} where run_id = ?", (state.run_id,))
                     state.offset, state.seq, state.last_hash = 0, -1, None
                     max_seq = err.seq - 2
             if first_error is not None:
@@ -292,6 +305,7 @@ class Importer:
         # Records of one chunk are folded into one insert per table and one update of the run row; applying them
         # one by one in seq order would give the same row, only slower.
         units: list[tuple] = []
+        timeline: list[tuple] = []
         update: dict[str, Any] = {}
         for rec in records:
             kind = rec["type"]
@@ -304,10 +318,13 @@ class Importer:
             update["last_seen_at"] = rec["t"]
             if kind == "batch":
                 units.extend(unit_row(run_id, u) for u in rec["units"])
+                timeline.append((run_id, rec["seq"], rec["t"], len(rec["units"]), None))
             else:
                 update.update(counts_update(rec["counts"]))
+                timeline.append((run_id, rec["seq"], rec["t"], None, scalar(rec["counts"].get("done"))))
                 if kind == "close":
-                    update.update(recorded_status=rec["status"], ended_at=rec["t"], last_error=scalar(rec.get("last_error")))
+                    update.update(recorded_status=rec["status"], status=rec["status"], ended_at=rec["t"],
+                                  last_error=scalar(rec.get("last_error")))
         if units:
             try:
                 self.conn.executemany(UNIT_SQL, units)
@@ -315,6 +332,8 @@ class Importer:
                 # Some value sqlite cannot bind (a dict, a huge int): redo this chunk with every value coerced.
                 # INSERT OR REPLACE makes the rows that went in before the failure harmless.
                 self.conn.executemany(UNIT_SQL, [tuple(scalar(v) for v in row) for row in units])
+        if timeline:
+            self.conn.executemany(TIMELINE_SQL, timeline)
         if update:
             sets = ", ".join(f'"{c}" = ?' for c in update)
             self.conn.execute(f"update runs set {sets} where run_id = ?", [*update.values(), run_id])

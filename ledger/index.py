@@ -15,16 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .chain import Head, head, sync_chain
+from .evals import import_evals
 from .importer import Importer
-from .journal import JOURNAL_DIR, SUFFIX, ensure_private_dir, fsync_dir
+from .journal import JOURNAL_DIR, ensure_private_dir, fsync_dir
 from .lease import Lease, LeaseLost, sweep_graves
 from .migrations import COUNT_KEYS, migrate, up_to_date
-from .status import STALE_AFTER_S, display_status, duration_s
+from .reader import Reader
+from .runs import load_run, run_summary
+from .status import STALE_AFTER_S, display_status
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-__all__ = ["STALE_AFTER_S", "Ledger", "LedgerBusy"]
+__all__ = ["STALE_AFTER_S", "AmbiguousRun", "Ledger", "LedgerBusy", "RunNotFound"]
 
 log = logging.getLogger("ledger")
 T = TypeVar("T")
@@ -42,6 +46,19 @@ LIST_COLUMNS = (
 
 class LedgerBusy(RuntimeError):
     """The lease could not be had in time for an operation that needs it (rebuild)."""
+
+
+class RunNotFound(LookupError):
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self.prefix = prefix
+
+
+class AmbiguousRun(LookupError):
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        super().__init__(prefix)
+        self.prefix = prefix
+        self.candidates = candidates
 
 
 def is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -77,13 +94,6 @@ def _open_db(conn: sqlite3.Connection) -> Database:
     from sqlite_utils import Database  # only where it is used: a run's closing import needs plain sqlite3
 
     return Database(conn, execute_plugins=False, recursive_triggers=False)
-
-
-def _counts(row: dict[str, Any]) -> dict[str, Any]:
-    counts = {key: row.get(key) for key in COUNT_KEYS}
-    if row.get("extra_counts"):
-        counts.update(json.loads(row["extra_counts"]))
-    return counts
 
 
 class Ledger:
@@ -159,9 +169,24 @@ class Ledger:
         try:
             if not up_to_date(conn):
                 migrate(_open_db(conn))
-            return Importer(conn, self.journal_dir, lease.check).run()
+            touched = Importer(conn, self.journal_dir, lease.check).run()
+            self._after_import(conn, lease)
+            return touched
         finally:
             conn.close()
+
+    def _after_import(self, conn: sqlite3.Connection, lease: Lease) -> None:
+        """Evals, the live status of running runs (readable in SQL), then the seal of what finished."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            import_evals(conn, self.ledger_dir)
+            refresh_status(conn)
+            lease.check()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        sync_chain(conn, self.ledger_dir, lease.check)
 
     def _rebuild_locked(self, lease: Lease) -> None:
         tmp = self.ledger_dir / f"{DB_NAME}{REBUILD_MARK}{secrets.token_hex(6)}"
@@ -173,6 +198,7 @@ class Ledger:
                 conn.execute("PRAGMA synchronous = OFF")
                 migrate(_open_db(conn))
                 Importer(conn, self.journal_dir, lease.check).run()
+                self._after_import(conn, lease)
             finally:
                 conn.close()
             fd = os.open(tmp, os.O_RDONLY)
@@ -196,7 +222,7 @@ class Ledger:
         sweep_graves(self.lease_path)
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def _read(self, fn: Callable[[Database], T], empty: T) -> T:
+    def _read(self, fn: Callable[[Reader], T], empty: T) -> T:
         if self.auto_sync:
             try:
                 self.sync(wait_s=self.read_wait_s)
@@ -208,7 +234,7 @@ class Ledger:
             try:
                 conn = connect(self.db_path, readonly=True)
                 try:
-                    return fn(_open_db(conn))
+                    return fn(Reader(conn))
                 finally:
                     conn.close()
             except sqlite3.OperationalError as exc:
@@ -227,12 +253,36 @@ class Ledger:
             self.rebuild()
         return empty  # unreachable; keeps type checkers content
 
-    def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Runs, newest first. `status` filters on the displayed status (running and crashed are computed)."""
+    def read(self, fn: Callable[[Reader], T], empty: T) -> T:
+        """Run fn on one read-only connection, after one import of what is new; `empty` when there is no index."""
+        return self._read(fn, empty)
+
+    def resolve(self, prefix: str) -> str:
+        """The one run whose id starts with `prefix` (any case); RunNotFound or AmbiguousRun otherwise."""
+        found = self._read(lambda db: resolve_run(db, prefix), None)
+        if found is None:  # no index at all
+            raise RunNotFound(prefix)
+        return found
+
+    def head(self) -> Head | None:
+        """The hash of the chain's last seal and how many seals there are; None before the first run finished."""
+        return self._read(lambda db: head(db.conn), None)
+
+    def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = None,
+                  model: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first. `status` filters on the displayed status (running and crashed are computed);
+        `model` matches the name with or without its tag; `since` is a UTC ISO time (see clock.parse_since)."""
         where, params = [], []
         if experiment is not None:
             where.append("runs.experiment = ?")
             params.append(experiment)
+        if model is not None:
+            # "llama3" means every tag of it ("llama3:latest", "llama3:8b"); "llama3:8b" only that one
+            where.append("(runs.model = ? or (instr(?, ':') = 0 and substr(runs.model, 1, ?) = ?))")
+            params += [model, model, len(model) + 1, model + ":"]
+        if since is not None:
+            where.append("runs.started_at >= ?")
+            params.append(since)
         if status is not None:
             # Only closed statuses are stored; running and crashed both come from recorded `running` rows.
             where.append("runs.recorded_status = ?")
@@ -245,12 +295,12 @@ class Ledger:
         if limit is not None and not computed:
             sql += f" limit {int(limit)}"
 
-        def query(db: Database) -> list[dict[str, Any]]:
+        def query(db: Reader) -> list[dict[str, Any]]:
             runs = []
             for row in db.query(sql, params):
                 if limit is not None and len(runs) >= limit:
                     break
-                run = self._summary(row)
+                run = run_summary(row)
                 if not computed or run["status"] == status:
                     runs.append(run)
             return runs
@@ -259,24 +309,10 @@ class Ledger:
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """Everything recorded about one run (JSON columns decoded), plus status, counts and duration_s."""
-
-        def query(db: Database) -> dict[str, Any] | None:
-            rows = list(db.query("select * from runs where run_id = ?", [run_id]))
-            if not rows:
-                return None
-            run = dict(rows[0])
-            for key in ("hosts", "options", "header", "extra_counts"):
-                if run.get(key) is not None:
-                    run[key] = json.loads(run[key])
-            run.update(self._summary(rows[0]))
-            err = list(db.query("select error from journals where file = ?", [run_id + SUFFIX]))
-            run["journal_error"] = err[0]["error"] if err else None
-            return run
-
-        return self._read(query, None)
+        return self._read(lambda db: load_run(db, run_id), None)
 
     def units(self, run_id: str) -> list[dict[str, Any]]:
-        def query(db: Database) -> list[dict[str, Any]]:
+        def query(db: Reader) -> list[dict[str, Any]]:
             out = []
             for row in db.query("select * from units where run_id = ? order by unit_id", [run_id]):
                 row = dict(row)
@@ -294,20 +330,33 @@ class Ledger:
             [],
         )
 
-    @staticmethod
-    def _summary(row: dict[str, Any]) -> dict[str, Any]:
-        status = display_status(row)
-        return {
-            "run_id": row["run_id"],
-            "experiment": row["experiment"],
-            "model": row["model"],
-            "model_digest": row["model_digest"],
-            "status": status,
-            "counts": _counts(row),
-            "started_at": row["started_at"],
-            "ended_at": row["ended_at"],
-            "duration_s": duration_s(row, status),
-            "last_error": row["last_error"],
-            "hostname": row["hostname"],
-            "pid": row["pid"],
-        }
+
+
+def resolve_run(db: Reader, prefix: str) -> str:
+    """The one run id starting with `prefix` (ULIDs are upper case; people type either)."""
+    key = prefix.strip().upper()
+    if not key:
+        raise RunNotFound(prefix)
+    upper = key[:-1] + chr(ord(key[-1]) + 1)
+    ids = [r[0] for r in db.conn.execute(
+        "select run_id from runs where run_id >= ? and run_id < ? order by run_id limit 6", (key, upper))]
+    if not ids:
+        raise RunNotFound(prefix)
+    if len(ids) > 1:
+        raise AmbiguousRun(prefix, ids)
+    return ids[0]
+
+
+def refresh_status(conn: sqlite3.Connection) -> None:
+    """Write the status users see into `runs.status` for runs still recorded as running, so SQL reads it too. It is
+    as fresh as the last import: only the reader that imports can probe processes."""
+    rows = conn.execute(
+        "select run_id, recorded_status, hostname, pid, pid_start, last_seen_at, status from runs "
+        "where recorded_status = 'running'").fetchall()
+    changed = []
+    for run_id, recorded, hostname, pid, pid_start, last_seen_at, stored in rows:
+        shown = display_status({"recorded_status": recorded, "hostname": hostname, "pid": pid, "pid_start": pid_start,
+                                "last_seen_at": last_seen_at})
+        if shown != stored:
+            changed.append((shown, run_id))
+    conn.executemany("update runs set status = ? where run_id = ?", changed)

@@ -111,3 +111,100 @@ def m001_initial(db: Database) -> None:
         pk="file",
         if_not_exists=True,
     )
+
+
+@migration
+def m002_audit(db: Database) -> None:
+    """What the audit commands need: status in SQL, the model's quantization and size, the timeline of each run,
+    the chain that seals finished runs, eval results, and views for the common questions."""
+    runs = db["runs"]
+    for column in ("status", "quantization", "parameter_size", "shard"):
+        if column not in runs.columns_dict:
+            runs.add_column(column, str)
+    # Rows imported before this migration: what their header and recorded status already say. Running rows get
+    # their live status at the end of the next import (see Ledger._after_import).
+    db.execute("update runs set status = recorded_status where status is null")
+    db.execute(
+        "update runs set quantization = json_extract(header, '$.model_details.quantization_level'),"
+        " parameter_size = json_extract(header, '$.model_details.parameter_size') where quantization is null"
+    )
+    db.execute(
+        "update runs set shard = json_extract(header, '$.shard.index') || '/' || json_extract(header, '$.shard.count')"
+        " where shard is null and json_extract(header, '$.shard.count') is not null"
+    )
+    runs.create_index(["recorded_status"], if_not_exists=True)
+    runs.create_index(["experiment", "started_at"], if_not_exists=True)
+    # One row per batch (units committed) and per checkpoint or close (done so far): throughput over time.
+    db["timeline"].create(
+        {"run_id": str, "seq": int, "t": str, "units": int, "done": int}, pk=("run_id", "seq"), if_not_exists=True
+    )
+    db["chain"].create(
+        {"seq": int, "kind": str, "id": str, "records": int, "head": str, "t": str, "line_hash": str, "end_offset": int},
+        pk="seq",
+        if_not_exists=True,
+    )
+    db["chain"].create_index(["kind", "id"], unique=True, if_not_exists=True)
+    db["evals"].create(
+        {
+            "eval_id": str,
+            "runs": str,  # json list of run ids
+            "experiment": str,
+            "field": str,
+            "created_at": str,
+            "gold": str,  # json: where the gold labels came from
+            "units": int,
+            "with_gold": int,
+            "without_gold": int,
+            "accuracy": float,
+            "kappa": float,
+            "kappa_low": float,
+            "kappa_high": float,
+            "macro_f1": float,
+            "weighted_f1": float,
+            "result": str,  # json: the whole eval
+            "line_hash": str,  # sha256 of its journal line, what the chain seals
+        },
+        pk="eval_id",
+        if_not_exists=True,
+    )
+    db["ledger_meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    for name, sql in VIEWS.items():
+        db.create_view(name, sql, replace=True)
+
+
+VIEWS = {
+    # One row per run with the figures people ask for first.
+    "run_overview": """
+        select run_id, experiment, status, model, model_digest, quantization, parameter_size, backend, prompt_hash,
+               total, done, valid, invalid, retried, empty, truncated, errors, tokens_in, tokens_out,
+               round(100.0 * valid / nullif(done, 0), 1) as valid_pct,
+               user, hostname, slurm_job_id, slurm_array_job_id, slurm_array_task_id, shard,
+               started_at, ended_at,
+               round((julianday(coalesce(ended_at, last_seen_at)) - julianday(started_at)) * 86400, 3) as duration_s
+        from runs""",
+    "runs_per_experiment": """
+        select experiment, count(*) as runs,
+               sum(status = 'completed') as completed, sum(status = 'interrupted') as interrupted,
+               sum(status = 'failed') as failed, sum(status = 'crashed') as crashed, sum(status = 'running') as running,
+               sum(done) as done, sum(valid) as valid, sum(invalid) as invalid,
+               count(distinct model) as models, count(distinct prompt_hash) as prompts,
+               min(started_at) as first_started, max(started_at) as last_started
+        from runs group by experiment""",
+    # Labels of the valid answers (choice and bool fields; numbers are not labels). Invalid answers carry no label
+    # in the ledger: count them with outcome_counts.
+    "label_counts": """
+        select u.run_id, r.experiment, j.key as field,
+               case j.type when 'true' then 'true' when 'false' then 'false' else j.value end as label,
+               count(*) as n
+        from units u join runs r on r.run_id = u.run_id, json_each(u.answer) j
+        where u.answer is not null and j.type in ('text', 'true', 'false')
+        group by u.run_id, j.key, label""",
+    "outcome_counts": """
+        select run_id, outcome, count(*) as n, sum(truncated) as truncated, sum(attempts > 1) as retried
+        from units group by run_id, outcome""",
+    "eval_results": """
+        select e.eval_id, e.experiment, e.runs, e.field, e.created_at, e.units, e.with_gold, e.without_gold,
+               e.accuracy, e.kappa, e.kappa_low, e.kappa_high, e.macro_f1, e.weighted_f1,
+               (select group_concat(distinct r.model) from runs r, json_each(e.runs) j where r.run_id = j.value) as models
+        from evals e""",
+}

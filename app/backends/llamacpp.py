@@ -68,6 +68,26 @@ def gguf_digest(path: Path) -> str:
     return digest
 
 
+# llama.cpp's LLAMA_FTYPE numbers (general.file_type) for the quantizations people actually download.
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
+              12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
+              30: "IQ4_XS", 32: "BF16"}
+
+
+def gguf_details(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The model details the ledger records, named as Ollama names them (quantization_level, parameter_size,
+    family, format), from a GGUF file's metadata."""
+    out: dict[str, Any] = {"format": "gguf"}
+    file_type = str(metadata.get("general.file_type", ""))
+    if file_type.isdigit():
+        out["quantization_level"] = FILE_TYPES.get(int(file_type), f"file_type {file_type}")
+    if metadata.get("general.size_label"):
+        out["parameter_size"] = metadata["general.size_label"]
+    if metadata.get("general.architecture"):
+        out["family"] = metadata["general.architecture"]
+    return out
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     default_concurrency = 1
@@ -91,7 +111,8 @@ class LlamaCppBackend(Backend):
         digest = await asyncio.to_thread(gguf_digest, self.path)
         version = metadata.version("llama-cpp-python")
         return ModelInfo(model=self.display_name, digest=digest, server_version=f"llama-cpp-python {version}",
-                         hosts=self.hosts, details={"gguf": str(self.path), "size": self.path.stat().st_size})
+                         hosts=self.hosts, details={"gguf": str(self.path), "size": self.path.stat().st_size,
+                                                    **gguf_details(getattr(self.llm, "metadata", None) or {})})
 
     def _load(self) -> None:
         from llama_cpp import Llama

@@ -43,7 +43,7 @@ def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema:
     return {
         "experiment": spec.name,
         "description": spec.description,
-        "toml_path": str(exp.path),
+        "toml_path": str(exp.path.resolve()),  # absolute: `ledger eval` and `rerun` find it from anywhere
         "toml_text": exp.toml_text,
         "toml_sha256": hashlib.sha256(exp.toml_text.encode("utf-8")).hexdigest(),
         "prompt_hash": phash,

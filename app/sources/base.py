@@ -16,6 +16,11 @@ from typing import Any
 from app.config import AnswerSection, Experiment
 
 
+def unit_uid(key: tuple) -> str:
+    """A unit's id as the ledger records it: its key columns joined with |."""
+    return "|".join(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k) for k in key)
+
+
 class Unit:
     """One thing the model answers about. `fields` holds what the prompt template may use; `text` is None when empty."""
 
@@ -23,7 +28,7 @@ class Unit:
 
     def __init__(self, key: tuple, text: str | None, fields: dict[str, Any], replaced_bytes: int = 0):
         self.key = key
-        self.uid = "|".join(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k) for k in key)
+        self.uid = unit_uid(key)
         self.text = text
         self.fields = fields
         self.replaced_bytes = replaced_bytes
@@ -106,6 +111,10 @@ class Source(ABC):
         """Run one short query on the reading connection; a refusal becomes a SourceError with the fix."""
 
     @abstractmethod
+    def column_names(self, sql: str) -> list[str]:
+        """The columns a SELECT returns (run with LIMIT 0 by callers); a refusal becomes a SourceError."""
+
+    @abstractmethod
     def results_table_exists(self) -> bool: ...
 
     def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
@@ -154,9 +163,13 @@ class Source(ABC):
 
     def describe(self) -> dict[str, Any]:
         """The source as the ledger may record it: never credentials."""
-        return {"kind": self.src.kind, "table": self.src.table, "query": self.src.query, "where": self.src.where,
-                "limit": self.src.limit, "id_columns": self.key_columns, "text_column": self.src.text_column,
-                "group_by": self.src.group_by or None}
+        return {"kind": self.src.kind, "database": self.database_label(), "table": self.src.table,
+                "query": self.src.query, "where": self.src.where, "limit": self.src.limit, "id_columns": self.key_columns,
+                "text_column": self.src.text_column, "group_by": self.src.group_by or None}
+
+    def database_label(self) -> str | None:
+        """Which database, for the ledger: a file path or a database name, never a user or password."""
+        return None
 
     # -- shared helpers -------------------------------------------------------------------------------------------
     def q(self, name: str) -> str:

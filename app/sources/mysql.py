@@ -101,6 +101,20 @@ class MySQLSource(Source):
             raise SourceError(self._explain(exc)) from None
         return rows
 
+    def column_names(self, sql: str) -> list[str]:
+        try:
+            with self.reader.cursor() as cur:
+                cur.execute(sql)
+                names = [d[0] for d in cur.description]
+                cur.fetchall()
+            self.reader.commit()
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
+        return names
+
+    def database_label(self) -> str | None:
+        return f"{self.creds.host}:{self.creds.port}/{self.creds.database}"
+
     def results_table_exists(self) -> bool:
         parts = self.results_table.split(".")
         schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])

@@ -75,6 +75,18 @@ class SqliteSource(Source):
         except sqlite3.OperationalError as exc:
             raise SourceError(f"{self.exp.path}: [source]: the database rejected the query: {exc}") from None
 
+    def column_names(self, sql: str) -> list[str]:
+        try:
+            cur = self.conn.execute(sql)
+        except sqlite3.OperationalError as exc:
+            raise SourceError(f"{self.exp.path}: [source]: the database rejected the query: {exc}") from None
+        names = [d[0] for d in cur.description]
+        cur.close()
+        return names
+
+    def database_label(self) -> str | None:
+        return str(self.exp.sqlite_path)
+
     def results_table_exists(self) -> bool:
         name = self.results_table.split(".")[-1]
         row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()

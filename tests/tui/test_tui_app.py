@@ -74,9 +74,11 @@ async def test_screen_keys_switch_and_keys_of_screens_not_built_yet_do_nothing(t
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("2")
         assert app.current_mode == "models" and "2 Models" in screen_text(app)
-        for key in "345":
+        for key in "45":
             await pilot.press(key)
             assert app.current_mode == "models"
+        await pilot.press("3")
+        assert app.current_mode == "experiments"
         await pilot.press("1")
         assert app.current_mode == "servers"
         await pilot.press("a")  # a dialog is open: screen keys go to it, not to the app

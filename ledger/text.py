@@ -1,0 +1,137 @@
+"""Terminal renderings of show, compare, eval and verify (their --json is the data itself)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .compare import DISAGREE_SHOWN
+from .format import format_duration
+from .report.layout import gold_source_text, kappa_text, label_text, num
+from .verify import Verification
+
+
+def _kv(rows: list[tuple[str, Any]]) -> list[str]:
+    width = max(len(k) for k, _ in rows)
+    return [f"{k.ljust(width)}  {v}" for k, v in rows if v not in (None, "")]
+
+
+def _grid(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    table = [header] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return [indent + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in table]
+
+
+def format_show(run: dict[str, Any]) -> str:
+    h = run.get("header") or {}
+    c = run["counts"]
+    details = h.get("model_details") or {}
+    slurm = h.get("slurm") or {}
+    source = h.get("source") or {}
+    options = ", ".join(f"{k} {json.dumps(v)}" for k, v in (run.get("options") or {}).items())
+    labels = "; ".join(f"{name}: " + ", ".join(f"{label} {n}" for label, n in counts.items())
+                       for name, counts in run["labels"].items())
+    seal = run["sealed"]
+    lines = [f"run {run['run_id']}  {run['status']}"] + _kv([
+        ("experiment", run["experiment"] + (f" — {run['description']}" if run.get("description") else "")),
+        ("model", f"{run['model']}  digest {run['model_digest'] or 'not recorded'}"),
+        ("", " ".join(str(x) for x in (details.get("quantization_level"), details.get("parameter_size"),
+                                        details.get("family")) if x)),
+        ("backend", f"{run.get('backend')}, server {run.get('server_version') or '?'}"),
+        ("hosts", ", ".join(run.get("hosts") or [])),
+        ("prompt hash", run.get("prompt_hash")),
+        ("toml", f"sha256 {run.get('toml_sha256')}  {h.get('toml_path') or ''}"),
+        ("options", options),
+        ("source", f"{source.get('kind')} {source.get('table') or 'query'} (ids {', '.join(source.get('id_columns') or [])})"
+                   f" → results {run.get('results_table')}"),
+        ("who, where", f"{run.get('user')}@{run.get('hostname')} pid {run.get('pid')}"),
+        ("slurm", ", ".join(f"{k} {v}" for k, v in slurm.items() if v) + (f", shard {run['shard']}" if run.get("shard") else "")),
+        ("started", f"{run.get('started_at')}  ended {run.get('ended_at') or '-'}  ({format_duration(run.get('duration_s'))})"),
+        ("counts", f"done {num(c.get('done'))}/{num(c.get('total'))}, valid {num(c.get('valid'))}, invalid "
+                   f"{num(c.get('invalid'))}, retried {num(c.get('retried'))}, empty {num(c.get('empty'))}, truncated "
+                   f"{num(c.get('truncated'))}, errors {num(c.get('errors'))}; tokens in {num(c.get('tokens_in'))}, "
+                   f"out {num(c.get('tokens_out'))}"),
+        ("units", ", ".join(f"{k} {n}" for k, n in run["outcomes"].items()) or "none recorded"),
+        ("labels", labels),
+        ("last error", run.get("last_error")),
+        ("journal", f"broken: {run['journal_error']}" if run.get("journal_error") else None),
+        ("sealed", f"chain entry {seal['entry']}, {seal['records']} records, head {seal['journal_head']}" if seal
+         else "not yet (running, crashed, or not imported)"),
+    ])
+    for e in run["evals"]:
+        lines.append(f"eval {e['eval_id']}  {e['field']}: accuracy {num(e['accuracy'])}, kappa {kappa_text(e)}, "
+                     f"macro F1 {num(e['macro_f1'])} on {e['with_gold']} units with gold ({e['without_gold']} without)")
+    return "\n".join(lines)
+
+
+def format_compare(result: dict[str, Any]) -> str:
+    runs = result["runs"]
+    lines = ["runs:"]
+    for i, r in enumerate(runs):
+        lines.append(f"  {chr(65 + i)}  {r['run_id']}  {r['experiment']}  {r['model']}  prompt {str(r['prompt_hash'])[:12]}"
+                     f"  {r['valid']}/{r['units']} valid")
+    if not result["fields"]:
+        lines.append("no choice or bool field in common: nothing to compare")
+        return "\n".join(lines)
+    for pair in result["pairs"]:
+        a, b = (chr(65 + [r["run_id"] for r in runs].index(x)) for x in (pair["a"], pair["b"]))
+        lines.append(f"{a} vs {b}: {pair['valid_in_both']} units valid in both ({pair['in_both']} in both, "
+                     f"{pair['only_a']} only in {a}, {pair['only_b']} only in {b})")
+        for name, f in pair["fields"].items():
+            lines.append(f"  {name}: agreement {num(f['agreement'])} on {f['n']}, Cohen's kappa {kappa_text(f)}")
+            if f["n"]:
+                names = [label_text(x) for x in f["labels"]]
+                lines += _grid([f"{a} \\ {b}"] + names,
+                               [[names[i]] + [str(v) for v in row] for i, row in enumerate(f["matrix"])], "    ")
+            if f["disagree_count"]:
+                shown = ", ".join(f["disagree"][:DISAGREE_SHOWN])
+                more = f" … and {f['disagree_count'] - DISAGREE_SHOWN} more (--json lists all)" \
+                    if f["disagree_count"] > DISAGREE_SHOWN else ""
+                lines.append(f"    disagree ({f['disagree_count']}): {shown}{more}")
+    if len(runs) > 2:
+        letters = [chr(65 + i) for i in range(len(runs))]
+        for name, matrix in result["kappa_matrix"].items():
+            lines.append(f"pairwise Cohen's kappa, {name}:")
+            lines += _grid([""] + letters, [[letters[i]] + [num(v, 2) for v in row] for i, row in enumerate(matrix)])
+    return "\n".join(lines)
+
+
+def format_eval(e: dict[str, Any]) -> str:
+    na = e["not_answered"]
+    lines = [
+        f"eval {e.get('eval_id', '')}: {e['experiment']} field {e['field']}, runs {', '.join(e['runs'])}",
+        f"gold labels: {gold_source_text(e['gold'])}",
+        f"units {e['units']}: {e['with_gold']} with gold, {e['without_gold']} without gold, "
+        f"{na['empty'] + na['error']} not answered (empty {na['empty']}, errors {na['error']}); "
+        f"{e['invalid_answers']} invalid answers scored as their fallback",
+        f"accuracy {num(e['accuracy'])}   Cohen's kappa {kappa_text(e)}",
+    ]
+    rows = [[label_text(c["label"]), num(c["precision"]), num(c["recall"]), num(c["f1"]), str(c["support"])]
+            for c in e["per_class"]]
+    rows += [[f"{n} avg", num(e[n]["precision"]), num(e[n]["recall"]), num(e[n]["f1"]), str(e["with_gold"])]
+             for n in ("macro", "weighted")]
+    lines += _grid(["label", "precision", "recall", "F1", "support"], rows)
+    if e["with_gold"]:
+        names = [label_text(x) for x in e["labels"]]
+        lines.append("confusion matrix (rows: gold, columns: answer):")
+        lines += _grid(["gold \\ answer"] + names, [[names[i]] + [str(v) for v in row] for i, row in enumerate(e["confusion"])])
+    return "\n".join(lines)
+
+
+def format_verify(v: Verification) -> str:
+    lines = []
+    if v.ok:
+        lines.append(f"ledger {v.ledger_dir}: OK")
+    else:
+        first = v.problems[0]
+        lines.append(f"ledger {v.ledger_dir}: FAILED, {len(v.problems)} problem(s); the first:")
+        lines.append(f"  {first.what} ({first.file}): {first.message}")
+        for p in v.problems[1:]:
+            lines.append(f"  then {p.what} ({p.file}): {p.message}")
+    lines.append(f"checked: {v.sealed_runs} sealed runs, {v.sealed_evals} evals, {len(v.unsealed)} unsealed journals "
+                 "(running, crashed or not yet imported)")
+    lines.append(f"head: {v.head or 'none (nothing sealed yet)'} ({v.entries} entries)")
+    if v.head_check and v.head_check.get("found"):
+        lines.append(v.head_check["message"])
+    return "\n".join(lines)
