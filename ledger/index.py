@@ -39,7 +39,7 @@ REBUILD_MARK = ".rebuild-"
 BUSY_TIMEOUT_MS = 10_000
 CLOSED_STATUSES = ("completed", "interrupted", "failed")
 LIST_COLUMNS = (
-    "run_id, experiment, model, model_digest, recorded_status, hostname, pid, pid_start, started_at, ended_at, "
+    "run_id, experiment, model, model_digest, prompt_hash, recorded_status, hostname, pid, pid_start, started_at, ended_at, "
     "last_seen_at, last_error, extra_counts, " + ", ".join(COUNT_KEYS)
 )
 
@@ -269,9 +269,10 @@ class Ledger:
         return self._read(lambda db: head(db.conn), None)
 
     def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = None,
-                  model: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+                  model: str | None = None, since: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Runs, newest first. `status` filters on the displayed status (running and crashed are computed);
-        `model` matches the name with or without its tag; `since` is a UTC ISO time (see clock.parse_since)."""
+        `model` matches the name with or without its tag; `since` is a UTC ISO time (see clock.parse_since);
+        `offset` skips that many (a screen pages through 10,000 runs 200 at a time)."""
         where, params = [], []
         if experiment is not None:
             where.append("runs.experiment = ?")
@@ -293,15 +294,19 @@ class Ledger:
         sql += " order by started_at desc, run_id desc"
         computed = status is not None and status not in CLOSED_STATUSES
         if limit is not None and not computed:
-            sql += f" limit {int(limit)}"
+            sql += f" limit {int(limit)} offset {int(offset)}"
+        skip = offset if computed else 0  # a computed status is filtered in Python, so is its offset
 
         def query(db: Reader) -> list[dict[str, Any]]:
-            runs = []
+            runs, skipped = [], 0
             for row in db.query(sql, params):
                 if limit is not None and len(runs) >= limit:
                     break
                 run = run_summary(row)
                 if not computed or run["status"] == status:
+                    if skipped < skip:
+                        skipped += 1
+                        continue
                     runs.append(run)
             return runs
 

@@ -23,6 +23,7 @@ from app.cluster.pulls import Pull, PullQueue
 from app.cluster.slurm import ServerJob
 from app.context import Context
 from app.tui.screens.experiments import ExperimentsScreen
+from app.tui.screens.ledger_runs import LedgerScreen
 from app.tui.screens.models import ModelsScreen
 from app.tui.screens.servers import ServersScreen
 from app.tui.widgets.app_header import user_at_host
@@ -50,14 +51,17 @@ class ModelList:
 class NotesApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "notes-tui"
-    MODES = {"servers": ServersScreen, "models": ModelsScreen, "experiments": ExperimentsScreen}
+    MODES = {"servers": ServersScreen, "models": ModelsScreen, "experiments": ExperimentsScreen,
+             "ledger": LedgerScreen}
     DEFAULT_MODE = "servers"
-    SCREEN_KEYS = {"servers": ("1", "Servers"), "models": ("2", "Models"), "experiments": ("3", "Experiments")}
+    SCREEN_KEYS = {"servers": ("1", "Servers"), "models": ("2", "Models"), "experiments": ("3", "Experiments"),
+                   "ledger": ("5", "Ledger")}
     BINDINGS = [
         # the header shows the screens with their keys; the footer keeps its room for the screen's own actions
         Binding("1", "show('servers')", "Servers", show=False, id="screen.servers"),
         Binding("2", "show('models')", "Models", show=False, id="screen.models"),
         Binding("3", "show('experiments')", "Experiments", show=False, id="screen.experiments"),
+        Binding("5", "show('ledger')", "Ledger", show=False, id="screen.ledger"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
