@@ -35,7 +35,8 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
     source = open_source(exp)
     try:
         backend = make_backend(exp)
-        runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid))
+        runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid,
+                                                                  ledger_dir=ledger_dir))
         recorder.on_failure = lambda exc: runner.abort("the run journal cannot be written", exc)
         result = asyncio.run(_run_with_signals(runner))
     finally:

@@ -95,7 +95,7 @@ def check_record(line: bytes, seq: int, prev: str | None, run_id: str) -> dict[s
         units = rec.get("units")
         if not isinstance(units, list) or not all(isinstance(u, dict) and "id" in u for u in units):
             raise ChainError(seq, "units is not a list of objects with an id")
-    if kind in ("checkpoint", "close") and not isinstance(rec.get("counts"), dict):
+    if (kind in ("checkpoint", "close") or "counts" in rec) and not isinstance(rec.get("counts"), dict):
         raise ChainError(seq, "counts is not an object")
     if kind == "close" and rec.get("status") not in STATUSES:
         raise ChainError(seq, f"unknown status {rec.get('status')!r}")
@@ -304,6 +304,8 @@ class Importer:
             update["last_seen_at"] = rec["t"]
             if kind == "batch":
                 units.extend(unit_row(run_id, u) for u in rec["units"])
+                if "counts" in rec:
+                    update.update(counts_update(rec["counts"]))
             else:
                 update.update(counts_update(rec["counts"]))
                 if kind == "close":

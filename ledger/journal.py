@@ -105,11 +105,16 @@ class Journal:
     def closed(self) -> bool:
         return self._fd is None
 
-    def append_units(self, units: list[dict]) -> None:
+    def append_units(self, units: list[dict], counts: dict | None = None) -> None:
+        """One committed batch. `counts`: the run's counts as of this batch, so a run killed before its next
+        checkpoint still shows counts that match the units it recorded."""
         for unit in units:
             if not isinstance(unit, dict) or "id" not in unit:
                 raise ValueError("every unit needs an 'id'")
-        self._write({"type": "batch", "units": units})
+        body: dict[str, Any] = {"type": "batch", "units": units}
+        if counts is not None:
+            body["counts"] = counts
+        self._write(body)
 
     def checkpoint(self, counts: dict) -> None:
         self._write({"type": "checkpoint", "counts": counts})

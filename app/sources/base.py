@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import AnswerSection, Experiment
+from app.sources.runlock import Holder
+
+
+def unit_uid(key: tuple) -> str:
+    """A unit's id as the ledger records it: its id columns joined with '|'."""
+    return "|".join(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k) for k in key)
 
 
 class Unit:
@@ -23,7 +29,7 @@ class Unit:
 
     def __init__(self, key: tuple, text: str | None, fields: dict[str, Any], replaced_bytes: int = 0):
         self.key = key
-        self.uid = "|".join(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k) for k in key)
+        self.uid = unit_uid(key)
         self.text = text
         self.fields = fields
         self.replaced_bytes = replaced_bytes
@@ -148,7 +154,29 @@ class Source(ABC):
         """Upsert one batch in one transaction; safe to repeat (the unique key is experiment + unit key)."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Also lets go of the run lock."""
+
+    # -- one run at a time (app/sources/runlock.py) ---------------------------------------------------------------
+    @abstractmethod
+    def lock_run(self, run_id: str) -> Holder | None:
+        """Take the experiment's run lock for `run_id`, or raise RunLocked naming the run that holds it. Returns
+        what a killed previous holder left behind (None after a clean finish)."""
+
+    def rows_of_run(self, run_id: str) -> list[tuple]:
+        """Keys of this experiment's results rows that carry `run_id`."""
+        keys = ", ".join(self.q(c) for c in self.key_columns)
+        return [tuple(r) for r in self.fetch_all(
+            f"SELECT {keys} FROM {self.qualified(self.results_table)} WHERE {self.q('experiment')} = "
+            f"{self.placeholder} AND {self.q('run_id')} = {self.placeholder}", (self.exp.name, run_id))]
+
+    @abstractmethod
+    def delete_rows(self, run_id: str, keys: Sequence[tuple]) -> None:
+        """Delete this experiment's rows of `run_id` with these keys, in one transaction."""
+
+    def delete_sql(self) -> str:
+        match = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in ["experiment", "run_id", *self.key_columns])
+        return f"DELETE FROM {self.qualified(self.results_table)} WHERE {match}"
 
     def describe(self) -> dict[str, Any]:
         """The source as the ledger may record it: never credentials."""

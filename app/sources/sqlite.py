@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from app.config import Experiment
 from app.errors import SourceError
 from app.sources.base import ResultRow, RunStamp, Source, Unit
+from app.sources.runlock import FileRunLock, Holder, RunLocked, lock_key
 from app.sources.seed import build_from_csv
 
 CHUNK_ROWS = 500
@@ -49,6 +50,7 @@ class SqliteSource(Source):
             self.writer.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.DatabaseError as exc:
             raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc})") from None
+        self._run_lock: FileRunLock | None = None
         self._check_columns()
 
     def q(self, name: str) -> str:
@@ -152,6 +154,31 @@ class SqliteSource(Source):
             raise
         self.writer.execute("COMMIT")
 
+    def lock_run(self, run_id: str) -> Holder | None:
+        path = self.exp.sqlite_path
+        assert path is not None
+        lock = FileRunLock(path.with_name(f"{path.name}.notes-tui-{lock_key(self.results_table, self.exp.name)[:12]}.lock"))
+        try:
+            taken, holder = lock.acquire(Holder.me(run_id))
+        except OSError as exc:
+            raise SourceError(f"{self.exp.path}: source.path: cannot take the run lock next to {path} "
+                              f"({exc.strerror}) — the database's directory must be writable") from None
+        if not taken:
+            raise RunLocked(str(self.exp.path), self.exp.name, self.results_table, holder)
+        self._run_lock = lock
+        return holder
+
+    def delete_rows(self, run_id: str, keys: Sequence[tuple]) -> None:
+        self.writer.execute("BEGIN IMMEDIATE")
+        try:
+            self.writer.executemany(self.delete_sql(), [(self.exp.name, run_id, *k) for k in keys])
+        except BaseException:
+            self.writer.execute("ROLLBACK")
+            raise
+        self.writer.execute("COMMIT")
+
     def close(self) -> None:
         self.conn.close()
         self.writer.close()
+        if self._run_lock is not None:
+            self._run_lock.release()
