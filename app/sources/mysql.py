@@ -20,8 +20,9 @@ from app.sources.base import ResultRow, RunStamp, Source, Unit
 from app.sources.runlock import Holder, RunLocked, lock_key
 
 FETCH_ROWS = 500
-WRITE_RETRIES = 6  # with back-off 1, 2, 4, 8, 16 s: a server restart fits
-READ_RETRIES = 6
+# A database that goes away (a restart for maintenance, a failover) is waited for this long, reconnecting with a
+# back-off of 1, 2, 4, 8, then every 10 s; a longer outage fails the run (a rerun finishes it)
+RECONNECT_FOR_S = 120.0
 _TYPES = {"choice": "VARCHAR(255)", "text": "MEDIUMTEXT", "bool": "TINYINT(1)", "int": "BIGINT", "number": "DOUBLE"}
 _INT_CODES = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24,
               FIELD_TYPE.YEAR}
@@ -127,13 +128,16 @@ class MySQLSource(Source):
                     if units:
                         yield units
                 return
-            except pymysql.err.OperationalError as exc:
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
                 # a killed or timed-out read loses nothing: read the to-do list again (the anti-join leaves out
                 # what is committed) and skip what this run already holds
+                self._drop_reader()  # a connection lost before the stream began is not dropped by _stream
+                if failures == 0:
+                    lost_at = time.monotonic()
                 failures += 1
-                if resume_skip is None or _code(exc) not in _LOST or failures > READ_RETRIES:
+                if resume_skip is None or not _lost(exc) or time.monotonic() - lost_at > RECONNECT_FOR_S:
                     raise
-                time.sleep(min(30.0, 2.0 ** (failures - 1)))
+                time.sleep(_backoff(failures))
                 skip = resume_skip()
 
     def _stream(self, rerun_invalid: bool, limit: int | None, run_id: str | None) -> Generator[list[Unit], None, None]:
@@ -255,7 +259,9 @@ class MySQLSource(Source):
         sql = (f"INSERT INTO {self.qualified(self.results_table)} ({', '.join(self.q(c) for c in cols)}) "
                f"VALUES ({', '.join(['%s'] * len(cols))}) ON DUPLICATE KEY UPDATE {updates}")
         params = self.result_params(stamp, rows, datetime.now(UTC).replace(tzinfo=None))
-        for attempt in range(WRITE_RETRIES):
+        lost_at: float | None = None
+        attempt = 0
+        while True:
             try:
                 if self.writer is None:
                     self.writer = self._connect(explain=False)
@@ -264,12 +270,14 @@ class MySQLSource(Source):
                     cur.executemany(sql, params)
                 self.writer.commit()
                 return
-            except pymysql.err.OperationalError as exc:
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
                 # a lost connection loses only this uncommitted batch; the upsert is idempotent, so send it again
-                if _code(exc) not in _LOST or attempt == WRITE_RETRIES - 1:
+                lost_at = lost_at or time.monotonic()
+                if not _lost(exc) or time.monotonic() - lost_at > RECONNECT_FOR_S:
                     raise
                 self._drop_writer()
-                time.sleep(min(30.0, 2.0 ** attempt))
+                attempt += 1
+                time.sleep(_backoff(attempt))
 
     # -- the run lock (app/sources/runlock.py): GET_LOCK on the writer connection, so it goes with every write ----
     def _lock_schema(self) -> str:
@@ -336,7 +344,7 @@ class MySQLSource(Source):
                             (self._lock_name, self.exp.name, self.results_table, h.run_id, h.host, h.pid, h.started_at))
             self.writer.commit()
         except pymysql.err.MySQLError as exc:
-            if _code(exc) in _LOST:
+            if _lost(exc):
                 raise
             # no right to create the table: the lock still holds, only the refusal line names no run
             self.writer.rollback()
@@ -399,6 +407,18 @@ class MySQLSource(Source):
                     conn.close()
                 except Exception:  # noqa: BLE001
                     pass
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection is gone (server away, connection killed), as opposed to a statement the server refused.
+    pymysql raises InterfaceError(0, '') for a connection it already closed after an earlier failure."""
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return _code(exc) == 0
+    return _code(exc) in _LOST
+
+
+def _backoff(attempt: int) -> float:
+    return min(10.0, 2.0 ** (attempt - 1))
 
 
 def _code(exc: BaseException) -> int | None:
