@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.cli import Shared
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _busy_is_one_line(handler: Handler) -> Handler:
+    """An index held by another process is the world's doing, not a bug: one line, exit 2, like a user's mistake."""
+
+    def run(args: argparse.Namespace) -> int:
+        from app.errors import UserError
+        from ledger.index import LedgerBusy
+
+        try:
+            return handler(args)
+        except LedgerBusy as exc:
+            raise UserError(str(exc)) from None
+
+    return run
 
 
 def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
@@ -15,8 +33,9 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
     lst = shared.add(lsub, "list", shared.json, help="runs, newest first")
     lst.add_argument("--experiment", help="only runs of this experiment")
     lst.add_argument("--status", help="only runs with this status")
-    lst.set_defaults(handler=list_runs)
-    shared.add(lsub, "rebuild", help="recreate ledger.db from the journals alone").set_defaults(handler=rebuild)
+    lst.set_defaults(handler=_busy_is_one_line(list_runs))
+    shared.add(lsub, "rebuild", help="recreate ledger.db from the journals alone").set_defaults(
+        handler=_busy_is_one_line(rebuild))
 
 
 def _open(args: argparse.Namespace):

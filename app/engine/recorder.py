@@ -21,12 +21,15 @@ class JournalRecorder:
     the results table lacks. Every batch record carries them, so a run killed between checkpoints still has
     counts that add up to its rows."""
 
-    def __init__(self, ledger_dir: Path, on_failure: Callable[[Exception], None] | None = None):
+    def __init__(self, ledger_dir: Path, on_failure: Callable[[Exception], None] | None = None,
+                 reserve_bytes: int = 0):
         self.ledger_dir = ledger_dir
         self.journal: Journal | None = None
         self._last_checkpoint = 0.0
         self.on_failure = on_failure
+        self.reserve_bytes = reserve_bytes  # see Journal: room for the last batch and the close on a full disk
         self.saved = Counts()
+        self._told_full = False
 
     def __call__(self, event: object) -> None:
         try:
@@ -35,11 +38,20 @@ class JournalRecorder:
             if self.on_failure is None:
                 raise
             self.on_failure(exc)
+            return
+        full = self.journal.space_error if self.journal is not None else None
+        if full is not None and not self._told_full:
+            # this record went into the reserve: stop now, while there is still room to close the journal
+            self._told_full = True
+            if self.on_failure is None:
+                raise full
+            self.on_failure(full)
 
     def _record(self, event: object) -> None:
         if isinstance(event, RunStarted):
             self.saved = Counts(total=event.total)
-            self.journal = Journal.create(self.ledger_dir, event.header, run_id=event.run_id)
+            self.journal = Journal.create(self.ledger_dir, event.header, run_id=event.run_id,
+                                          reserve_bytes=self.reserve_bytes)
             self._last_checkpoint = time.monotonic()
         elif self.journal is None:
             return
