@@ -173,7 +173,7 @@ def load_experiment(path: str | Path, environ: dict[str, str] | None = None) -> 
     path = Path(path)
     environ = dict(os.environ if environ is None else environ)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not a TOML error
     except FileNotFoundError:
         raise ConfigError(path, "", "no such experiment file", "check the path (experiments live in experiments/*.toml)")
     except (OSError, UnicodeDecodeError) as exc:
@@ -238,6 +238,9 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     if not IDENT.match(spec.results.table.split(".")[-1]) or not QUALIFIED_IDENT.match(spec.results.table):
         raise ConfigError(path, "results.table", f"{spec.results.table!r} is not a plain table name",
                           "use letters, digits and _ (optionally database.table)")
+    if spec.source.table and _same_table(spec.source.table, spec.results.table, spec.source.database):
+        raise ConfigError(path, "results.table", f"{spec.results.table!r} is the notes table",
+                          'name a table of its own for the answers, e.g. table = "pna_results"')
     taken = sorted(c for c in _unit_key_columns(spec.source) if c.lower() in RESERVED_RESULT_COLUMNS)
     if taken:
         raise ConfigError(path, "source.id_columns", f"id column {taken[0]!r} has the name of a column notes-tui "
@@ -320,6 +323,16 @@ def _check_answer(path: Path, answer: AnswerSection) -> None:
         if not isinstance(value, expected) or (fld.type in ("int", "number") and isinstance(value, bool)):
             raise ConfigError(path, key, f"fallback {value!r} does not fit a {fld.type} field",
                               "give a value of the field's type")
+
+
+def _same_table(a: str, b: str, database: str | None) -> bool:
+    """Do two table names (optionally database.table) name one table? Case-blind: it is a refusal, so err wide."""
+    def parts(name: str) -> tuple[str | None, str]:
+        db, _, table = name.rpartition(".")
+        return (db or database or None), table
+
+    (da, ta), (db_, tb) = parts(a.lower()), parts(b.lower())
+    return ta == tb and (da is None or db_ is None or da == db_)
 
 
 def _unit_key_columns(source: SourceSection) -> list[str]:
@@ -412,6 +425,9 @@ def _mysql_credentials(path: Path, source: SourceSection,
     warning = None
     if source.env_file:
         env_path = (path.parent / os.path.expanduser(source.env_file)).resolve()
+        if env_path.is_dir():
+            raise ConfigError(path, "source.env_file", f"{env_path} is a directory",
+                              "name the .env file itself, e.g. env_file = \"~/.env\"")
         try:
             mode = env_path.stat().st_mode
             file_values = dotenv_values(env_path)

@@ -19,6 +19,7 @@ from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
 from app.sources import open_source
 from ledger import Ledger, resolve_ledger_dir
+from ledger.journal import ensure_private_dir
 
 
 def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
@@ -100,7 +101,7 @@ def _check_writable(ledger_dir: Path) -> None:
     """Refuse to start a run that could not be recorded."""
     probe = ledger_dir / "journal" / f".write-test-{os.getpid()}"
     try:
-        (ledger_dir / "journal").mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(ledger_dir / "journal")  # a new ledger dir is 0700 too, not only the journal dir in it
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.posix_fallocate(fd, 0, PROBE_BYTES)

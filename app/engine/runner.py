@@ -97,9 +97,11 @@ class Runner:
 
     async def run(self) -> RunResult:
         t0 = time.monotonic()
-        run_id = new_run_id()
-        killed = await asyncio.to_thread(self.source.lock_run, run_id)  # a second run of this experiment stops here
         info: ModelInfo = await self.backend.prepare()
+        run_id = new_run_id()
+        # a second run of this experiment stops here, before the results table or the survey; a run refused for a
+        # server problem (above) has written nothing to the database, not even its lock record
+        killed = await asyncio.to_thread(self.source.lock_run, run_id)
         await asyncio.to_thread(self.source.ensure_results_table)
         notices = [] if killed is None or not killed.run_id else await self._forget_unrecorded(killed.run_id)
         survey = await asyncio.to_thread(self.source.survey, self.opts.rerun_invalid)

@@ -73,7 +73,7 @@ class MySQLSource(Source):
         code = exc.args[0] if exc.args else None
         c = self.creds
         where = f"{self.exp.path}: [source] mysql {c.user}@{c.host}:{c.port}/{c.database}"
-        if code == 1045:
+        if code in (1045, 1698, 1044):  # wrong password; no password given where one is needed; no right to the db
             return f"{where}: access denied — check DB_USER and DB_PASS"
         if code in (2003, 2005):
             return f"{where}: cannot reach the server — check DB_HOST and DB_PORT, and that the server runs"

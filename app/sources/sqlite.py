@@ -49,7 +49,8 @@ class SqliteSource(Source):
             self.writer = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
             self.writer.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.DatabaseError as exc:
-            raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc})") from None
+            raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc}) — point path "
+                              "at the SQLite file that holds the notes") from None
         self._run_lock: FileRunLock | None = None
         self._check_columns()
 
@@ -136,7 +137,11 @@ class SqliteSource(Source):
         cols += ["valid INTEGER NOT NULL", "attempts INTEGER NOT NULL", "truncated INTEGER NOT NULL DEFAULT 0",
                  "run_id TEXT NOT NULL", "model TEXT", "prompt_hash TEXT", "created_at TEXT NOT NULL"]
         uniq = ", ".join(["experiment"] + [self.q(c) for c in self.key_columns])
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, UNIQUE ({uniq}))")
+        try:
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, UNIQUE ({uniq}))")
+        except sqlite3.OperationalError as exc:
+            raise SourceError(f"{self.exp.path}: results.table: cannot create {self.results_table} ({exc}) — the "
+                              "results table lives in the notes database: give a plain table name") from None
 
     def write_results(self, stamp: RunStamp, rows: Sequence[ResultRow]) -> None:
         cols = self.result_columns()
