@@ -6,6 +6,7 @@ the fix. Credentials never enter the model as plain strings (`SecretStr`), so no
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -26,6 +27,11 @@ DEFAULT_CONCURRENCY = 6  # Ollama's usual 4 parallel slots + 2 waiting, so no sl
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 QUALIFIED_IDENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_RESULT_COLUMNS = {"valid", "attempts", "truncated", "experiment", "run_id", "model", "prompt_hash", "created_at"}
+
+
+def key_part(name: str) -> str:
+    """A key as the error line shows it: plain names as they are, anything else quoted (a key may hold a newline)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name, ensure_ascii=False)
 
 
 class ConfigError(UserError):
@@ -191,7 +197,7 @@ def load_experiment(path: str | Path, environ: dict[str, str] | None = None) -> 
 
 def _explain(path: Path, exc: ValidationError) -> ConfigError:
     err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    loc = [key_part(str(p)) for p in err["loc"] if not isinstance(p, int)]
     # pydantic adds the union member's type name to the location; it means nothing to a user
     loc = [p for p in loc if p not in {"str", "int", "float", "bool", "list[str]"}]
     key = ".".join(loc)
@@ -292,7 +298,7 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
 
 def _check_answer(path: Path, answer: AnswerSection) -> None:
     for name, fld in answer.fields.items():
-        key = f"answer.fields.{name}"
+        key = f"answer.fields.{key_part(name)}"
         if not IDENT.match(name):
             raise ConfigError(path, key, "field name is not a plain identifier", "use letters, digits and _")
         if name.lower() in RESERVED_RESULT_COLUMNS:
@@ -315,7 +321,7 @@ def _check_answer(path: Path, answer: AnswerSection) -> None:
             raise ConfigError(path, key + ".max_length", "max_length only applies to text fields", "remove it")
     for name, value in answer.fallback.items():
         fld = answer.fields.get(name)
-        key = f"answer.fallback.{name}"
+        key = f"answer.fallback.{key_part(name)}"
         if fld is None:
             raise ConfigError(path, key, "fallback for a field that is not in [answer.fields]",
                               f"use one of: {', '.join(answer.fields)}")

@@ -7,6 +7,7 @@ upserts results in batches, one transaction per batch. Both sides are blocking; 
 from __future__ import annotations
 
 import codecs
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
@@ -63,6 +64,7 @@ class SourceSurvey:
 
 
 _local = threading.local()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _count_replaced(exc: UnicodeError) -> tuple[str, int]:
@@ -84,6 +86,13 @@ def decode_note(value: Any) -> tuple[str | None, int]:
         replaced = _local.replaced
     else:
         text, replaced = str(value), 0
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # lone surrogates (a driver decoding with surrogateescape, text from a Java export): no backend can send
+            # them, and llama.cpp's own encode would fail the run; replaced and counted like undecodable bytes
+            replaced = sum(1 for ch in text if "\ud800" <= ch <= "\udfff")
+            text = _SURROGATE.sub("\ufffd", text)
     if "\x00" in text:
         # NUL bytes survive a BLOB but break C-string tokenizers downstream
         text = text.replace("\x00", "")
