@@ -5,6 +5,7 @@ written in batches. Front ends only subscribe to its events; the TUI and the hea
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -169,13 +170,18 @@ class Runner:
         run lock we hold says that run is gone. Returns what to tell the user."""
         from ledger import Ledger
 
-        led = Ledger(self.opts.ledger_dir) if self.opts.ledger_dir is not None else None
-        # the index must be fresh: a unit merely not imported yet must not count as unrecorded
-        if led is None or not await asyncio.to_thread(led.sync, 30.0) or await asyncio.to_thread(
-                led.get_run, killed) is None:
-            return [f"run {killed} of this experiment was killed and its journal is not in this ledger: up to one "
-                    "batch of its answers may have no ledger record"]
-        recorded = {u["unit_id"] for u in await asyncio.to_thread(led.units, killed) if u["outcome"] != "error"}
+        cannot = [f"run {killed} of this experiment was killed and its journal cannot be read here (another ledger, "
+                  "or the index is busy): up to one batch of its answers may have no ledger record"]
+        if self.opts.ledger_dir is None:
+            return cannot
+        led = Ledger(self.opts.ledger_dir, auto_sync=False)
+        try:
+            # the index must be fresh: a unit merely not imported yet must not count as unrecorded
+            if not await asyncio.to_thread(led.sync, 30.0) or await asyncio.to_thread(led.get_run, killed) is None:
+                return cannot
+            recorded = {u["unit_id"] for u in await asyncio.to_thread(led.units, killed) if u["outcome"] != "error"}
+        except (OSError, sqlite3.Error, RuntimeError):  # RuntimeError: LedgerBusy
+            return cannot
         keys = await asyncio.to_thread(self.source.rows_of_run, killed)
         unrecorded = [k for k in keys if unit_uid(k) not in recorded]
         if not unrecorded:

@@ -288,14 +288,17 @@ class MySQLSource(Source):
         schema = self._lock_schema()
         name = "notes-tui:" + lock_key(f"{schema}.{self.results_table.split('.')[-1]}", self.exp.name)[:40]
         self.writer = self._connect()
-        with self.writer.cursor() as cur:
-            cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
-            got = cur.fetchone()[0] == 1
-        if not got:
-            raise self._refusal(name)
-        self._lock_name, self._holder = name, Holder.me(run_id)
-        left = self._lock_record(name)
-        self._write_lock_record()
+        try:
+            with self.writer.cursor() as cur:
+                cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+                got = cur.fetchone()[0] == 1
+            if not got:
+                raise self._refusal(name)
+            self._lock_name, self._holder = name, Holder.me(run_id)
+            left = self._lock_record(name)
+            self._write_lock_record()
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
         return left
 
     def _refusal(self, name: str) -> RunLocked:
