@@ -100,6 +100,10 @@ def _check(args: argparse.Namespace) -> int:
     return check(args.file, rerun_invalid=args.rerun_invalid)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     from app.errors import UserError
 
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_tui(workspace=args.workspace, ledger=args.ledger)
     except UserError as exc:
-        print(f"notes-tui: error: {exc}", file=sys.stderr)
+        # one line, whatever the message quotes back (a key with a newline, a multi-line query in a MySQL error)
+        print(f"notes-tui: error: {_one_line(str(exc))}", file=sys.stderr)
         return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print("notes-tui: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ the fix. Credentials never enter the model as plain strings (`SecretStr`), so no
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -26,6 +27,11 @@ DEFAULT_CONCURRENCY = 6  # Ollama's usual 4 parallel slots + 2 waiting, so no sl
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 QUALIFIED_IDENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_RESULT_COLUMNS = {"valid", "attempts", "truncated", "experiment", "run_id", "model", "prompt_hash", "created_at"}
+
+
+def key_part(name: str) -> str:
+    """A key as the error line shows it: plain names as they are, anything else quoted (a key may hold a newline)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name, ensure_ascii=False)
 
 
 class ConfigError(UserError):
@@ -202,7 +208,7 @@ def load_experiment(path: str | Path, environ: dict[str, str] | None = None, tex
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not a TOML error
     except FileNotFoundError:
         raise ConfigError(path, "", "no such experiment file", "check the path (experiments live in experiments/*.toml)")
     except (OSError, UnicodeDecodeError) as exc:
@@ -211,7 +217,7 @@ def _read_text(path: Path) -> str:
 
 def _explain(path: Path, exc: ValidationError) -> ConfigError:
     err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    loc = [key_part(str(p)) for p in err["loc"] if not isinstance(p, int)]
     # pydantic adds the union member's type name to the location; it means nothing to a user
     loc = [p for p in loc if p not in {"str", "int", "float", "bool", "list[str]"}]
     key = ".".join(loc)
@@ -259,6 +265,9 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     if not IDENT.match(spec.results.table.split(".")[-1]) or not QUALIFIED_IDENT.match(spec.results.table):
         raise ConfigError(path, "results.table", f"{spec.results.table!r} is not a plain table name",
                           "use letters, digits and _ (optionally database.table)")
+    if spec.source.table and _same_table(spec.source.table, spec.results.table, spec.source.database):
+        raise ConfigError(path, "results.table", f"{spec.results.table!r} is the notes table",
+                          'name a table of its own for the answers, e.g. table = "pna_results"')
     taken = sorted(c for c in _unit_key_columns(spec.source) if c.lower() in RESERVED_RESULT_COLUMNS)
     if taken:
         raise ConfigError(path, "source.id_columns", f"id column {taken[0]!r} has the name of a column notes-tui "
@@ -313,7 +322,7 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
 
 def _check_answer(path: Path, answer: AnswerSection) -> None:
     for name, fld in answer.fields.items():
-        key = f"answer.fields.{name}"
+        key = f"answer.fields.{key_part(name)}"
         if not IDENT.match(name):
             raise ConfigError(path, key, "field name is not a plain identifier", "use letters, digits and _")
         if name.lower() in RESERVED_RESULT_COLUMNS:
@@ -336,7 +345,7 @@ def _check_answer(path: Path, answer: AnswerSection) -> None:
             raise ConfigError(path, key + ".max_length", "max_length only applies to text fields", "remove it")
     for name, value in answer.fallback.items():
         fld = answer.fields.get(name)
-        key = f"answer.fallback.{name}"
+        key = f"answer.fallback.{key_part(name)}"
         if fld is None:
             raise ConfigError(path, key, "fallback for a field that is not in [answer.fields]",
                               f"use one of: {', '.join(answer.fields)}")
@@ -344,6 +353,16 @@ def _check_answer(path: Path, answer: AnswerSection) -> None:
         if not isinstance(value, expected) or (fld.type in ("int", "number") and isinstance(value, bool)):
             raise ConfigError(path, key, f"fallback {value!r} does not fit a {fld.type} field",
                               "give a value of the field's type")
+
+
+def _same_table(a: str, b: str, database: str | None) -> bool:
+    """Do two table names (optionally database.table) name one table? Case-blind: it is a refusal, so err wide."""
+    def parts(name: str) -> tuple[str | None, str]:
+        db, _, table = name.rpartition(".")
+        return (db or database or None), table
+
+    (da, ta), (db_, tb) = parts(a.lower()), parts(b.lower())
+    return ta == tb and (da is None or db_ is None or da == db_)
 
 
 def _unit_key_columns(source: SourceSection) -> list[str]:
@@ -482,6 +501,9 @@ def _mysql_credentials(path: Path, source: SourceSection,
     warning = None
     if source.env_file:
         env_path = (path.parent / os.path.expanduser(source.env_file)).resolve()
+        if env_path.is_dir():
+            raise ConfigError(path, "source.env_file", f"{env_path} is a directory",
+                              "name the .env file itself, e.g. env_file = \"~/.env\"")
         try:
             mode = env_path.stat().st_mode
             file_values = dotenv_values(env_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import traceback
 from pathlib import Path
@@ -20,6 +21,7 @@ from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
 from app.sources import open_source
 from ledger import Ledger, resolve_ledger_dir
+from ledger.journal import ensure_private_dir
 
 
 def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
@@ -35,14 +37,15 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
     exp = resolve_hosts(exp)
     printer = ConsolePrinter()
     bus = EventBus()
-    recorder = JournalRecorder(ledger_dir)
+    recorder = JournalRecorder(ledger_dir, reserve_bytes=journal_reserve(exp))
     bus.subscribe(recorder)
     bus.subscribe(printer)
     source = open_source(exp)
     source.shard = shard
     try:
         backend = make_backend(exp)
-        runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid))
+        runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid,
+                                                                  ledger_dir=ledger_dir))
         recorder.on_failure = lambda exc: runner.abort("the run journal cannot be written", exc)
         result = asyncio.run(_run_with_signals(runner))
     finally:
@@ -51,7 +54,7 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
         print("notes-tui: the run failed on an unexpected error (a bug: please report it with this trace):",
               file=sys.stderr)
         traceback.print_exception(result.exception, file=sys.stderr)
-    imported = Ledger(ledger_dir).sync(wait_s=2.0)
+    imported = _import_into_index(ledger_dir)
     _print_where(printer, exp, ledger_dir, result, imported, shard)
     if result.status == "completed":
         return ExitCode.OK
@@ -84,22 +87,41 @@ def _on_signal(runner: Runner, sig: signal.Signals) -> None:
         runner.hurry()
 
 
+def journal_reserve(exp: Experiment) -> int:
+    """Room the journal keeps for a full disk: one batch record (a unit's record is well under 1 KB) and the close."""
+    return (64 << 10) + exp.spec.results.batch_size * 1024
+
+
+def _import_into_index(ledger_dir: Path) -> bool:
+    """Bring ledger.db up to date, if it can be had now. The run is recorded in its journal either way; the index is
+    derived and the next reader imports what this could not (its disk full, its file held locked by someone)."""
+    try:
+        return Ledger(ledger_dir).sync(wait_s=2.0)
+    except (OSError, sqlite3.Error):
+        return False
+
+
+PROBE_BYTES = 64 << 10  # room for a header and a few batches; a full disk shows here rather than after the first note
+
+
 def _check_writable(ledger_dir: Path) -> None:
     """Refuse to start a run that could not be recorded."""
+    probe = ledger_dir / "journal" / f".write-test-{os.getpid()}"
     try:
-        (ledger_dir / "journal").mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = ledger_dir / "journal" / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_private_dir(ledger_dir / "journal")  # a new ledger dir is 0700 too, not only the journal dir in it
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, PROBE_BYTES)
+        finally:
+            os.close(fd)
+            probe.unlink()
     except OSError as exc:
-        raise UserError(f"cannot write the ledger at {ledger_dir} ({exc.strerror or exc}) — "
+        raise UserError(f"cannot write the ledger at {ledger_dir} ({exc.strerror or exc}) — free some space there, or "
                         "pass --ledger DIR or set NOTES_TUI_LEDGER to a writable directory") from None
 
 
 def _operational(exc: BaseException) -> bool:
     """Failures of the world (a database gone, a disk full), which the last-error line already explains."""
-    import sqlite3
-
     import pymysql
 
     return isinstance(exc, (pymysql.err.MySQLError, sqlite3.Error, OSError))

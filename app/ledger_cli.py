@@ -10,12 +10,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from app.errors import ExitCode, UserError
 
 FORMATS = ("md", "html", "csv", "json")  # ledger.report.FORMATS; repeated so the parser need not import the ledger
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _busy_is_one_line(handler: Handler) -> Handler:
+    """An index held by another process is the world's doing, not a bug: one line, exit 2, like a user's mistake."""
+
+    def run(args: argparse.Namespace) -> int:
+        from ledger.index import LedgerBusy
+
+        try:
+            return handler(args)
+        except LedgerBusy as exc:
+            raise UserError(str(exc)) from None
+
+    return run
 
 
 def register(sub: argparse._SubParsersAction, shared: Any) -> None:
@@ -65,6 +82,8 @@ def register(sub: argparse._SubParsersAction, shared: Any) -> None:
     rerun.set_defaults(handler=rerun_toml)
 
     shared.add(lsub, "rebuild", help="recreate ledger.db from the journals alone").set_defaults(handler=rebuild)
+    for parser in lsub.choices.values():  # every ledger command: an index held by another process is one line
+        parser.set_defaults(handler=_busy_is_one_line(parser.get_default("handler")))
 
 
 def _open(args: argparse.Namespace):

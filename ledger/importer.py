@@ -96,7 +96,7 @@ def check_record(line: bytes, seq: int, prev: str | None, run_id: str) -> dict[s
         units = rec.get("units")
         if not isinstance(units, list) or not all(isinstance(u, dict) and "id" in u for u in units):
             raise ChainError(seq, "units is not a list of objects with an id")
-    if kind in ("checkpoint", "close") and not isinstance(rec.get("counts"), dict):
+    if (kind in ("checkpoint", "close") or "counts" in rec) and not isinstance(rec.get("counts"), dict):
         raise ChainError(seq, "counts is not an object")
     if kind == "close" and rec.get("status") not in STATUSES:
         raise ChainError(seq, f"unknown status {rec.get('status')!r}")
@@ -319,6 +319,8 @@ class Importer:
             if kind == "batch":
                 units.extend(unit_row(run_id, u) for u in rec["units"])
                 timeline.append((run_id, rec["seq"], rec["t"], len(rec["units"]), None))
+                if "counts" in rec:
+                    update.update(counts_update(rec["counts"]))
             else:
                 update.update(counts_update(rec["counts"]))
                 timeline.append((run_id, rec["seq"], rec["t"], None, scalar(rec["counts"].get("done"))))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .chain import Head, head, sync_chain
 from .evals import import_evals
 from .importer import Importer
-from .journal import JOURNAL_DIR, ensure_private_dir, fsync_dir
+from .journal import JOURNAL_DIR, ensure_private_dir, fsync_dir, sweep_reserves
 from .lease import Lease, LeaseLost, sweep_graves
 from .migrations import COUNT_KEYS, migrate, up_to_date
 from .reader import Reader
@@ -70,9 +70,13 @@ def is_corruption(exc: sqlite3.DatabaseError) -> bool:
     return "malformed" in msg or "not a database" in msg
 
 
-def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+def is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def connect(path: Path, readonly: bool = False, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     if readonly:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=busy_ms / 1000)
     else:
         if not path.exists():
             # Create it ourselves so it is 0600 from the first byte; SQLite gives its -journal the same mode.
@@ -80,7 +84,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     # Manual transactions: the importer decides where a transaction ends (offsets move with their records).
     conn.isolation_level = None
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout = {busy_ms if readonly else BUSY_TIMEOUT_MS}")
     # Touch the schema so a garbage file fails here, as "file is not a database", not halfway through an import.
     conn.execute("select count(*) from sqlite_master").fetchone()
     if not readonly:
@@ -137,7 +141,8 @@ class Ledger:
         ensure_private_dir(self.ledger_dir)
         lease = Lease(self.lease_path)
         if not lease.acquire(wait_s):
-            raise LedgerBusy(f"could not get {self.lease_path} within {wait_s} s")
+            raise LedgerBusy(f"another process is importing into the ledger index ({self.lease_path} is held "
+                             f"for more than {wait_s:g} s) — try again in a minute")
         try:
             self._rebuild_locked(lease)
             self._sweep()
@@ -220,19 +225,40 @@ class Ledger:
         for path in self.ledger_dir.glob(f"{DB_NAME}{REBUILD_MARK}*"):
             path.unlink(missing_ok=True)
         sweep_graves(self.lease_path)
+        sweep_reserves(self.journal_dir, self._finished)
+
+    def _finished(self, run_id: str) -> bool:
+        """Closed or crashed (a killed run's disk reserve is swept once the index knows it is gone)."""
+        if not self.db_path.exists():
+            return False
+        conn = connect(self.db_path, readonly=True)
+        try:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("select * from runs where run_id = ?", (run_id,)).fetchone()
+        finally:
+            conn.close()
+        return row is not None and display_status(dict(row)) != "running"
 
     # -- reading ----------------------------------------------------------------------------------------------
     def _read(self, fn: Callable[[Reader], T], empty: T) -> T:
+        busy_ms = BUSY_TIMEOUT_MS
         if self.auto_sync:
             try:
                 self.sync(wait_s=self.read_wait_s)
             except (OSError, sqlite3.Error) as exc:  # a reader still gets the index as it is
-                log.warning("ledger sync failed: %s", exc)
+                if is_locked(exc):
+                    # someone holds ledger.db (a sqlite3 shell, a backup): we already waited once; if it lets
+                    # readers in, answer from what the index holds, else say so soon
+                    busy_ms = 1000
+                    log.warning("ledger index %s is locked by another process: showing it without the newest "
+                                "journal records", self.db_path)
+                else:
+                    log.warning("ledger sync failed: %s", exc)
         for attempt in range(2):
             if not self.db_path.exists():
                 return empty
             try:
-                conn = connect(self.db_path, readonly=True)
+                conn = connect(self.db_path, readonly=True, busy_ms=busy_ms)
                 try:
                     return fn(Reader(conn))
                 finally:
@@ -240,6 +266,9 @@ class Ledger:
             except sqlite3.OperationalError as exc:
                 if "no such table" in str(exc):
                     return empty  # created but not yet migrated by a writer that died
+                if is_locked(exc):
+                    raise LedgerBusy(f"the ledger index {self.db_path} is locked by another process (an open sqlite3 "
+                                     "shell, a backup?) — try again once it lets go") from None
                 if not is_corruption(exc):
                     raise
                 err: sqlite3.DatabaseError = exc

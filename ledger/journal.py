@@ -7,10 +7,13 @@ which the importer ignores until it is complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from .ids import new_run_id
 
 JOURNAL_DIR = "journal"
 SUFFIX = ".jsonl"
+RESERVE_SUFFIX = ".reserve"  # `.<run id>.reserve`: room kept for the run's last records on a disk that fills up
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 STATUSES = ("completed", "interrupted", "failed")
 RECORD_TYPES = ("header", "batch", "checkpoint", "close")
 
@@ -61,21 +66,75 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class Journal:
-    """Writer of one run's journal. Thread-safe: the engine may record from worker threads."""
+def reserve_space(path: Path, nbytes: int) -> None:
+    """A file of `nbytes` whose blocks are really allocated (a sparse file would free nothing when deleted)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            os.write(fd, b"\0" * nbytes)  # a filesystem without fallocate: write the zeros ourselves
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
-    def __init__(self, fd: int, path: Path, run_id: str) -> None:
+
+def reserve_path(journal_dir: Path, run_id: str) -> Path:
+    return journal_dir / f".{run_id}{RESERVE_SUFFIX}"
+
+
+def sweep_reserves(journal_dir: Path, finished: Callable[[str], bool], orphan_after_s: float = 3600.0) -> None:
+    """Remove the reserves of runs that can no longer use them (killed runs leave theirs behind). `finished(run_id)`
+    says whether a run has ended; a reserve without a journal is removed once it is old."""
+    try:
+        entries = list(os.scandir(journal_dir))
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(RESERVE_SUFFIX)):
+            continue
+        run_id = entry.name[1 : -len(RESERVE_SUFFIX)]
+        try:
+            if os.path.exists(journal_dir / f"{run_id}{SUFFIX}"):
+                gone = finished(run_id)
+            else:
+                gone = time.time() - entry.stat().st_mtime > orphan_after_s
+            if gone:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+class Journal:
+    """Writer of one run's journal. Thread-safe: the engine may record from worker threads.
+
+    A full disk must not cost the run its record: `create` can set aside `reserve_bytes` in a file of its own. When
+    a write fails for want of space, the reserve is deleted and the record written again into the room it leaves;
+    `space_error` then tells the writer to stop (the reserve is gone) while there is still room to close."""
+
+    def __init__(self, fd: int, path: Path, run_id: str, reserve: Path | None = None) -> None:
         self.run_id = run_id
         self.path = path
         self._fd: int | None = fd
         self._seq = 0
         self._prev: str | None = None
         self._lock = threading.Lock()
+        self._size = 0  # bytes of whole records: where a write that failed halfway is cut back to
+        self._reserve = reserve
+        self.space_error: OSError | None = None
 
     @classmethod
-    def create(cls, ledger_dir: Path, header: dict, run_id: str | None = None) -> Journal:
+    def create(cls, ledger_dir: Path, header: dict, run_id: str | None = None, reserve_bytes: int = 0) -> Journal:
         journal_dir = Path(ledger_dir) / JOURNAL_DIR
         ensure_private_dir(journal_dir)
+        reserve = None
+        if reserve_bytes > 0 and run_id is not None:
+            reserve = reserve_path(journal_dir, run_id)
+            reserve_space(reserve, reserve_bytes)  # first: a disk already full fails here, before any record
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         while True:
             rid = run_id or new_run_id()
@@ -88,7 +147,7 @@ class Journal:
                 continue  # a ULID collision is astronomically rare, but costs nothing to survive
             break
         os.fchmod(fd, 0o600)  # the umask could only remove bits, but be explicit about the result
-        journal = cls(fd, path, rid)
+        journal = cls(fd, path, rid, reserve)
         try:
             journal._write({"type": "header", "header": dict(header)})
         except BaseException:
@@ -97,6 +156,7 @@ class Journal:
                 os.close(fd)
                 journal._fd = None
             path.unlink(missing_ok=True)
+            journal._drop_reserve()
             raise
         fsync_dir(journal_dir)
         return journal
@@ -105,11 +165,16 @@ class Journal:
     def closed(self) -> bool:
         return self._fd is None
 
-    def append_units(self, units: list[dict]) -> None:
+    def append_units(self, units: list[dict], counts: dict | None = None) -> None:
+        """One committed batch. `counts`: the run's counts as of this batch, so a run killed before its next
+        checkpoint still shows counts that match the units it recorded."""
         for unit in units:
             if not isinstance(unit, dict) or "id" not in unit:
                 raise ValueError("every unit needs an 'id'")
-        self._write({"type": "batch", "units": units})
+        body: dict[str, Any] = {"type": "batch", "units": units}
+        if counts is not None:
+            body["counts"] = counts
+        self._write(body)
 
     def checkpoint(self, counts: dict) -> None:
         self._write({"type": "checkpoint", "counts": counts})
@@ -123,8 +188,10 @@ class Journal:
             try:
                 self._write_locked({"type": "close", "status": status, "counts": counts, "last_error": last_error})
             finally:
-                os.close(self._fd)
-                self._fd = None
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+                self._drop_reserve()
 
     def _write(self, body: dict[str, Any]) -> None:
         with self._lock:
@@ -143,21 +210,40 @@ class Journal:
         record.update(body)
         line = encode_record(record)
         data = line + b"\n"
-        # One write per record: with O_APPEND the line lands in one piece, so a reader sees either nothing of it
-        # or (after a crash) a prefix without the newline, never interleaved fragments.
         try:
-            written = os.write(self._fd, data)
-            while written < len(data):  # short writes only happen on odd filesystems; finish the same line
-                written += os.write(self._fd, data[written:])
-            os.fsync(self._fd)
+            try:
+                self._append(data)
+            except OSError as exc:
+                if exc.errno not in _FULL or self._reserve is None:
+                    raise
+                # cut off what part of the line got written, free the reserve, and write the record again
+                os.ftruncate(self._fd, self._size)
+                self._drop_reserve()
+                self._append(data)
+                self.space_error = exc
         except OSError:
             # Part of the line may be on disk; anything appended after it would be glued to that fragment,
             # so the journal is finished (the run shows as crashed rather than as a broken chain).
             os.close(self._fd)
             self._fd = None
             raise
+        self._size += len(data)
         self._seq += 1
         self._prev = line_hash(line)
+
+    def _append(self, data: bytes) -> None:
+        # One write per record: with O_APPEND the line lands in one piece, so a reader sees either nothing of it
+        # or (after a crash) a prefix without the newline, never interleaved fragments.
+        assert self._fd is not None
+        written = os.write(self._fd, data)
+        while written < len(data):  # short writes only happen on odd filesystems (or a full one); same line
+            written += os.write(self._fd, data[written:])
+        os.fsync(self._fd)
+
+    def _drop_reserve(self) -> None:
+        if self._reserve is not None:
+            self._reserve.unlink(missing_ok=True)
+            self._reserve = None
 
     def __del__(self) -> None:
         # An unclosed journal is a crashed run as far as the ledger is concerned; just don't leak the fd.

@@ -45,3 +45,15 @@ def mysql_db():
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures of the fault scenarios that ran: every one ends in faultkit.check_outcome."""
+    faultkit = sys.modules.get("faultkit")
+    if faultkit is None or not faultkit.TALLY:
+        return
+    tally = faultkit.TALLY
+    scenarios = sorted({label for label, _ in tally})
+    terminalreporter.write_line(
+        f"fault scenarios: {len(scenarios)} checked ({len(tally)} checks), {sum(o.notes for _, o in tally)} notes, "
+        f"lost {sum(len(o.lost) for _, o in tally)}, doubled {sum(len(o.doubled) for _, o in tally)}")

@@ -86,3 +86,14 @@ grace_s = 5
 {extra}
 """
     return textwrap.dedent(text)
+
+
+def make_notes_db(path: Path) -> None:
+    """A SQLite notes table of one note, for tests that need a source and nothing more."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
+    conn.execute("INSERT INTO notes VALUES (1, 'Chest X-ray: clear lungs.')")
+    conn.commit()
+    conn.close()

@@ -118,7 +118,7 @@ def test_health_probe_and_streamed_pull_go_through_with_the_token(guarded):
 
 
 def test_a_run_through_the_proxy_records_the_server_job(guarded, tmp_path, capsys, private_ledger):
-    from test_bad_configs import make_notes_db
+    from support import make_notes_db
 
     _, proxy, token, _ = guarded
     make_notes_db(tmp_path / "notes.db")
@@ -135,7 +135,7 @@ def test_a_run_through_the_proxy_records_the_server_job(guarded, tmp_path, capsy
 
 
 def test_without_the_record_a_run_is_refused_in_one_line(guarded, tmp_path, capsys):
-    from test_bad_configs import make_notes_db
+    from support import make_notes_db
 
     _, proxy, _, record = guarded
     record.unlink()

@@ -367,11 +367,11 @@ def test_a_journal_that_fails_mid_run_fails_the_run(tmp_path, server, capsys, mo
     calls = {"n": 0}
     real = Journal.append_units
 
-    def failing(self, units):
+    def failing(self, units, counts=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError(28, "No space left on device")
-        return real(self, units)
+        return real(self, units, counts)
 
     monkeypatch.setattr(Journal, "append_units", failing)
     code, out, err = cli(capsys, "--run", str(exp))

@@ -63,7 +63,7 @@ def test_three_shards_answer_every_unit_once(tmp_path, mysql_db, capsys, private
 
 
 def test_shard_with_sqlite_is_refused_in_one_line(tmp_path, capsys):
-    from test_bad_configs import make_notes_db
+    from support import make_notes_db
 
     make_notes_db(tmp_path / "notes.db")
     exp = tmp_path / "exp.toml"

@@ -113,7 +113,7 @@ def test_server_job_from_profile_to_auto_run_to_stop(home, tmp_path, private_led
     table = app("server", "list").stdout
     assert f"job {job_id}" in table and "ollama-standin" in table
 
-    from test_bad_configs import make_notes_db
+    from support import make_notes_db
 
     make_notes_db(tmp_path / "notes.db")
     exp = tmp_path / "auto.toml"

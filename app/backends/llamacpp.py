@@ -7,9 +7,11 @@ One note at a time in a worker thread, so the event loop (and a TUI) stays respo
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
+import sys
 import threading
 from importlib import metadata, resources
 from pathlib import Path
@@ -117,12 +119,27 @@ class LlamaCppBackend(Backend):
     def _load(self) -> None:
         from llama_cpp import Llama
 
+        with open(self.path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise BackendError(f"{self.exp.path}: model.gguf: {self.path} is not a GGUF model file (it does not "
+                               "start with GGUF) — point gguf at a .gguf model, or remove gguf for the bundled one")
+        failure = None
+        hook = sys.unraisablehook
+        # a model llama.cpp fails to load is freed half-built, and its __del__ prints a traceback of its own
+        sys.unraisablehook = lambda _: None
         try:
-            self.llm = Llama(model_path=str(self.path), n_ctx=self.options.num_ctx, seed=self.options.seed,
-                             n_threads=max(1, os.cpu_count() or 1), verbose=False)
-        except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"{self.exp.path}: model.gguf: llama.cpp cannot load {self.path} ({exc}) — "
-                               "is it a GGUF model file?") from None
+            try:
+                self.llm = Llama(model_path=str(self.path), n_ctx=self.options.num_ctx, seed=self.options.seed,
+                                 n_threads=max(1, os.cpu_count() or 1), verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                failure = str(exc)
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+        if failure is not None:
+            raise BackendError(f"{self.exp.path}: model.gguf: llama.cpp cannot load {self.path} ({failure}) — "
+                               "is it a complete GGUF model file? download it again")
 
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply:
         return await asyncio.to_thread(self._chat, system, user, schema)

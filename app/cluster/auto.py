@@ -56,7 +56,8 @@ def resolve_hosts(exp: Experiment, cluster: str | None = None, jobs: ServerJobs 
                           "here", 'run on the cluster\'s login node, or list the servers: hosts = ["http://HOST:PORT"]')
     found = jobs.get()
     if jobs.error:
-        raise ConfigError(exp.path, "model.hosts", f'hosts = "auto": {jobs.error}')
+        raise ConfigError(exp.path, "model.hosts", f'hosts = "auto": {jobs.error}',
+                          'check that Slurm answers here (squeue --me), or list the servers: hosts = ["http://HOST:PORT"]')
     running = [j for j in found if j.url]
     health = asyncio.run(probe_all(j.url for j in running if j.url)) if running else {}
     up = [j for j in running if j.url and health[j.url].answers]

@@ -40,13 +40,13 @@ class AnswerSpec:
                 inner = _embedded_object(content)
                 if inner is not None:
                     try:
-                        return Verdict(self.model.model_validate_json(inner).model_dump())
+                        return Verdict(self.model.model_validate_json(inner).model_dump(by_alias=True))
                     except ValidationError:
                         pass
             if cut_off:
                 return Verdict(None, "cutoff")
             return Verdict(None, "json" if kind == "json_invalid" else "schema")
-        return Verdict(answer.model_dump())
+        return Verdict(answer.model_dump(by_alias=True))
 
     def public(self, values: dict[str, Any] | None) -> dict[str, Any]:
         if not values:
@@ -60,9 +60,12 @@ def _embedded_object(content: str) -> str | None:
 
 
 def _build_model(section: AnswerSection) -> type[BaseModel]:
+    """The user's field names are the aliases; the model's own names are f0, f1, …, because a field named like a
+    pydantic member (model_config, model_dump, schema, json, _x) would be read as config, refused, or warned about.
+    The JSON schema is the same either way, and so is the prompt hash."""
     fields: dict[str, Any] = {}
-    for name, spec in section.fields.items():
-        info = Field(description=spec.description or None)
+    for i, (name, spec) in enumerate(section.fields.items()):
+        info = Field(description=spec.description or None, alias=name)
         if spec.type == "choice":
             assert spec.choices
             annotation: Any = Literal[tuple(spec.choices)]  # type: ignore[valid-type]
@@ -74,5 +77,5 @@ def _build_model(section: AnswerSection) -> type[BaseModel]:
             annotation = StrictInt
         else:
             annotation = float
-        fields[name] = (annotation, info)
+        fields[f"f{i}"] = (annotation, info)
     return create_model("Answer", __config__=ConfigDict(extra="forbid"), **fields)

@@ -5,9 +5,11 @@ written in batches. Front ends only subscribe to its events; the TUI and the hea
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.backends.base import Backend, Busy, ModelInfo, Transient
@@ -19,7 +21,7 @@ from app.engine.hosts import AllHostsDown, HostPool, HostSlot
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header
 from app.errors import UserError
-from app.sources.base import ResultRow, RunStamp, Source, Unit
+from app.sources.base import ResultRow, RunStamp, Source, Unit, unit_uid
 from ledger import new_run_id
 
 MAX_TRANSPORT_FAILURES = 4  # per unit: 5xx, timeouts, dropped connections (refused connections only pause the host)
@@ -32,6 +34,7 @@ READ_AHEAD_CHUNKS = 2
 class RunOptions:
     limit: int | None = None
     rerun_invalid: bool = False
+    ledger_dir: Path | None = None  # where this run is recorded: also where a killed predecessor's journal is
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Runner:
         self._pending: list[tuple[UnitDone, ResultRow | None, tuple]] = []
         self._last_error: str | None = None
         self._fatal: BaseException | None = None
+        self._unrecorded = False  # set by abort(): batches still to commit are dropped, their notes stay to do
         self._tasks: set[asyncio.Task] = set()
         # keys this run holds: read ahead, in flight or awaiting commit (dropped once committed), and failed ones
         # (kept), so a read that starts over after a lost connection does not hand them out twice
@@ -85,9 +89,11 @@ class Runner:
         self._hurry.set()
 
     def abort(self, reason: str, error: BaseException) -> None:
-        """Fail the run from outside the loop's own work (e.g. its journal cannot be written): stop, then close."""
+        """Fail the run from outside the loop's own work (its journal cannot be written): stop, write no more rows
+        (rows no journal records would make the ledger's counts disagree with the table), then close."""
         self._fatal = self._fatal or error
         self._last_error = self._last_error or f"{reason}: {error}"
+        self._unrecorded = True
         self.request_stop(reason)
 
     async def run(self) -> RunResult:
@@ -101,18 +107,25 @@ class Runner:
                 raise outcome
         info: ModelInfo = ready[0]  # type: ignore[assignment]
         survey = ready[1]
-        # created only once the server answered: a run that cannot start leaves nothing behind
+        run_id = new_run_id()
+        # a second run of this experiment stops here, before the results table; a run refused for a server problem
+        # (above) has written nothing to the database, not even its lock record
+        killed = await asyncio.to_thread(self.source.lock_run, run_id)
         await asyncio.to_thread(self.source.ensure_results_table)
+        notices = [] if killed is None or not killed.run_id else await self._forget_unrecorded(killed.run_id)
+        if notices:  # a killed run's rows may have been given back: count again
+            survey = await asyncio.to_thread(self.source.survey, self.opts.rerun_invalid)
         total = survey.todo if self.opts.limit is None else min(survey.todo, self.opts.limit)
         self.counts.total = total
         schema = self.answer.schema
         options = self.exp.spec.model.options.as_dict()
         phash = prompt_hash(self.system, self.exp.spec.prompt.user, schema, options)
-        run_id = new_run_id()
         per_host = self.exp.spec.run.concurrency or self.backend.default_concurrency
         self.stamp = RunStamp(experiment=self.exp.name, run_id=run_id, model=info.model, prompt_hash=phash)
         header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host, self.source.shard)
         self.bus.emit(RunStarted(run_id=run_id, experiment=self.exp.name, total=total, header=header))
+        for notice in notices:
+            self.bus.emit(Notice(notice))
         if survey.null_ids:
             self.bus.emit(Notice(f"{survey.null_ids} notes have a NULL id column and are skipped"))
         if survey.duplicate_keys:
@@ -159,6 +172,32 @@ class Runner:
             raise self._fatal
         return RunResult(run_id, status, self.counts.snapshot(), elapsed, self.stop_reason, self._last_error,
                          self._fatal)
+
+    async def _forget_unrecorded(self, killed: str) -> list[str]:
+        """Rows of a killed run that its journal does not record (killed between the database's commit and the
+        journal's write: at most its last batch) are deleted, so this run answers and records them again. Safe: the
+        run lock we hold says that run is gone. Returns what to tell the user."""
+        from ledger import Ledger
+
+        cannot = [f"run {killed} of this experiment was killed and its journal cannot be read here (another ledger, "
+                  "or the index is busy): up to one batch of its answers may have no ledger record"]
+        if self.opts.ledger_dir is None:
+            return cannot
+        led = Ledger(self.opts.ledger_dir, auto_sync=False)
+        try:
+            # the index must be fresh: a unit merely not imported yet must not count as unrecorded
+            if not await asyncio.to_thread(led.sync, 30.0) or await asyncio.to_thread(led.get_run, killed) is None:
+                return cannot
+            recorded = {u["unit_id"] for u in await asyncio.to_thread(led.units, killed) if u["outcome"] != "error"}
+        except (OSError, sqlite3.Error, RuntimeError):  # RuntimeError: LedgerBusy
+            return cannot
+        keys = await asyncio.to_thread(self.source.rows_of_run, killed)
+        unrecorded = [k for k in keys if unit_uid(k) not in recorded]
+        if not unrecorded:
+            return []
+        await asyncio.to_thread(self.source.delete_rows, killed, unrecorded)
+        return [f"{len(unrecorded)} answers of run {killed}, killed between writing them and recording them, "
+                "had no ledger record: they are answered again"]
 
     # -- feeding --------------------------------------------------------------------------------------------------
     async def _dispatch_all(self) -> None:
@@ -358,6 +397,8 @@ class Runner:
             batch = await self._commit_queue.get()
             if batch is None:
                 return
+            if self._unrecorded:
+                continue
             rows = [row for _, row, _ in batch if row is not None]
             if rows:
                 try:

@@ -7,6 +7,7 @@ upserts results in batches, one transaction per batch. Both sides are blocking; 
 from __future__ import annotations
 
 import codecs
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import AnswerSection, Experiment
+from app.errors import SourceError
+from app.sources.runlock import Holder
 
 
 def unit_uid(key: tuple) -> str:
-    """A unit's id as the ledger records it: its key columns joined with |."""
+    """A unit's id as the ledger records it: its id columns joined with '|'."""
     return "|".join(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else str(k) for k in key)
 
 
@@ -62,6 +65,7 @@ class SourceSurvey:
 
 
 _local = threading.local()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _count_replaced(exc: UnicodeError) -> tuple[str, int]:
@@ -83,6 +87,13 @@ def decode_note(value: Any) -> tuple[str | None, int]:
         replaced = _local.replaced
     else:
         text, replaced = str(value), 0
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # lone surrogates (a driver decoding with surrogateescape, text from a Java export): no backend can send
+            # them, and llama.cpp's own encode would fail the run; replaced and counted like undecodable bytes
+            replaced = sum(1 for ch in text if "\ud800" <= ch <= "\udfff")
+            text = _SURROGATE.sub("\ufffd", text)
     if "\x00" in text:
         # NUL bytes survive a BLOB but break C-string tokenizers downstream
         text = text.replace("\x00", "")
@@ -119,7 +130,7 @@ class Source(ABC):
 
     def survey(self, rerun_invalid: bool = False) -> SourceSurvey:
         """How many units are to do, and the hostile keys (NULL, duplicated) the run must step around."""
-        exists = self.results_table_exists()
+        exists = self.check_results_table()
         keys = ", ".join(self.q(c) for c in self.key_columns)
         inner = self.inner_sql()
         any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
@@ -159,7 +170,29 @@ class Source(ABC):
         """Upsert one batch in one transaction; safe to repeat (the unique key is experiment + unit key)."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Also lets go of the run lock."""
+
+    # -- one run at a time (app/sources/runlock.py) ---------------------------------------------------------------
+    @abstractmethod
+    def lock_run(self, run_id: str) -> Holder | None:
+        """Take the experiment's run lock for `run_id`, or raise RunLocked naming the run that holds it. Returns
+        what a killed previous holder left behind (None after a clean finish)."""
+
+    def rows_of_run(self, run_id: str) -> list[tuple]:
+        """Keys of this experiment's results rows that carry `run_id`."""
+        keys = ", ".join(self.q(c) for c in self.key_columns)
+        return [tuple(r) for r in self.fetch_all(
+            f"SELECT {keys} FROM {self.qualified(self.results_table)} WHERE {self.q('experiment')} = "
+            f"{self.placeholder} AND {self.q('run_id')} = {self.placeholder}", (self.exp.name, run_id))]
+
+    @abstractmethod
+    def delete_rows(self, run_id: str, keys: Sequence[tuple]) -> None:
+        """Delete this experiment's rows of `run_id` with these keys, in one transaction."""
+
+    def delete_sql(self) -> str:
+        match = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in ["experiment", "run_id", *self.key_columns])
+        return f"DELETE FROM {self.qualified(self.results_table)} WHERE {match}"
 
     def describe(self) -> dict[str, Any]:
         """The source as the ledger may record it: never credentials."""
@@ -277,6 +310,22 @@ class Source(ABC):
         names = list(self.answer.fields)
         return [(stamp.experiment, *r.key, *(r.answer.get(n) for n in names), int(r.valid), r.attempts,
                  int(r.truncated), stamp.run_id, stamp.model, stamp.prompt_hash, now) for r in rows]
+
+    @abstractmethod
+    def existing_result_columns(self) -> set[str] | None:
+        """The results table's column names (lower case), None when it does not exist. Read only."""
+
+    def check_results_table(self) -> bool:
+        """Read only, so a survey can run it before the run may write: True when the results table exists and fits
+        these answers, False when it is not there yet; a table made for other answers is the user's one line."""
+        existing = self.existing_result_columns()
+        if existing is None:
+            return False
+        missing = self.missing_result_columns(existing)
+        if missing:
+            raise SourceError(f"{self.exp.path}: results.table: {self.results_table} exists but has no column "
+                              f"{', '.join(missing)} — it was made for other answers; name a new results table")
+        return True
 
     def missing_result_columns(self, existing: set[str]) -> list[str]:
         return [c for c in self.result_columns() if c.lower() not in existing]

@@ -17,15 +17,18 @@ from pymysql.constants import FIELD_TYPE
 from app.config import Experiment
 from app.errors import SourceError
 from app.sources.base import ResultRow, RunStamp, Source, Unit
+from app.sources.runlock import Holder, RunLocked, lock_key
 
 FETCH_ROWS = 500
-WRITE_RETRIES = 6  # with back-off 1, 2, 4, 8, 16 s: a server restart fits
-READ_RETRIES = 6
+# A database that goes away (a restart for maintenance, a failover) is waited for this long, reconnecting with a
+# back-off of 1, 2, 4, 8, then every 10 s; a longer outage fails the run (a rerun finishes it)
+RECONNECT_FOR_S = 120.0
 _TYPES = {"choice": "VARCHAR(255)", "text": "MEDIUMTEXT", "bool": "TINYINT(1)", "int": "BIGINT", "number": "DOUBLE"}
 _INT_CODES = {FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG, FIELD_TYPE.LONGLONG, FIELD_TYPE.INT24,
               FIELD_TYPE.YEAR}
 # server gone, lost during query, lost/killed, idle-timeout, cannot connect (yet), shutting down
 _LOST = {2006, 2013, 2055, 1927, 4031, 2002, 2003, 1053}
+LOCK_TABLE = "notes_tui_locks"  # who holds which run lock: for the refusal line, and to find a killed holder
 
 
 class MySQLSource(Source):
@@ -37,6 +40,8 @@ class MySQLSource(Source):
         self.creds = exp.mysql
         self._reader: pymysql.connections.Connection | None = self._connect()
         self.writer: pymysql.connections.Connection | None = None
+        self._lock_name: str | None = None
+        self._holder: Holder | None = None
         self._check_columns()
 
     def q(self, name: str) -> str:
@@ -72,7 +77,7 @@ class MySQLSource(Source):
         code = exc.args[0] if exc.args else None
         c = self.creds
         where = f"{self.exp.path}: [source] mysql {c.user}@{c.host}:{c.port}/{c.database}"
-        if code == 1045:
+        if code in (1045, 1698, 1044):  # wrong password; no password given where one is needed; no right to the db
             return f"{where}: access denied — check DB_USER and DB_PASS"
         if code in (2003, 2005):
             return f"{where}: cannot reach the server — check DB_HOST and DB_PORT, and that the server runs"
@@ -141,13 +146,16 @@ class MySQLSource(Source):
                     if units:
                         yield units
                 return
-            except pymysql.err.OperationalError as exc:
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
                 # a killed or timed-out read loses nothing: read the to-do list again (the anti-join leaves out
                 # what is committed) and skip what this run already holds
+                self._drop_reader()  # a connection lost before the stream began is not dropped by _stream
+                if failures == 0:
+                    lost_at = time.monotonic()
                 failures += 1
-                if resume_skip is None or _code(exc) not in _LOST or failures > READ_RETRIES:
+                if resume_skip is None or not _lost(exc) or time.monotonic() - lost_at > RECONNECT_FOR_S:
                     raise
-                time.sleep(min(30.0, 2.0 ** (failures - 1)))
+                time.sleep(_backoff(failures))
                 skip = resume_skip()
 
     def _stream(self, rerun_invalid: bool, limit: int | None, run_id: str | None) -> Generator[list[Unit], None, None]:
@@ -198,22 +206,22 @@ class MySQLSource(Source):
                     result.unbuffered_active = False  # nothing left to drain on a connection we close
                 self._drop_reader()
 
+    def existing_result_columns(self) -> set[str] | None:
+        if not self.results_table_exists():
+            return None
+        parts = self.results_table.split(".")
+        schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
+        with self.reader.cursor() as cur:
+            cur.execute("SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema = %s AND table_name = %s", (schema, name))
+            existing = {r[0].lower() for r in cur.fetchall()}
+        self.reader.commit()
+        return existing
+
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
         try:
-            if self.results_table_exists():
-                parts = self.results_table.split(".")
-                schema, name = (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
-                with self.reader.cursor() as cur:
-                    cur.execute("SELECT column_name FROM information_schema.columns "
-                                "WHERE table_schema = %s AND table_name = %s", (schema, name))
-                    existing = {r[0].lower() for r in cur.fetchall()}
-                self.reader.commit()
-                missing = self.missing_result_columns(existing)
-                if missing:
-                    raise SourceError(f"{self.exp.path}: results.table: {self.results_table} exists but has no "
-                                      f"column {', '.join(missing)} — it was made for other answers; "
-                                      "name a new results table")
+            if self.check_results_table():
                 return
             cols = ["`experiment` VARCHAR(191) NOT NULL"]  # leaves room for long ids in the 3072-byte unique key
             declared = self._declared_key_types()
@@ -269,20 +277,132 @@ class MySQLSource(Source):
         sql = (f"INSERT INTO {self.qualified(self.results_table)} ({', '.join(self.q(c) for c in cols)}) "
                f"VALUES ({', '.join(['%s'] * len(cols))}) ON DUPLICATE KEY UPDATE {updates}")
         params = self.result_params(stamp, rows, datetime.now(UTC).replace(tzinfo=None))
-        for attempt in range(WRITE_RETRIES):
+        lost_at: float | None = None
+        attempt = 0
+        while True:
             try:
                 if self.writer is None:
                     self.writer = self._connect(explain=False)
+                    self._relock()
                 with self.writer.cursor() as cur:
                     cur.executemany(sql, params)
                 self.writer.commit()
                 return
-            except pymysql.err.OperationalError as exc:
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
                 # a lost connection loses only this uncommitted batch; the upsert is idempotent, so send it again
-                if _code(exc) not in _LOST or attempt == WRITE_RETRIES - 1:
+                lost_at = lost_at or time.monotonic()
+                if not _lost(exc) or time.monotonic() - lost_at > RECONNECT_FOR_S:
                     raise
                 self._drop_writer()
-                time.sleep(min(30.0, 2.0 ** attempt))
+                attempt += 1
+                time.sleep(_backoff(attempt))
+
+    # -- the run lock (app/sources/runlock.py): GET_LOCK on the writer connection, so it goes with every write ----
+    def _lock_schema(self) -> str:
+        parts = self.results_table.split(".")
+        return parts[0] if len(parts) == 2 else self.creds.database
+
+    def lock_run(self, run_id: str) -> Holder | None:
+        schema = self._lock_schema()
+        name = "notes-tui:" + lock_key(f"{schema}.{self.results_table.split('.')[-1]}", self.exp.name, self.shard)[:40]
+        self.writer = self._connect()
+        try:
+            with self.writer.cursor() as cur:
+                cur.execute("SELECT GET_LOCK(%s, 0)", (name,))
+                got = cur.fetchone()[0] == 1
+            if not got:
+                raise self._refusal(name)
+            self._lock_name, self._holder = name, Holder.me(run_id)
+            left = self._lock_record(name)
+            self._write_lock_record()
+        except pymysql.err.MySQLError as exc:
+            raise SourceError(self._explain(exc)) from None
+        return left
+
+    def _refusal(self, name: str) -> RunLocked:
+        holder, conn_id = None, None
+        try:
+            with self.writer.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute("SELECT IS_USED_LOCK(%s)", (name,))
+                conn_id = cur.fetchone()[0]
+                holder = self._lock_record(name, conn_id)
+        except pymysql.err.MySQLError:
+            pass
+        return RunLocked(str(self.exp.path), self.exp.name, self.results_table, holder,
+                         f"database connection {conn_id}" if conn_id else "")
+
+    def _lock_table(self) -> str:
+        return f"{self.q(self._lock_schema())}.{self.q(LOCK_TABLE)}"
+
+    def _lock_record(self, name: str, conn_id: int | None = None) -> Holder | None:
+        """The holder the lock table names (for a live holder: only if it is that connection)."""
+        assert self.writer is not None
+        sql = f"SELECT run_id, host, pid, started_at FROM {self._lock_table()} WHERE lock_name = %s"
+        params: tuple = (name,)
+        if conn_id is not None:
+            sql += " AND connection_id = %s"
+            params += (conn_id,)
+        try:
+            with self.writer.cursor() as cur:
+                cur.execute(sql, params)
+                row = cur.fetchone()
+            self.writer.commit()
+        except pymysql.err.ProgrammingError:  # no lock table yet: nobody ever held a lock here
+            self.writer.rollback()
+            return None
+        return Holder(*row) if row else None
+
+    def _write_lock_record(self) -> None:
+        assert self.writer is not None and self._holder is not None
+        h = self._holder
+        try:
+            with self.writer.cursor() as cur:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS {self._lock_table()} (lock_name VARCHAR(64) PRIMARY KEY, "
+                            "experiment VARCHAR(191), results_table VARCHAR(130), run_id VARCHAR(32), "
+                            "host VARCHAR(255), pid INT, started_at VARCHAR(32), connection_id BIGINT) "
+                            "CHARACTER SET utf8mb4")
+                cur.execute(f"REPLACE INTO {self._lock_table()} VALUES (%s, %s, %s, %s, %s, %s, %s, CONNECTION_ID())",
+                            (self._lock_name, self.exp.name, self.results_table, h.run_id, h.host, h.pid, h.started_at))
+            self.writer.commit()
+        except pymysql.err.MySQLError as exc:
+            if _lost(exc):
+                raise
+            # no right to create the table: the lock still holds, only the refusal line names no run
+            self.writer.rollback()
+
+    def _relock(self) -> None:
+        """A new writer connection after a lost one: the server let go of our lock with the old connection."""
+        if self._lock_name is None:
+            return
+        assert self.writer is not None
+        with self.writer.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (self._lock_name,))
+            got = cur.fetchone()[0] == 1
+        if not got:
+            refusal = self._refusal(self._lock_name)
+            self._lock_name = None
+            raise SourceError(f"{refusal} (it started while the database connection of this run was lost, so this "
+                              "run stops; what it answered so far is saved)")
+        self._write_lock_record()
+
+    def delete_rows(self, run_id: str, keys: Sequence[tuple]) -> None:
+        assert self.writer is not None
+        with self.writer.cursor() as cur:
+            cur.executemany(self.delete_sql(), [(self.exp.name, run_id, *k) for k in keys])
+        self.writer.commit()
+
+    def _unlock(self) -> None:
+        if self._lock_name is None or self.writer is None:
+            return
+        try:
+            with self.writer.cursor() as cur:
+                cur.execute(f"DELETE FROM {self._lock_table()} WHERE lock_name = %s AND run_id = %s",
+                            (self._lock_name, self._holder.run_id if self._holder else None))
+                self.writer.commit()
+                cur.execute("SELECT RELEASE_LOCK(%s)", (self._lock_name,))
+        except pymysql.err.MySQLError:
+            pass  # the connection is gone, and the lock with it; the record left says this run did not finish
+        self._lock_name = None
 
     def _drop_reader(self) -> None:
         conn, self._reader = self._reader, None
@@ -301,12 +421,25 @@ class MySQLSource(Source):
         self.writer = None
 
     def close(self) -> None:
+        self._unlock()
         for conn in (self._reader, self.writer):
             if conn is not None:
                 try:
                     conn.close()
                 except Exception:  # noqa: BLE001
                     pass
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection is gone (server away, connection killed), as opposed to a statement the server refused.
+    pymysql raises InterfaceError(0, '') for a connection it already closed after an earlier failure."""
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return _code(exc) == 0
+    return _code(exc) in _LOST
+
+
+def _backoff(attempt: int) -> float:
+    return min(10.0, 2.0 ** (attempt - 1))
 
 
 def _code(exc: BaseException) -> int | None:

@@ -22,6 +22,8 @@ def build_from_csv(db_path: Path, csv_path: Path, table: str) -> int:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
+    # clinical notes: readable by their owner only, from the first byte (SQLite would create it as the umask says)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     conn = sqlite3.connect(tmp)
     try:
         cols = ", ".join(f'"{c}"' for c in header)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from app.config import Experiment
 from app.errors import SourceError
 from app.sources.base import ResultRow, RunStamp, Source, Unit
+from app.sources.runlock import FileRunLock, Holder, RunLocked, lock_key
 from app.sources.seed import build_from_csv
 
 CHUNK_ROWS = 500
@@ -48,7 +49,9 @@ class SqliteSource(Source):
             self.writer = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
             self.writer.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.DatabaseError as exc:
-            raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc})") from None
+            raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc}) — point path "
+                              "at the SQLite file that holds the notes") from None
+        self._run_lock: FileRunLock | None = None
         self._check_columns()
 
     def q(self, name: str) -> str:
@@ -132,21 +135,25 @@ class SqliteSource(Source):
             if not full:
                 return
 
+    def existing_result_columns(self) -> set[str] | None:
+        if not self.results_table_exists():
+            return None
+        return {r[1].lower() for r in self.conn.execute(f"PRAGMA table_info({self.qualified(self.results_table)})")}
+
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
-        if self.results_table_exists():
-            existing = {r[1].lower() for r in self.conn.execute(f"PRAGMA table_info({table})")}
-            missing = self.missing_result_columns(existing)
-            if missing:
-                raise SourceError(f"{self.exp.path}: results.table: {self.results_table} exists but has no column "
-                                  f"{', '.join(missing)} — it was made for other answers; name a new results table")
+        if self.check_results_table():
             return
         cols = ["experiment TEXT NOT NULL"] + [f"{self.q(c)}" for c in self.key_columns]
         cols += [f"{self.q(n)} {_TYPES[f.type]}" for n, f in self.answer.fields.items()]
         cols += ["valid INTEGER NOT NULL", "attempts INTEGER NOT NULL", "truncated INTEGER NOT NULL DEFAULT 0",
                  "run_id TEXT NOT NULL", "model TEXT", "prompt_hash TEXT", "created_at TEXT NOT NULL"]
         uniq = ", ".join(["experiment"] + [self.q(c) for c in self.key_columns])
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, UNIQUE ({uniq}))")
+        try:
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, UNIQUE ({uniq}))")
+        except sqlite3.OperationalError as exc:
+            raise SourceError(f"{self.exp.path}: results.table: cannot create {self.results_table} ({exc}) — the "
+                              "results table lives in the notes database: give a plain table name") from None
 
     def write_results(self, stamp: RunStamp, rows: Sequence[ResultRow]) -> None:
         cols = self.result_columns()
@@ -164,6 +171,32 @@ class SqliteSource(Source):
             raise
         self.writer.execute("COMMIT")
 
+    def lock_run(self, run_id: str) -> Holder | None:
+        path = self.exp.sqlite_path
+        assert path is not None
+        key = lock_key(self.results_table, self.exp.name, self.shard)[:12]
+        lock = FileRunLock(path.with_name(f"{path.name}.notes-tui-{key}.lock"))
+        try:
+            taken, holder = lock.acquire(Holder.me(run_id))
+        except OSError as exc:
+            raise SourceError(f"{self.exp.path}: source.path: cannot take the run lock next to {path} "
+                              f"({exc.strerror}) — the database's directory must be writable") from None
+        if not taken:
+            raise RunLocked(str(self.exp.path), self.exp.name, self.results_table, holder)
+        self._run_lock = lock
+        return holder
+
+    def delete_rows(self, run_id: str, keys: Sequence[tuple]) -> None:
+        self.writer.execute("BEGIN IMMEDIATE")
+        try:
+            self.writer.executemany(self.delete_sql(), [(self.exp.name, run_id, *k) for k in keys])
+        except BaseException:
+            self.writer.execute("ROLLBACK")
+            raise
+        self.writer.execute("COMMIT")
+
     def close(self) -> None:
         self.conn.close()
         self.writer.close()
+        if self._run_lock is not None:
+            self._run_lock.release()

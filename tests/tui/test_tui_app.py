@@ -74,11 +74,11 @@ async def test_screen_keys_switch_and_keys_of_screens_not_built_yet_do_nothing(t
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("2")
         assert app.current_mode == "models" and "2 Models" in screen_text(app)
-        for key in "45":
+        await pilot.press("4")  # the run monitor comes with the live feed
+        assert app.current_mode == "models"
+        for key, mode in (("3", "experiments"), ("5", "ledger"), ("2", "models")):
             await pilot.press(key)
-            assert app.current_mode == "models"
-        await pilot.press("3")
-        assert app.current_mode == "experiments"
+            assert app.current_mode == mode
         await pilot.press("1")
         assert app.current_mode == "servers"
         await pilot.press("a")  # a dialog is open: screen keys go to it, not to the app
