@@ -32,6 +32,7 @@ READ_AHEAD_CHUNKS = 2
 class RunOptions:
     limit: int | None = None
     rerun_invalid: bool = False
+    run_id: str | None = None  # given when the caller must know it before the run starts (a detached run, stop files)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Runner:
         schema = self.answer.schema
         options = self.exp.spec.model.options.as_dict()
         phash = prompt_hash(self.system, self.exp.spec.prompt.user, schema, options)
-        run_id = new_run_id()
+        run_id = self.opts.run_id or new_run_id()
         per_host = self.exp.spec.run.concurrency or self.backend.default_concurrency
         self.stamp = RunStamp(experiment=self.exp.name, run_id=run_id, model=info.model, prompt_hash=phash)
         header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host, self.source.shard)
@@ -314,23 +315,8 @@ class Runner:
     def _finish(self, unit: Unit, outcome: str, values: dict[str, Any] | None, attempts: int, latency_ms: float,
                 tokens_in: int | None, tokens_out: int | None, truncated: bool, error: str | None,
                 host: str | None) -> None:
-        c = self.counts
-        c.done += 1
-        c.replaced_bytes += unit.replaced_bytes
-        if outcome == "valid":
-            c.valid += 1
-        elif outcome == "invalid":
-            c.invalid += 1
-        elif outcome == "empty":
-            c.empty += 1
-        else:
-            c.errors += 1
-        if attempts > 1:
-            c.retried += 1
-        if truncated:
-            c.truncated += 1
-        c.tokens_in += tokens_in or 0
-        c.tokens_out += tokens_out or 0
+        self.counts.tally(outcome, attempts, truncated, tokens_in, tokens_out)
+        self.counts.replaced_bytes += unit.replaced_bytes
         event = UnitDone(id=unit.uid, outcome=outcome, answer=self.answer.public(values), attempts=attempts,
                          latency_ms=round(latency_ms, 1), tokens_in=tokens_in, tokens_out=tokens_out,
                          truncated=truncated, error=error, host=host)
