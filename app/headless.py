@@ -50,15 +50,17 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
     bus.subscribe(printer)
     source = open_source(exp)
     source.shard = shard
-    stop = StopChannel.open(ledger_dir, run_id)
+    stop: StopChannel | None = None
     try:
+        stop = StopChannel.open(ledger_dir, run_id)
         backend = make_backend(exp)
         runner = Runner(exp, source, backend, bus,
                         RunOptions(limit=limit, rerun_invalid=rerun_invalid, run_id=run_id))
         recorder.on_failure = lambda exc: runner.abort("the run journal cannot be written", exc)
         result = asyncio.run(_run_with_signals(runner, stop))
     finally:
-        stop.close()
+        if stop is not None:
+            stop.close()
         source.close()
     if result.exception is not None and not _operational(result.exception):
         print("notes-tui: the run failed on an unexpected error (a bug: please report it with this trace):",

@@ -36,6 +36,8 @@ from .journal import JOURNAL_DIR, SUFFIX, ensure_private_dir
 LIVE_DIR = "live"
 FORMAT_VERSION = 1
 PRUNE_AFTER_S = 7 * 86400  # a feed untouched this long belongs to a run long over (progress lines come every second)
+PRUNE_EVERY_S = 86400  # runs start by the thousand in job arrays: one of them a day looks at every feed
+PRUNED_MARK = ".pruned"
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one encoder: json.dumps(...) builds one a call
 
@@ -137,13 +139,17 @@ class Tail:
         size = self.size()
         if size is None or size <= self.offset + keep_bytes:
             return
-        start = size - keep_bytes
+        pos = size - keep_bytes - 1  # the newline ending the line that the window cuts
         with open(self.path, "rb") as f:
-            f.seek(start - 1)
-            chunk = f.read(keep_bytes + 1)
-        self.bytes_read += len(chunk)
-        newline = chunk.find(b"\n")
-        self.offset = start + newline if newline >= 0 else size
+            f.seek(pos)
+            while True:
+                chunk = f.read(1024)  # feed lines are ~250 bytes
+                self.bytes_read += len(chunk)
+                newline = chunk.find(b"\n")
+                if not chunk or newline >= 0:
+                    self.offset = pos + newline + 1 if chunk else size
+                    break
+                pos += len(chunk)
         self._partial = b""
 
 
@@ -180,16 +186,26 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def prune_feeds(ledger_dir: Path, max_age_s: float = PRUNE_AFTER_S, now: float | None = None) -> int:
-    """Delete feeds nobody wrote to for `max_age_s` (their runs ended or died long ago; the journals keep the record).
-    Returns how many were deleted. A feed another process is deleting at the same moment is skipped."""
+def prune_feeds(ledger_dir: Path, max_age_s: float = PRUNE_AFTER_S, now: float | None = None,
+                every_s: float = PRUNE_EVERY_S) -> int:
+    """Delete feeds nobody wrote to for `max_age_s` (their runs ended or died long ago; the journals keep the record),
+    unless that was done less than `every_s` ago (one stat: a stat per feed on NFS adds up). Returns how many were
+    deleted. A feed another process is deleting at the same moment is skipped."""
     folder = Path(ledger_dir) / LIVE_DIR
-    cutoff = (time.time() if now is None else now) - max_age_s
-    gone = 0
+    now = time.time() if now is None else now
+    mark = folder / PRUNED_MARK
+    try:
+        if now - mark.stat().st_mtime < every_s:
+            return 0
+    except FileNotFoundError:
+        pass
     try:
         entries = list(os.scandir(folder))
+        mark.touch(mode=0o600)
     except FileNotFoundError:
         return 0
+    cutoff = now - max_age_s
+    gone = 0
     for entry in entries:
         try:
             if entry.name.endswith(SUFFIX) and entry.stat().st_mtime < cutoff:

@@ -49,9 +49,9 @@ def _keys_sql(source: Source) -> tuple[str, str]:
 def all_keys(source: Source, limit: int | None = None) -> list[tuple]:
     """Every unit key of the experiment's notes, in key order (the same order on every call, so a seed repeats)."""
     keys, not_null = _keys_sql(source)
-    cap = MAX_SAMPLE_KEYS if limit is None else limit
+    cap = MAX_SAMPLE_KEYS + 1 if limit is None else limit  # one more than allowed tells that there are too many
     rows = source.fetch_all(f"SELECT DISTINCT {keys} FROM ({source.inner_sql()}) s WHERE {not_null} "
-                            f"ORDER BY {keys} LIMIT {int(cap) + 1}")
+                            f"ORDER BY {keys} LIMIT {int(cap)}")
     if limit is None and len(rows) > MAX_SAMPLE_KEYS:
         raise UserError(f"more than {MAX_SAMPLE_KEYS} notes: a random sample would read every id — try -n N "
                         "(the first notes to do) or --id ID instead")
