@@ -80,7 +80,8 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
 async def _run_with_signals(runner: Runner, stop: StopChannel) -> RunResult:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stop, runner, sig.name, sig.name, f"{sig.name} again")
+        again = f"{sig.name} again"
+        loop.add_signal_handler(sig, _stop, runner, sig.name, sig.name, again, again)
     watcher = asyncio.create_task(_watch_stop_requests(runner, stop))
     try:
         return await runner.run()
@@ -99,20 +100,25 @@ async def _watch_stop_requests(runner: Runner, stop: StopChannel) -> None:
         except OSError:
             continue  # a ledger dir that hiccups (NFS) is asked again next time
         for request in requests:
-            who = " by " + "@".join(str(request[k]) for k in ("user", "host") if request.get(k)) if request else ""
+            who = _who(request)
             _stop(runner, STOP_REQUESTED, f"{STOP_REQUESTED}{who} (its stop file in the ledger dir)",
-                  f"{STOP_REQUESTED} again{who}", again_hint="ask again")
+                  f"{STOP_REQUESTED} again{who}", "ask again")
 
 
-def _stop(runner: Runner, reason: str, what: str, again: str, again_hint: str | None = None) -> None:
+def _who(request: dict) -> str:
+    """' by alice@login1' from a request notes-tui wrote; '' for bytes written by hand."""
+    names = [str(request[k]) for k in ("user", "host") if request.get(k)]
+    return " by " + "@".join(names) if names else ""
+
+
+def _stop(runner: Runner, reason: str, said: str, said_again: str, how_again: str) -> None:
     """The first request stops sending and lets the notes in flight finish; the second stops without waiting."""
     if runner.stop_reason is None:
-        print(f"notes-tui: {what}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
-              f"for those in flight, then saving ({again_hint or what + ' again'}: stop now)",
-              file=sys.stderr, flush=True)
+        print(f"notes-tui: {said}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
+              f"for those in flight, then saving ({how_again}: stop now)", file=sys.stderr, flush=True)
         runner.request_stop(reason)
     else:
-        print(f"notes-tui: {again}: saving now; the notes in flight stay to do for the next run",
+        print(f"notes-tui: {said_again}: saving now; the notes in flight stay to do for the next run",
               file=sys.stderr, flush=True)
         runner.hurry()
 

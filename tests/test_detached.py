@@ -75,3 +75,14 @@ def test_a_detached_run_completes_after_its_parent_is_gone(tmp_path, private_led
     assert started["log"] == str(log) and oct(log.stat().st_mode & 0o777) == "0o600"
     text = log.read_text()
     assert f"run {started['run_id']} completed" in text and "CHEST X-RAY" not in text
+
+
+def test_a_broken_experiment_is_refused_before_anything_starts(tmp_path, private_ledger):
+    from app.errors import UserError
+    from app.runs.detach import start_detached
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[model]\nbackend = "nope"\n')
+    with pytest.raises(UserError, match="bad.toml"):
+        start_detached(bad, private_ledger)
+    assert not (private_ledger / "logs").exists()

@@ -102,6 +102,21 @@ def test_a_second_stop_request_stops_without_waiting(tmp_path, private_ledger, m
     assert [r["status"] for r in ledger_runs(private_ledger)] == ["interrupted"]
 
 
+def test_a_run_still_starting_is_asked_through_its_stop_file(tmp_path):
+    from ledger.stop import StopChannel
+
+    run_id = new_run_id()
+    assert request_stop(tmp_path, run_id).how == "not running"  # no journal, no stop file: no such run
+    channel = StopChannel.open(tmp_path, run_id)  # what a headless run does before it reaches its servers
+    sent = request_stop(tmp_path, run_id)
+    assert sent.how == "request" and sent.sent
+    (request,) = channel.poll()
+    assert {"host", "user", "pid", "at"} <= set(request)
+    assert channel.poll() == []  # each request is seen once
+    channel.close()
+    assert not stop_path(tmp_path, run_id).exists()
+
+
 @pytest.mark.parametrize("value", ["abc", "../../../etc/passwd", "01j00000000000000000000000", "81J00000000000000000000000"])
 def test_a_bad_run_id_is_one_line(tmp_path, value):
     res = subprocess.run([sys.executable, "-m", "app", "--run", str(tmp_path / "x.toml"), "--run-id", value],

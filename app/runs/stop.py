@@ -35,8 +35,10 @@ def request_stop(ledger_dir: Path, run: str | dict[str, Any] | Any) -> StopSent:
     (hostname, pid and the pid's start time, so a reused pid is never signalled)."""
     run_id = run if isinstance(run, str) else run["run_id"] if isinstance(run, dict) else run.run_id
     header = journal_header(ledger_dir, run_id)
-    if header is None:
-        return StopSent(NOT_RUNNING, f"run {run_id} has no journal in {ledger_dir} (yet): nothing to stop")
+    if header is None:  # no journal yet: a run still reaching its servers listens already
+        if ask_to_stop(ledger_dir, run_id):
+            return StopSent(REQUESTED, f"asked run {run_id} to stop before it sent a note; it looks every few seconds")
+        return StopSent(NOT_RUNNING, f"run {run_id} has no journal in {ledger_dir}: nothing to stop")
     host = header.get("hostname")
     if host == this_host():
         pid = header.get("pid")
