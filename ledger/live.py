@@ -69,10 +69,6 @@ class FeedWriter:
         writer.flush()
         return writer
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._lines)
-
     def add(self, kind: str, body: dict[str, Any]) -> None:
         record = {"type": kind, **body, "t": round(time.time(), 3)}
         self._lines.append(_ENCODER.encode(record))

@@ -54,6 +54,7 @@ class FeedFollower:
         self.ended: dict[str, Any] | None = None
         self._progress: dict[str, Any] = {}
         self._recent_rate: float | None = None
+        self._last_tick: tuple[int, float] | None = None  # (done, elapsed_s) of the last progress line
         self._attached = False
 
     @property
@@ -101,13 +102,12 @@ class FeedFollower:
         elif kind == "progress":
             counts = counts_from(record.get("counts"))
             if counts is not None:
-                last = self._progress
-                done, elapsed = counts.done, record.get("elapsed_s")
-                if last and isinstance(elapsed, (int, float)) and isinstance(last.get("elapsed_s"), (int, float)):
-                    span = elapsed - last["elapsed_s"]
-                    last_done = (counts_from(last.get("counts")) or Counts()).done
-                    if span > 0:
-                        self._recent_rate = (done - last_done) / span
+                elapsed = record.get("elapsed_s")
+                if isinstance(elapsed, (int, float)):
+                    if self._last_tick is not None and elapsed > self._last_tick[1]:
+                        done, at = self._last_tick
+                        self._recent_rate = (counts.done - done) / (elapsed - at)
+                    self._last_tick = (counts.done, elapsed)
                 self.counts = counts
                 self._progress = record
         elif kind == "feed":

@@ -63,15 +63,16 @@ def journal_header(ledger_dir: Path, run_id: str) -> dict[str, Any] | None:
     return header
 
 
-def live_runs(ledger_dir: Path) -> list[LiveRun]:
+def live_runs(ledger_dir: Path, sync: bool = True) -> list[LiveRun]:
     """Runs the ledger shows as running (this host: the process is alive; others: a record in the last 15 min),
-    newest first. Reads the index, importing new journal data first (see ledger.Ledger)."""
+    newest first. Reads the index, importing new journal data first unless `sync` is False (see ledger.Ledger):
+    poll it every few seconds, and follow a run's notes with FeedFollower."""
     from ledger import Ledger
 
     ledger_dir = Path(ledger_dir)
     me = this_host()
     out = []
-    for row in Ledger(ledger_dir).list_runs(status="running"):
+    for row in Ledger(ledger_dir, auto_sync=sync).list_runs(status="running"):
         run_id = row["run_id"]
         h = journal_header(ledger_dir, run_id) or {}
         feed, log = feed_path(ledger_dir, run_id), log_path(ledger_dir, run_id)
