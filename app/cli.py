@@ -49,7 +49,7 @@ class Shared:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import ledger_cli, models_cli, server_cli, submit_cli
+    from app import ledger_cli, models_cli, server_cli, submit_cli, try_cli
 
     shared = Shared()
     parser = _Parser(
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rerun-invalid", action="store_true", help="answer again the notes whose answer was invalid")
     parser.add_argument("--shard", type=shard, metavar="I/N",
                         help="answer only shard I of N (MySQL only; a job array task finds its own from Slurm)")
+    # hidden: who starts a detached run (the TUI) names it first, to follow it before it has written anything
+    # dest apart from the ledger commands' RUN argument (run_id), which a run id given to --run must not be taken for
+    parser.add_argument("--run-id", type=run_id, metavar="ID", dest="preset_run_id", help=SUPPRESS)
     parser.set_defaults(**shared.defaults, handler=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = shared.add(sub, "check", help="validate an experiment, reach its source and servers, show the first prompt")
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_cli.register(sub, shared)
     ledger_cli.register(sub, shared)
     submit_cli.register(sub, shared)
+    try_cli.register(sub, shared)
     return parser
 
 
@@ -92,6 +96,14 @@ def shard(text: str) -> tuple[int, int]:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_id(text: str) -> str:
+    from ledger.ids import is_run_id
+
+    if not is_run_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (26 capitals and digits, as notes-tui makes them)")
+    return text
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -115,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             from app.headless import run_headless
 
             return run_headless(args.run, ledger=args.ledger, limit=args.limit, rerun_invalid=args.rerun_invalid,
-                                shard=args.shard)
+                                shard=args.shard, run_id=args.preset_run_id)
         if args.shard:
             raise UserError("--shard goes with --run FILE (or is given to each task by notes-tui submit --array N)")
+        if args.preset_run_id:
+            raise UserError("--run-id goes with --run FILE")
         if args.handler is not None:
             return args.handler(args)
         from app.tui.launch import run_tui

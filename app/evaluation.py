@@ -8,8 +8,7 @@ source database and the answer fields.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,6 @@ from app.sources.base import unit_uid
 
 OVERRIDE_KEYS = {"gold_column": "--gold-column", "gold_query": "--gold-query", "map": "--map", "field": "--field"}
 SHOWN_VALUES = 5
-
-
-@dataclass(frozen=True)
-class GoldAgreement:
-    """How a handful of answers agree with gold (what `try` shows)."""
-
-    field: str
-    compared: int  # answers that have a gold label
-    agree: int
-    without_gold: int  # answers whose unit has no gold label
-    unanswered: int  # units without a label to compare (invalid or no answer)
-
-    @property
-    def rate(self) -> float | None:
-        return self.agree / self.compared if self.compared else None
 
 
 def parse_map_items(items: Sequence[str]) -> dict[str, str]:
@@ -161,28 +145,6 @@ def read_gold(exp: Experiment, ev: EvaluationSection) -> dict[str, Any]:
 def gold_info(ev: EvaluationSection) -> dict[str, Any]:
     """What the eval record says about where its gold labels came from."""
     return {"column": ev.gold_column, "query": ev.gold_query, "map": dict(ev.map), "field": ev.field}
-
-
-def agreement_with_gold(exp: Experiment, answers: Iterable[tuple[str, Any]],
-                        ev: EvaluationSection | None = None) -> GoldAgreement | None:
-    """How answers agree with the gold labels, for `try`: `answers` are (unit id, answer) pairs, the answer being the
-    validated answer dict (or the field's value, or None when invalid). None when the experiment has no
-    [evaluation]."""
-    ev = ev or exp.spec.evaluation
-    if ev is None:
-        return None
-    gold = read_gold(exp, ev)
-    compared = agree = without = unanswered = 0
-    for uid, answer in answers:
-        value = answer.get(ev.field) if isinstance(answer, dict) else answer
-        if value is None:
-            unanswered += 1
-        elif uid not in gold:
-            without += 1
-        else:
-            compared += 1
-            agree += gold[uid] == value
-    return GoldAgreement(ev.field, compared, agree, without, unanswered)  # type: ignore[arg-type]
 
 
 def experiment_of_run(run: dict[str, Any], file: str | None) -> tuple[Experiment, str | None]:

@@ -16,16 +16,21 @@ from app.cluster.shards import array_shard, refuse_sqlite_shard, shard_text
 from app.config import Experiment, load_experiment
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
+from app.engine.feed import LiveFeed
 from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
 from app.sources import open_source
-from ledger import Ledger, resolve_ledger_dir
-from ledger.journal import ensure_private_dir
+from ledger import Ledger, new_run_id, resolve_ledger_dir
+from ledger.journal import JOURNAL_DIR, SUFFIX, ensure_private_dir
+from ledger.stop import StopChannel
+
+STOP_POLL_S = 2.0  # how often a run looks for a stop request in the ledger dir (one open + fstat)
+STOP_REQUESTED = "stop requested"
 
 
 def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
-                 rerun_invalid: bool = False, shard: tuple[int, int] | None = None) -> int:
+                 rerun_invalid: bool = False, shard: tuple[int, int] | None = None, run_id: str | None = None) -> int:
     exp = load_experiment(file)
     for warning in exp.warnings:
         print(f"notes-tui: {warning}", file=sys.stderr)
@@ -34,21 +39,29 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
         refuse_sqlite_shard(exp)
     ledger_dir = resolve_ledger_dir(ledger)
     _check_writable(ledger_dir)
+    if run_id is not None and (ledger_dir / JOURNAL_DIR / f"{run_id}{SUFFIX}").exists():
+        raise UserError(f"run {run_id} is already in the ledger at {ledger_dir} — leave --run-id out")
+    run_id = run_id or new_run_id()  # known before the run starts: its stop file is named after it
     exp = resolve_hosts(exp)
     printer = ConsolePrinter()
     bus = EventBus()
     recorder = JournalRecorder(ledger_dir, reserve_bytes=journal_reserve(exp))
     bus.subscribe(recorder)
+    bus.subscribe(LiveFeed(ledger_dir))
     bus.subscribe(printer)
     source = open_source(exp)
     source.shard = shard
+    stop: StopChannel | None = None
     try:
+        stop = StopChannel.open(ledger_dir, run_id)
         backend = make_backend(exp)
         runner = Runner(exp, source, backend, bus, RunOptions(limit=limit, rerun_invalid=rerun_invalid,
-                                                                  ledger_dir=ledger_dir))
+                                                              ledger_dir=ledger_dir, run_id=run_id))
         recorder.on_failure = lambda exc: runner.abort("the run journal cannot be written", exc)
-        result = asyncio.run(_run_with_signals(runner))
+        result = asyncio.run(_run_with_signals(runner, stop))
     finally:
+        if stop is not None:
+            stop.close()
         source.close()
     if result.exception is not None and not _operational(result.exception):
         print("notes-tui: the run failed on an unexpected error (a bug: please report it with this trace):",
@@ -60,29 +73,53 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
         return ExitCode.OK
     if result.status == "interrupted" and result.reason == "SIGINT":
         return ExitCode.SIGINT
-    if result.status == "interrupted" and result.reason == "SIGTERM":
+    if result.status == "interrupted" and result.reason in ("SIGTERM", STOP_REQUESTED):
         return ExitCode.SIGTERM
     return ExitCode.FAILED
 
 
-async def _run_with_signals(runner: Runner) -> RunResult:
+async def _run_with_signals(runner: Runner, stop: StopChannel) -> RunResult:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _on_signal, runner, sig)
+        again = f"{sig.name} again"
+        loop.add_signal_handler(sig, _stop, runner, sig.name, sig.name, again, again)
+    watcher = asyncio.create_task(_watch_stop_requests(runner, stop))
     try:
         return await runner.run()
     finally:
+        watcher.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-def _on_signal(runner: Runner, sig: signal.Signals) -> None:
+async def _watch_stop_requests(runner: Runner, stop: StopChannel) -> None:
+    """A stop request in the ledger dir (`notes-tui` on another host) stops the run as SIGTERM does."""
+    while True:
+        await asyncio.sleep(STOP_POLL_S)
+        try:
+            requests = stop.poll()
+        except OSError:
+            continue  # a ledger dir that hiccups (NFS) is asked again next time
+        for request in requests:
+            who = _who(request)
+            _stop(runner, STOP_REQUESTED, f"{STOP_REQUESTED}{who} (its stop file in the ledger dir)",
+                  f"{STOP_REQUESTED} again{who}", "ask again")
+
+
+def _who(request: dict) -> str:
+    """' by alice@login1' from a request notes-tui wrote; '' for bytes written by hand."""
+    names = [str(request[k]) for k in ("user", "host") if request.get(k)]
+    return " by " + "@".join(names) if names else ""
+
+
+def _stop(runner: Runner, reason: str, said: str, said_again: str, how_again: str) -> None:
+    """The first request stops sending and lets the notes in flight finish; the second stops without waiting."""
     if runner.stop_reason is None:
-        print(f"notes-tui: {sig.name}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
-              f"for those in flight, then saving ({sig.name} again: stop now)", file=sys.stderr, flush=True)
-        runner.request_stop(sig.name)
+        print(f"notes-tui: {said}: no new notes are sent; waiting up to {runner.exp.spec.run.grace_s:g} s "
+              f"for those in flight, then saving ({how_again}: stop now)", file=sys.stderr, flush=True)
+        runner.request_stop(reason)
     else:
-        print(f"notes-tui: {sig.name} again: saving now; the notes in flight stay to do for the next run",
+        print(f"notes-tui: {said_again}: saving now; the notes in flight stay to do for the next run",
               file=sys.stderr, flush=True)
         runner.hurry()
 

@@ -6,6 +6,7 @@ done the SOP's way (one at a time, row-by-row insert) and the hand-written bar (
     python bench/throughput.py --queue 2 --notes 1000   # a 503 storm: every note must still be answered
     python bench/throughput.py --stream 200000          # RSS while streaming 200,000 notes (L=0, many slots)
     python bench/throughput.py --llamacpp 20            # the embedded model on the demo notes
+    python bench/throughput.py --no-feed                # without the live feed (what the feed costs)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from app.backends import make_backend  # noqa: E402
 from app.config import load_experiment  # noqa: E402
 from app.engine.bus import EventBus  # noqa: E402
 from app.engine.events import Progress  # noqa: E402
+from app.engine.feed import LiveFeed  # noqa: E402
 from app.engine.recorder import JournalRecorder  # noqa: E402
 from app.engine.runner import Runner, RunOptions  # noqa: E402
 from app.sources import open_source  # noqa: E402
@@ -83,11 +85,14 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_engine(exp_path: Path, ledger_dir: Path, samples: list | None = None) -> tuple[float, float, int, dict]:
+def run_engine(exp_path: Path, ledger_dir: Path, samples: list | None = None,
+               feed: bool = True) -> tuple[float, float, int, dict]:
     exp = load_experiment(exp_path)
     source = open_source(exp)
     bus = EventBus()
     bus.subscribe(JournalRecorder(ledger_dir))
+    if feed:  # as in a headless run
+        bus.subscribe(LiveFeed(ledger_dir))
     if samples is not None:
         bus.subscribe(lambda e: samples.append((e.counts.done, rss_mb(), time.process_time()))
                       if isinstance(e, Progress) else None)
@@ -182,10 +187,11 @@ def bench_ollama(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             exp = write_experiment(Path(tmp), hosts, args.concurrency or (16 if args.stream else None), args.batch)
             samples: list = []
-            wall, cpu, done, counts = run_engine(exp, Path(tmp) / "ledger", samples)
+            wall, cpu, done, counts = run_engine(exp, Path(tmp) / "ledger", samples, feed=not args.no_feed)
         rate = done / wall
         busy = sum(s.stats()["busy_503"] for s in servers)
-        print(f"\nengine, L={latency * 1000:.0f} ms P={slots} H={args.hosts} queue={args.queue}: {done} notes in "
+        print(f"\nengine{'' if args.no_feed else ' with the live feed'}, L={latency * 1000:.0f} ms P={slots} "
+              f"H={args.hosts} queue={args.queue}: {done} notes in "
               f"{wall:.1f} s = {rate:.2f} notes/s")
         if latency > 0:
             capacity = args.hosts * slots / latency
@@ -255,6 +261,7 @@ def main() -> None:
     p.add_argument("--bar", type=int, default=400, help="requests for the thread-pool bar")
     p.add_argument("--stream", type=int, default=0, help="stream this many notes at L=0 to watch RSS")
     p.add_argument("--llamacpp", type=int, default=0, help="run the embedded model on this many demo notes")
+    p.add_argument("--no-feed", action="store_true", help="leave the live feed out (a headless run writes it)")
     args = p.parse_args()
     if args.llamacpp:
         bench_llamacpp(args.llamacpp)

@@ -48,3 +48,9 @@ def new_run_id() -> str:
             rand = int.from_bytes(os.urandom(10), "big") >> 1
         _last_ms, _last_random = ms, rand
         return _encode((ms << 80) | rand)
+
+
+def is_run_id(text: str) -> bool:
+    """A run id as new_run_id makes them: 26 Crockford base32 capitals, the first at most 7 (48-bit time).
+    Ids become file names in the ledger dir, so nothing else (no '/', no '..') may pass."""
+    return len(text) == 26 and text[0] in "01234567" and all(ch in _ALPHABET for ch in text)

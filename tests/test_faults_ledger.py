@@ -41,7 +41,9 @@ def test_the_ledger_disk_fills_up_mid_run(tmp_path, kind, request, server):
         fill_disk(disk)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 1, (out, err)
-        assert "Traceback" not in err and not err.strip(), err
+        # the live feed, on the same full disk, says once that it stops; nothing else goes to stderr
+        others = [ln for ln in err.splitlines() if ln.strip() and "the live feed cannot be written" not in ln]
+        assert "Traceback" not in err and not others, err
         [summary] = [ln for ln in out.splitlines() if ln.startswith("run ") and " failed " in ln]
         assert "last error: the run journal cannot be written: [Errno 28] No space left on device" in out, out
         kept = table.rows("pna-test")

@@ -15,10 +15,13 @@ PUBLIC_TYPES = {"choice", "bool", "int", "number"}
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of checking one reply: `values` when valid, else an `error` kind (json, schema, cutoff)."""
+    """The outcome of checking one reply: `values` when valid, else an `error` kind (json, schema, cutoff) and, for
+    people (`notes-tui try`), what was wrong — the field and pydantic's message, never the reply's text. The engine
+    records only the kind."""
 
     values: dict[str, Any] | None
     error: str | None = None
+    detail: str | None = None
 
 
 class AnswerSpec:
@@ -33,7 +36,8 @@ class AnswerSpec:
         try:
             answer = self.model.model_validate_json(content)
         except ValidationError as exc:
-            kind = exc.errors(include_url=False)[0]["type"]
+            first = exc.errors(include_url=False, include_input=False)[0]
+            kind = first["type"]
             if kind == "json_invalid" and not cut_off:
                 # a server that ignores `format` wraps the object in ```json fences or a sentence: the object
                 # itself is still the model's answer, and it is validated like any other
@@ -43,9 +47,11 @@ class AnswerSpec:
                         return Verdict(self.model.model_validate_json(inner).model_dump(by_alias=True))
                     except ValidationError:
                         pass
+            where = ".".join(str(p) for p in first["loc"])
+            detail = f"{where}: {first['msg']}" if where else first["msg"]
             if cut_off:
-                return Verdict(None, "cutoff")
-            return Verdict(None, "json" if kind == "json_invalid" else "schema")
+                return Verdict(None, "cutoff", f"the reply was cut off (done_reason length: raise num_predict): {detail}")
+            return Verdict(None, "json" if kind == "json_invalid" else "schema", detail)
         return Verdict(answer.model_dump(by_alias=True))
 
     def public(self, values: dict[str, Any] | None) -> dict[str, Any]:

@@ -24,6 +24,25 @@ class Counts:
     tokens_out: int = 0
     replaced_bytes: int = 0
 
+    def tally(self, outcome: str, attempts: int, truncated: bool, tokens_in: int | None,
+              tokens_out: int | None) -> None:
+        """Count one finished unit (the runner as notes finish; a feed follower from the unit lines it reads)."""
+        self.done += 1
+        if outcome == "valid":
+            self.valid += 1
+        elif outcome == "invalid":
+            self.invalid += 1
+        elif outcome == "empty":
+            self.empty += 1
+        else:
+            self.errors += 1
+        if attempts > 1:
+            self.retried += 1
+        if truncated:
+            self.truncated += 1
+        self.tokens_in += tokens_in or 0
+        self.tokens_out += tokens_out or 0
+
     def snapshot(self) -> Counts:
         return Counts(**self.__dict__)
 

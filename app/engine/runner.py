@@ -35,6 +35,7 @@ class RunOptions:
     limit: int | None = None
     rerun_invalid: bool = False
     ledger_dir: Path | None = None  # where this run is recorded: also where a killed predecessor's journal is
+    run_id: str | None = None  # given when the caller must know it before the run starts (a detached run, stop files)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Runner:
                 raise outcome
         info: ModelInfo = ready[0]  # type: ignore[assignment]
         survey = ready[1]
-        run_id = new_run_id()
+        run_id = self.opts.run_id or new_run_id()
         # a second run of this experiment stops here, before the results table; a run refused for a server problem
         # (above) has written nothing to the database, not even its lock record
         killed = await asyncio.to_thread(self.source.lock_run, run_id)
@@ -353,23 +354,8 @@ class Runner:
     def _finish(self, unit: Unit, outcome: str, values: dict[str, Any] | None, attempts: int, latency_ms: float,
                 tokens_in: int | None, tokens_out: int | None, truncated: bool, error: str | None,
                 host: str | None) -> None:
-        c = self.counts
-        c.done += 1
-        c.replaced_bytes += unit.replaced_bytes
-        if outcome == "valid":
-            c.valid += 1
-        elif outcome == "invalid":
-            c.invalid += 1
-        elif outcome == "empty":
-            c.empty += 1
-        else:
-            c.errors += 1
-        if attempts > 1:
-            c.retried += 1
-        if truncated:
-            c.truncated += 1
-        c.tokens_in += tokens_in or 0
-        c.tokens_out += tokens_out or 0
+        self.counts.tally(outcome, attempts, truncated, tokens_in, tokens_out)
+        self.counts.replaced_bytes += unit.replaced_bytes
         event = UnitDone(id=unit.uid, outcome=outcome, answer=self.answer.public(values), attempts=attempts,
                          latency_ms=round(latency_ms, 1), tokens_in=tokens_in, tokens_out=tokens_out,
                          truncated=truncated, error=error, host=host)

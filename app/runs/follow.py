@@ -1,0 +1,123 @@
+"""Following one run's live feed by new bytes only (the feed's format: ledger/live.py).
+
+    follower = FeedFollower(ledger_dir, run_id)
+    update = follower.poll()      # every 0.5-1 s; never blocks on the run, never raises on a strange line
+    update.units                  # the unit lines finished since the last poll, oldest first (dicts)
+    update.counts                 # the run's Counts now, or None until known
+    update.ended                  # the feed's end line once the run closed (status, reason, counts), else None
+
+The follower keeps no history: memory stays flat however long the run, and the caller keeps the last few thousand
+unit lines it wants to show. Counts are exact: each progress line carries the run's counts, and the units after it
+are tallied on top (the feed is written in the engine's event order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from app.engine.events import Counts
+from ledger.live import Tail, feed_path, parse_line, read_first_line
+
+BACKLOG_BYTES = 1 << 20  # attaching to a running feed: read at most its last MiB (~4,000 notes), not hours of them
+_COUNT_FIELDS = frozenset(f.name for f in fields(Counts))
+
+
+def counts_from(record: Any) -> Counts | None:
+    if not isinstance(record, dict):
+        return None
+    return Counts(**{k: v for k, v in record.items() if k in _COUNT_FIELDS and isinstance(v, int)})
+
+
+@dataclass
+class FeedUpdate:
+    units: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counts | None = None
+    in_flight: int | None = None
+    elapsed_s: float | None = None
+    rate: float | None = None  # notes/s since the run started
+    recent_rate: float | None = None  # notes/s between the last two progress lines (for a sparkline)
+    header: dict[str, Any] | None = None  # the feed's first line: experiment, total, model, hostname, pid, ...
+    ended: dict[str, Any] | None = None
+    bytes_read: int = 0  # by this poll
+
+
+class FeedFollower:
+    def __init__(self, ledger_dir: Path, run_id: str, backlog_bytes: int = BACKLOG_BYTES):
+        self.path = feed_path(ledger_dir, run_id)
+        self.run_id = run_id
+        self.backlog_bytes = backlog_bytes
+        self.tail = Tail(self.path)
+        self.header: dict[str, Any] | None = None
+        self.counts: Counts | None = None
+        self.ended: dict[str, Any] | None = None
+        self._progress: dict[str, Any] = {}
+        self._recent_rate: float | None = None
+        self._last_tick: tuple[int, float] | None = None  # (done, elapsed_s) of the last progress line
+        self._attached = False
+
+    @property
+    def bytes_read(self) -> int:
+        """Everything this follower read from the feed so far."""
+        return self.tail.bytes_read
+
+    def poll(self) -> FeedUpdate:
+        before = self.tail.bytes_read
+        if not self._attached:
+            self._attach()
+        units: list[dict[str, Any]] = []
+        for line in self.tail.read():
+            record = parse_line(line)
+            if record is not None:
+                self._take(record, units)
+        p = self._progress
+        return FeedUpdate(units=units, counts=self.counts.snapshot() if self.counts is not None else None,
+                          in_flight=p.get("in_flight"), elapsed_s=p.get("elapsed_s"), rate=p.get("rate"),
+                          recent_rate=self._recent_rate, header=self.header, ended=self.ended,
+                          bytes_read=self.tail.bytes_read - before)
+
+    def _attach(self) -> None:
+        """The first poll that finds the feed: a long one is read from within backlog_bytes of its end (its header
+        line apart), a short one from its start."""
+        size = self.tail.size()
+        if size is None:
+            return  # not written yet (the run is still starting): look again next poll
+        self._attached = True
+        if size > self.backlog_bytes:
+            first = read_first_line(self.path)
+            if first is not None:
+                self.tail.bytes_read += len(first)
+                self.header = parse_line(first)
+            self.tail.skip_to_tail(self.backlog_bytes)
+
+    def _take(self, record: dict[str, Any], units: list[dict[str, Any]]) -> None:
+        kind = record.get("type")
+        if kind == "unit":
+            units.append(record)
+            if self.counts is not None:
+                self.counts.tally(str(record.get("outcome")), _int(record.get("attempts")),
+                                  bool(record.get("truncated")), _int(record.get("tokens_in")),
+                                  _int(record.get("tokens_out")))
+        elif kind == "progress":
+            counts = counts_from(record.get("counts"))
+            if counts is not None:
+                elapsed = record.get("elapsed_s")
+                if isinstance(elapsed, (int, float)):
+                    if self._last_tick is not None and elapsed > self._last_tick[1]:
+                        done, at = self._last_tick
+                        self._recent_rate = (counts.done - done) / (elapsed - at)
+                    self._last_tick = (counts.done, elapsed)
+                self.counts = counts
+                self._progress = record
+        elif kind == "feed":
+            self.header = record
+            if self.counts is None:  # from the very start: every unit line follows, so tallying from zero is exact
+                self.counts = Counts(total=_int(record.get("total")))
+        elif kind == "end":
+            self.ended = record
+            self.counts = counts_from(record.get("counts")) or self.counts
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
