@@ -22,9 +22,11 @@ from app.cluster.models import ModelEntry, ServerError, list_models
 from app.cluster.pulls import Pull, PullQueue
 from app.cluster.slurm import ServerJob
 from app.context import Context
+from app.runs.detach import Detached
 from app.tui.screens.experiments import ExperimentsScreen
 from app.tui.screens.ledger_runs import LedgerScreen
 from app.tui.screens.models import ModelsScreen
+from app.tui.screens.runs import RunsScreen
 from app.tui.screens.servers import ServersScreen
 from app.tui.widgets.app_header import user_at_host
 
@@ -35,6 +37,19 @@ PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen sh
 
 
 MODELS_FRESH_S = 30.0  # coming back to screen 2 within this long shows the list as it was (r asks again)
+
+
+@dataclass
+class StartedRun:
+    """A run this app started ("run here"): a process of its own, which outlives the app."""
+
+    detached: Detached
+    experiment: str
+    path: Path
+
+    @property
+    def running(self) -> bool:
+        return self.detached.exit_code() is None
 
 
 @dataclass
@@ -51,16 +66,17 @@ class ModelList:
 class NotesApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "notes-tui"
-    MODES = {"servers": ServersScreen, "models": ModelsScreen, "experiments": ExperimentsScreen,
+    MODES = {"servers": ServersScreen, "models": ModelsScreen, "experiments": ExperimentsScreen, "runs": RunsScreen,
              "ledger": LedgerScreen}
     DEFAULT_MODE = "servers"
     SCREEN_KEYS = {"servers": ("1", "Servers"), "models": ("2", "Models"), "experiments": ("3", "Experiments"),
-                   "ledger": ("5", "Ledger")}
+                   "runs": ("4", "Runs"), "ledger": ("5", "Ledger")}
     BINDINGS = [
         # the header shows the screens with their keys; the footer keeps its room for the screen's own actions
         Binding("1", "show('servers')", "Servers", show=False, id="screen.servers"),
         Binding("2", "show('models')", "Models", show=False, id="screen.models"),
         Binding("3", "show('experiments')", "Experiments", show=False, id="screen.experiments"),
+        Binding("4", "show('runs')", "Runs", show=False, id="screen.runs"),
         Binding("5", "show('ledger')", "Ledger", show=False, id="screen.ledger"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("q", "quit", "Quit", id="quit"),
@@ -81,6 +97,8 @@ class NotesApp(App):
         self.monitor = HealthMonitor(self._health_changed, prober)
         self.pulls = PullQueue(self._pull_changed, quota_bytes=ctx.config.quota_bytes)
         self.models: dict[str, ModelList] = {}
+        self.started: dict[str, StartedRun] = {}
+        self.follow_run_id: str | None = None  # the run the Runs screen follows
         self._model_tasks: dict[str, asyncio.Task] = {}
         self._pull_redraw_due = False
         # what screens subscribe to; each carries the server URL it is about ("" for all)
@@ -201,24 +219,75 @@ class NotesApp(App):
 
         self.push_screen(HelpScreen())
 
+    def start_run(self, path: Path) -> None:
+        """"Run here": ask for a limit, start `notes-tui --run` detached, follow it on the Runs screen."""
+        from app.tui.screens.run_here import RunHereScreen
+
+        def chosen(choice) -> None:
+            if choice is not None:
+                self._start_detached(path, choice.limit, choice.rerun_invalid)
+
+        self.push_screen(RunHereScreen(path), chosen)
+
+    @work(thread=True, exclusive=True, group="run-here", exit_on_error=False)
+    def _start_detached(self, path: Path, limit: int | None, rerun_invalid: bool) -> None:
+        from app.config import load_experiment
+        from app.errors import UserError
+        from app.runs.detach import start_detached
+
+        try:
+            name = load_experiment(path).name
+            detached = start_detached(path, self.ledger_dir, limit=limit, rerun_invalid=rerun_invalid,
+                                      env=self.ctx.environ)
+        except UserError as exc:
+            self.call_from_thread(self.notify, str(exc), title="not started", severity="error", timeout=10)
+            return
+        self.call_from_thread(self._run_started, StartedRun(detached, name, path))
+
+    async def _run_started(self, run: StartedRun) -> None:
+        self.started[run.detached.run_id] = run
+        self.follow_run_id = run.detached.run_id
+        await self.action_show("runs")
+        self.notify(f"run {run.detached.run_id} of {run.experiment} started; it goes on if this app or the "
+                    f"terminal goes away (output: {run.detached.log})", title="running", timeout=8)
+
+    def still_running_here(self) -> list[StartedRun]:
+        return [r for r in self.started.values() if r.running]
+
     async def action_quit(self) -> None:
-        running = self.pulls.active()
-        if not running:
+        pulls, runs = self.pulls.active(), self.still_running_here()
+        goes_on = self._goes_on_message(runs)
+        if not pulls and not runs:
             self.exit()
             return
         from app.tui.screens.confirm import ConfirmScreen
 
-        names = ", ".join(p.name for p in running)
-        question = (f"{len(running)} pull{'s' if len(running) > 1 else ''} still running or queued ({names}). "
-                    "A pull belongs to the app that started it: quitting cancels "
-                    f"{'them' if len(running) > 1 else 'it'} (a later pull resumes the download). Quit?")
+        parts = []
+        if pulls:
+            names = ", ".join(p.name for p in pulls)
+            parts.append(f"{len(pulls)} pull{'s' if len(pulls) > 1 else ''} still running or queued ({names}): a pull "
+                         f"belongs to the app that started it, so quitting cancels {'them' if len(pulls) > 1 else 'it'}"
+                         " (a later pull resumes the download).")
+        if runs:
+            parts.append(goes_on)
+        question = "\n".join(parts) + "\nQuit?"
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.pulls.cancel_all()
-                self.exit()
+                self.exit(message=goes_on or None)
 
         self.push_screen(ConfirmScreen(question, yes="Quit", no="Stay"), answered)
+
+    def _goes_on_message(self, runs: list[StartedRun]) -> str:
+        if not runs:
+            return ""
+        listed = "; ".join(f"{r.experiment} (run {r.detached.run_id}, pid {r.detached.pid}, output "
+                           f"{r.detached.log})" for r in runs)
+        return (f"{len(runs)} run{'s' if len(runs) > 1 else ''} started here keep{'s' if len(runs) == 1 else ''} "
+                f"running after you quit: {listed}. Follow or stop {'them' if len(runs) > 1 else 'it'} from the Runs "
+                f"screen (4, then s) when you open notes-tui again, or stop with: kill -TERM "
+                f"{' '.join(str(r.detached.pid) for r in runs)}")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         from app.tui.commands import palette_commands

@@ -81,6 +81,8 @@ class ExperimentsScreen(Screen):
     BINDINGS = [
         Binding("c", "check", "Check", id="experiments.check"),
         Binding("e", "edit", "Edit", id="experiments.edit"),
+        Binding("t", "try", "Try", id="experiments.try"),
+        Binding("g", "run_here", "Run here", id="experiments.run"),
         Binding("b", "submit", "Submit", id="experiments.submit"),
         Binding("r", "refresh", "Refresh", show=False, id="experiments.refresh"),
     ]
@@ -254,6 +256,18 @@ class ExperimentsScreen(Screen):
             status.say(f"{row.path.name} still has an error: {row.error}", error=True)
         else:
             status.say(f"{row.path.name} is valid")
+
+    def action_try(self) -> None:
+        row = self._need_row()
+        if row is not None:
+            from app.tui.screens.trial import TrialScreen
+
+            self.app.push_screen(TrialScreen(row.path))
+
+    def action_run_here(self) -> None:
+        row = self._need_row()
+        if row is not None:
+            self.app.start_run(row.path)
 
     def action_submit(self) -> None:
         row = self._need_row()

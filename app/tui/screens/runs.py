@@ -1,0 +1,348 @@
+"""Screen 4, Runs: every run the ledger dir shows running — started here, headless on this host, or under sbatch on
+another node — and the one selected followed live through its feed: progress with ETA, the counters, notes/s, how
+its labels fall, each note as it finishes (never note text or free text), and a graceful stop from anywhere."""
+
+from __future__ import annotations
+
+import collections
+from datetime import datetime
+
+from rich.highlighter import Highlighter
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Log, Sparkline
+
+from app.cluster.present import duration
+from app.engine.events import Counts
+from app.tui.tones import tone
+from app.tui.widgets.app_header import AppHeader
+from app.tui.widgets.fit_table import Col, FitTable
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.quota_bar import bar
+from app.tui.widgets.shown import Shown
+from app.tui.widgets.status_line import StatusLine
+
+FOLLOW_S = 0.25  # the run flushes its feed every 200 ms: a note is on screen well within a second of finishing
+RUNS_S = 3.0  # which runs are live: the ledger index, imported anew each time
+LOG_LINES = 5000
+RATE_POINTS = 60
+COLUMNS = (
+    Col("run", "Run", 10),
+    Col("experiment", "Experiment", None, min_width=10, max_width=28, grow=1),
+    Col("where", "Where", None, min_width=8, max_width=24),
+    Col("progress", "Progress", None, min_width=12, max_width=22, right=True),
+    Col("state", "State", None, min_width=9, max_width=22),
+)
+OUTCOME_TONE = {"valid": "ok", "invalid": "bad", "error": "bad", "empty": "warn"}
+
+
+class OutcomeHighlighter(Highlighter):
+    """The outcome word of a log line in its colour (weight and underline with NO_COLOR)."""
+
+    def __init__(self, app) -> None:
+        self.styles = {k: tone(app, v) for k, v in OUTCOME_TONE.items()}
+
+    def highlight(self, text: Text) -> None:
+        for word, style in self.styles.items():
+            if style:
+                text.highlight_regex(rf"(?<= ){word}(?= )", style)
+
+
+def log_line(unit: dict) -> str:
+    """One finished note: time, id, outcome, labels, attempts, latency, tokens — never note text or free text."""
+    t = unit.get("t")
+    when = datetime.fromtimestamp(t).strftime("%H:%M:%S") if isinstance(t, int | float) else "--:--:--"
+    labels = " ".join(f"{k}={v}" for k, v in (unit.get("answer") or {}).items()) or "-"
+    latency = unit.get("latency_ms")
+    took = f"{latency:.0f} ms" if isinstance(latency, int | float) else "- ms"
+    extra = (" TRUNCATED" if unit.get("truncated") else "") + (f" ({unit['error']})" if unit.get("error") else "")
+    return (f"{when} {str(unit.get('id', '?'))[:16]:<16} {unit.get('outcome', '?'):<7} {labels}  "
+            f"a{unit.get('attempts', 0)} {took} {unit.get('tokens_in') or 0}/{unit.get('tokens_out') or 0} tok{extra}")
+
+
+class Followed:
+    """What the screen knows of the run it follows: the follower and what it has shown."""
+
+    def __init__(self, app, run_id: str):
+        from app.runs.follow import FeedFollower
+        from app.runs.live import journal_header
+
+        self.run_id = run_id
+        self.follower = FeedFollower(app.ledger_dir, run_id)
+        self.counts: Counts | None = None
+        self.total: int | None = None
+        self.rate: float | None = None
+        self.in_flight: int | None = None
+        self.elapsed_s: float | None = None
+        self.ended: dict | None = None
+        self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
+        self.labels: dict[str, collections.Counter] = {}
+        self.seen = 0
+        self.header = journal_header(app.ledger_dir, run_id) or {}
+        from ledger.answers import answer_fields
+
+        self.fields = [f for f in answer_fields(self.header.get("answer_schema")) if f.categorical]
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("s", "stop", "Stop run", id="runs.stop"),
+        Binding("l", "show_log", "Its log", id="runs.log"),
+        Binding("r", "refresh", "Refresh", show=False, id="runs.refresh"),
+    ]
+    HELP = [("↑/↓", "choose the run to follow")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list = []  # LiveRun, newest first
+        self.followed: Followed | None = None
+        self._follow_timer = None
+        self._runs_timer = None
+
+    def compose(self) -> ComposeResult:
+        yield AppHeader("runs")
+        yield Shown(id="runs-title", classes="screen-title")
+        yield FitTable(COLUMNS, id="runs-table")
+        yield Shown(id="run-progress", classes="counters")
+        yield Shown(id="run-counters", classes="counters")
+        yield Sparkline([], id="rate")
+        yield Shown(id="run-labels", classes="counters")
+        log = Log(max_lines=LOG_LINES, highlight=True, id="run-log")
+        log.highlighter = OutcomeHighlighter(self.app)
+        yield log
+        yield StatusLine(id="status")
+        yield KeyBar()
+
+    # ---- the timers run only while the screen is shown: an idle app polls nothing ----
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+        self._runs_timer = self.set_interval(RUNS_S, self.action_refresh)
+        self._follow_timer = self.set_interval(FOLLOW_S, self._poll)
+
+    def on_screen_suspend(self) -> None:
+        for timer in (self._runs_timer, self._follow_timer):
+            if timer is not None:
+                timer.stop()
+        self._runs_timer = self._follow_timer = None
+
+    @property
+    def table(self) -> FitTable:
+        return self.query_one("#runs-table", FitTable)
+
+    # ---- which runs are live ----
+    def action_refresh(self) -> None:
+        self._find_runs()
+
+    @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
+    def _find_runs(self) -> None:
+        from app.runs.live import live_runs
+
+        try:
+            runs = live_runs(self.app.ledger_dir)
+        except Exception as exc:  # noqa: BLE001 - a ledger that cannot be read is a line
+            self.app.call_from_thread(self.query_one(StatusLine).say, f"cannot read the ledger: {exc}", True)
+            return
+        self.app.call_from_thread(self._runs_found, runs)
+
+    def _runs_found(self, runs: list) -> None:
+        self.runs = runs
+        self._render_rows()
+
+    def _render_rows(self) -> None:
+        app, runs = self.app, self.runs
+        known = {r.run_id for r in runs}
+        # a run started here shows from the moment it was started, before its journal exists, and after it ended
+        started = [d for rid, d in app.started.items() if rid not in known]
+        rows = []
+        for r in runs:
+            c = r.counts or {}
+            total = r.total or c.get("total") or 0
+            done = c.get("done") or 0
+            shown = self._progress_of(r.run_id, done, total)
+            where = "here" if r.here else (r.hostname or "?")
+            if r.slurm.get("job_id"):
+                where += f" · job {r.slurm['job_id']}"
+            rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where, shown, "running")))
+        for d in started:
+            code = d.detached.exit_code()
+            state = "starting" if code is None else f"ended (exit {code})"
+            rows.append((d.detached.run_id, (d.detached.run_id[:10], d.experiment, "here",
+                                             self._progress_of(d.detached.run_id, 0, 0), state)))
+        self.table.set_rows(rows)
+        want = app.follow_run_id or (self.table.selected_key if self.table.selected_key else None)
+        if want and any(k == want for k, _ in rows):
+            self.table.select_key(want)
+        if self.followed is None and rows:
+            self._follow(want or rows[0][0])
+        n = len(runs)
+        self.query_one("#runs-title", Shown).show(Text.assemble(
+            ("Runs", "bold"), f"  {n} running in the ledger dir" + (f", {len(started)} started here" if started
+                                                                      else "") + " · s stops the one followed"))
+        if not rows:
+            self._show_nothing()
+
+    def _progress_of(self, run_id: str, done: int, total: int) -> str:
+        f = self.followed
+        if f is not None and f.run_id == run_id and f.counts is not None:
+            done, total = f.counts.done, f.total or total
+        if not total and not done:
+            return "-"
+        return f"{done:,}/{total:,}" + (f" {done / total:.0%}" if total else "")
+
+    # ---- following one run ----
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        if key and (self.followed is None or self.followed.run_id != key):
+            self._follow(key)
+
+    def _follow(self, run_id: str) -> None:
+        self.app.follow_run_id = run_id
+        self.followed = Followed(self.app, run_id)
+        self.query_one("#run-log", Log).clear()
+        self.query_one("#rate", Sparkline).data = []
+        self._render_followed()
+
+    def _poll(self) -> None:
+        f = self.followed
+        if f is None or f.ended is not None:
+            return
+        self._read_feed(f)
+
+    @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
+    def _read_feed(self, f: Followed) -> None:
+        update = f.follower.poll()
+        if update.units or update.counts is not None or update.ended is not None or update.header is not None:
+            self.app.call_from_thread(self._apply, f, update)
+
+    def _apply(self, f: Followed, update) -> None:
+        if f is not self.followed:
+            return  # the user moved on to another run meanwhile
+        if update.header:
+            f.total = update.header.get("total", f.total)
+            if not f.header:
+                f.header = update.header
+        if update.counts is not None:
+            f.counts = update.counts
+        if update.recent_rate is not None and update.recent_rate != f.rate:
+            f.rates.append(update.recent_rate)
+            self.query_one("#rate", Sparkline).data = list(f.rates)  # a new list: Sparkline redraws only then
+        f.rate = update.recent_rate if update.recent_rate is not None else (update.rate or f.rate)
+        f.in_flight = update.in_flight if update.in_flight is not None else f.in_flight
+        f.elapsed_s = update.elapsed_s if update.elapsed_s is not None else f.elapsed_s
+        f.ended = update.ended or f.ended
+        if update.units:
+            for u in update.units:
+                for field in f.fields:
+                    value = (u.get("answer") or {}).get(field.name)
+                    if value is not None:
+                        f.labels.setdefault(field.name, collections.Counter())[value] += 1
+            f.seen += len(update.units)
+            self.query_one("#run-log", Log).write_lines([log_line(u) for u in update.units])
+        self._render_followed()
+        self._render_rows()
+
+    def _show_nothing(self) -> None:
+        self.query_one("#run-progress", Shown).show(Text(
+            "No run is running in this ledger dir. Start one from Experiments (3, then g), or notes-tui --run FILE "
+            "here or under sbatch: it shows here as soon as it starts."))
+        for wid in ("#run-counters", "#run-labels"):
+            self.query_one(wid, Shown).show("")
+
+    def _render_followed(self) -> None:
+        f = self.followed
+        if f is None:
+            return
+        app = self.app
+        c = f.counts or Counts()
+        total = f.total or c.total
+        frac = c.done / total if total else 0.0
+        eta = (total - c.done) / f.rate if f.rate and total and c.done < total else None
+        text = Text()
+        text.append(f"{f.run_id[:10]} ", style=tone(app, "strong"))
+        text.append(bar(frac, 24) + " ", style=tone(app, "accent"))
+        text.append(f"{c.done:,}/{total:,} ({frac:.1%})")
+        if f.ended is not None:
+            text.append(f" · {f.ended.get('status', 'ended')}", style=tone(
+                app, "ok" if f.ended.get("status") == "completed" else "warn"))
+            if f.ended.get("reason"):
+                text.append(f" ({f.ended['reason']})")
+        else:
+            text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
+            text.append(f" · ETA {duration(eta)}" if eta is not None else "")
+            if f.in_flight is not None:
+                text.append(f" · in flight {f.in_flight}")
+        warning = self._job_warning(f, eta)
+        if warning:
+            text.append(f"\n{warning}", style=tone(app, "bad"))
+        self.query_one("#run-progress", Shown).show(text)
+        self.query_one("#run-counters", Shown).show(
+            f"done {c.done:,} · valid {c.valid:,} · invalid {c.invalid:,} · retried {c.retried:,} · truncated "
+            f"{c.truncated:,} · empty {c.empty:,} · errors {c.errors:,}")
+        self.query_one("#run-labels", Shown).show(self._labels_text(f))
+
+    def _labels_text(self, f: Followed) -> Text:
+        text = Text()
+        done = (f.counts.done if f.counts else 0) or f.seen
+        scope = "" if f.seen >= done else f" (the last {f.seen:,} notes)"
+        for field in f.fields:
+            counts = f.labels.get(field.name, collections.Counter())
+            n = sum(counts.values())
+            if not n:
+                continue
+            text.append(f"{field.name}{scope}: ", style=tone(self.app, "strong"))
+            for label in [*field.labels, *(k for k in counts if k not in field.labels)]:
+                if counts.get(label):
+                    text.append(f" {label} ")
+                    text.append(bar(counts[label] / n, 10), style=tone(self.app, "accent"))
+                    text.append(f" {counts[label]:,}")
+            text.append("\n")
+        text.rstrip()
+        return text
+
+    def _job_warning(self, f: Followed, eta: float | None) -> str:
+        """A server job that reaches its time limit before the run is done takes its server with it."""
+        from app.cluster.jobactions import ends_before, time_left_text
+
+        app = self.app
+        for entry in f.header.get("server_jobs") or []:
+            job = next((j for j in app.job_list if j.job_id == str(entry.get("job_id"))), None)
+            if job is not None and ends_before(job, eta, app.jobs.age_s() or 0.0):
+                return (f"server job {job.job_id} ends in {time_left_text(job)}, before this run does (ETA "
+                        f"{duration(eta)}): start another server job (1, then s), or the run stops when it goes")
+        return ""
+
+    # ---- actions ----
+    def action_stop(self) -> None:
+        f = self.followed
+        if f is None or f.ended is not None:
+            self.query_one(StatusLine).say("no running run is followed")
+            return
+        from app.tui.screens.confirm import ConfirmScreen
+
+        run_id = f.run_id
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._stop(run_id)
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop run {run_id}?\nNo new note is sent, the notes in flight finish, everything answered is saved and "
+            "the run ends interrupted: run the experiment again to finish it.", yes="Stop", no="Let it run"), answered)
+
+    @work(thread=True, exclusive=True, group="stop", exit_on_error=False)
+    def _stop(self, run_id: str) -> None:
+        from app.runs.stop import request_stop
+
+        sent = request_stop(self.app.ledger_dir, run_id)
+        self.app.call_from_thread(self.query_one(StatusLine).say, sent.message, not sent.sent)
+
+    def action_show_log(self) -> None:
+        f = self.followed
+        if f is not None:
+            from app.tui.screens.run_details import RunDetailsScreen
+
+            self.app.push_screen(RunDetailsScreen(f.run_id, "show"))
