@@ -69,14 +69,12 @@ async def test_the_palette_has_an_entry_for_every_action_and_runs_it(tmp_path):
 
 
 @run
-async def test_screen_keys_switch_and_keys_of_screens_not_built_yet_do_nothing(tmp_path):
+async def test_keys_1_to_5_switch_screens_and_a_dialog_takes_its_keys_first(tmp_path):
     app = build_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("2")
         assert app.current_mode == "models" and "2 Models" in screen_text(app)
-        await pilot.press("4")  # the run monitor comes with the live feed
-        assert app.current_mode == "models"
-        for key, mode in (("3", "experiments"), ("5", "ledger"), ("2", "models")):
+        for key, mode in (("3", "experiments"), ("4", "runs"), ("5", "ledger"), ("2", "models")):
             await pilot.press(key)
             assert app.current_mode == mode
         await pilot.press("1")

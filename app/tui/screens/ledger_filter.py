@@ -25,7 +25,7 @@ class LedgerFilterScreen(ModalScreen):
             yield Label("Filter the runs", classes="dialog-title")
             yield Input(value=c.experiment or "", placeholder="experiment (empty: all)", id="experiment")
             yield Input(value=c.model or "", placeholder="model, e.g. llama3 or llama3:8b (empty: all)", id="model")
-            yield Select([(s, s) for s in STATUSES], value=c.status or Select.BLANK, prompt="any status",
+            yield Select([(s, s) for s in STATUSES], value=c.status or Select.NULL, prompt="any status",
                          id="status", allow_blank=True)
             yield Static("tab: next field · enter applies · escape cancels", classes="hint")
 
@@ -36,7 +36,7 @@ class LedgerFilterScreen(ModalScreen):
         status = self.query_one("#status", Select).value
         self.dismiss(Filters(experiment=self.query_one("#experiment", Input).value.strip() or None,
                              model=self.query_one("#model", Input).value.strip() or None,
-                             status=None if status is Select.BLANK else str(status)))
+                             status=None if status is Select.NULL else str(status)))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

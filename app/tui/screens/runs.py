@@ -93,7 +93,7 @@ class RunsScreen(Screen):
         Binding("l", "show_log", "Its log", id="runs.log"),
         Binding("r", "refresh", "Refresh", show=False, id="runs.refresh"),
     ]
-    HELP = [("↑/↓", "choose the run to follow")]
+    HELP = [("↑/↓ enter", "choose the run to follow")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,15 +172,17 @@ class RunsScreen(Screen):
             rows.append((d.detached.run_id, (d.detached.run_id[:10], d.experiment, "here",
                                              self._progress_of(d.detached.run_id, 0, 0), state)))
         self.table.set_rows(rows)
-        want = app.follow_run_id or (self.table.selected_key if self.table.selected_key else None)
+        want = app.follow_run_id or self.table.selected_key
         if want and any(k == want for k, _ in rows):
             self.table.select_key(want)
-        if self.followed is None and rows:
-            self._follow(want or rows[0][0])
+            if self.followed is None or self.followed.run_id != want:
+                self._follow(want)
+        elif self.followed is None and rows:
+            self._follow(rows[0][0])
         n = len(runs)
         self.query_one("#runs-title", Shown).show(Text.assemble(
             ("Runs", "bold"), f"  {n} running in the ledger dir" + (f", {len(started)} started here" if started
-                                                                      else "") + " · s stops the one followed"))
+                                                                      else "") + " · enter follows · s stops the one followed"))
         if not rows:
             self._show_nothing()
 
@@ -193,8 +195,10 @@ class RunsScreen(Screen):
         return f"{done:,}/{total:,}" + (f" {done / total:.0%}" if total else "")
 
     # ---- following one run ----
-    @on(DataTable.RowHighlighted, "#runs-table")
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(DataTable.RowSelected, "#runs-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        # enter, not the cursor: rows come and go as runs start and end, and a moving cursor must not change
+        # which run is followed
         key = event.row_key.value
         if key and (self.followed is None or self.followed.run_id != key):
             self._follow(key)

@@ -1,0 +1,80 @@
+"""Screen 5, Ledger: runs newest first a page at a time, filters, a run's details with its evals, its report, and
+the comparison of marked runs — on a ledger made by real runs."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from runhelp import cli, ledger_runs
+from standin_ollama import StandinOllama
+from support import experiment_toml
+from tuikit import build_app, rows, run, screen_text, until
+
+import app.tui.screens.ledger_runs as ledger_screen
+
+SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
+
+
+def make_runs(tmp_path, capsys) -> list[str]:
+    """Five runs of two experiments and two models: pna-a three times (five notes each), pna-b twice."""
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / "notes.db")
+    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CT {i}: ground glass.") for i in range(15)])
+    conn.commit()
+    conn.close()
+    with StandinOllama(models=("llama3", "mistral")) as server:
+        for name, model in (("pna-a", "llama3"), ("pna-b", "mistral")):
+            exp = folder / f"{name}.toml"
+            exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], name=name, model=model,
+                                           results=f'table = "{name.replace("-", "_")}"\nbatch_size = 5'))
+            for _ in range(3 if name == "pna-a" else 2):
+                code, _, _ = cli(capsys, "--run", str(exp), "--limit", "5", "--ledger", str(tmp_path / "ledger"))
+                assert code == 0
+    return [r["run_id"] for r in ledger_runs(tmp_path / "ledger")]
+
+
+def test_runs_paged_filtered_shown_reported_compared(tmp_path, capsys, monkeypatch):
+    ids = make_runs(tmp_path, capsys)  # newest first
+    monkeypatch.setattr(ledger_screen, "PAGE", 2)
+    browse(tmp_path, ids)
+
+
+@run
+async def browse(tmp_path, ids):
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await until(pilot, lambda: len(rows(app, "ledger-table")) == 2, what="the first page")
+        assert list(rows(app, "ledger-table")) == ids[:2] and "n loads 2 more" in screen_text(app)
+        await pilot.press("n")
+        await until(pilot, lambda: len(rows(app, "ledger-table")) == 4, what="the second page")
+        await pilot.press("n")
+        await until(pilot, lambda: len(rows(app, "ledger-table")) == 5, what="the last page")
+        assert list(rows(app, "ledger-table")) == ids and app.screen.complete
+        first = rows(app, "ledger-table")[ids[0]]
+        assert first[2] == "pna-b" and first[3] == "mistral:latest" and first[6] == "completed" and first[7] == "5/5" and first[8] == "100%"
+
+        await pilot.press("f")  # only pna-b's runs
+        app.screen.query_one("#experiment").value = "pna-b"
+        await pilot.press("enter")
+        await until(pilot, lambda: set(rows(app, "ledger-table")) == set(ids[:2]), what="filtered")
+        assert "filter: experiment pna-b" in screen_text(app)
+
+        await pilot.press("enter")  # the selected run in full
+        body = lambda: app.screen.query_one("#run-text").render().plain  # noqa: E731
+        await until(pilot, lambda: "prompt hash" in body(), what="details")
+        assert f"run {ids[0]}  completed" in body() and "mistral:latest" in body() and "labels" in body()
+        await pilot.press("escape")
+
+        await pilot.press("p")  # its report, as Markdown
+        await until(pilot, lambda: bool(app.screen.query("#run-markdown")), what="report")
+        assert "Ledger head" in app.screen.query_one("#run-markdown").source
+        await pilot.press("escape")
+
+        await pilot.press("c")  # nothing marked yet: says how
+        assert "mark two runs or more with space" in screen_text(app)
+        await pilot.press("space", "down", "space", "c")
+        await until(pilot, lambda: "kappa" in app.screen.query_one("#run-text").render().plain, what="compare")
+        assert "agreement" in app.screen.query_one("#run-text").render().plain
