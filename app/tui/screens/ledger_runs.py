@@ -5,6 +5,7 @@ marked with space."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from rich.text import Text
 from textual import on, work
@@ -52,13 +53,16 @@ class Filters:
 def run_cells(app, run: dict, marked: bool) -> tuple:
     from ledger.format import format_duration
 
+    took = run.get("duration_s")
+    if run["status"] == "running" and run.get("started_at"):  # how long so far, by the app's clock
+        took = (app.now() - datetime.fromisoformat(run["started_at"].replace("Z", "+00:00"))).total_seconds()
     c = run.get("counts") or {}
     done, total, valid = c.get("done") or 0, c.get("total") or 0, c.get("valid") or 0
     return ("•" if marked else " ", run["run_id"][:10], run.get("experiment") or "-", run.get("model") or "-",
             (run.get("model_digest") or "").removeprefix("sha256:")[:8], (run.get("prompt_hash") or "")[:8],
             Text(run["status"], style=tone(app, STATUS_TONE.get(run["status"], "quiet"))),
             f"{done:,}/{total:,}", f"{valid / done:.0%}" if done else "-",
-            (run.get("started_at") or "")[:16].replace("T", " "), format_duration(run.get("duration_s")))
+            (run.get("started_at") or "")[:16].replace("T", " "), format_duration(took))
 
 
 class LedgerScreen(Screen):

@@ -48,7 +48,7 @@ class OutcomeHighlighter(Highlighter):
     def highlight(self, text: Text) -> None:
         for word, style in self.styles.items():
             if style:
-                text.highlight_regex(rf"(?<= ){word}(?= )", style)
+                text.highlight_regex(rf"(?<=^.{{8}} ){word}(?= )", style)
 
 
 def log_line(unit: dict) -> str:
@@ -59,7 +59,7 @@ def log_line(unit: dict) -> str:
     latency = unit.get("latency_ms")
     took = f"{latency:.0f} ms" if isinstance(latency, int | float) else "- ms"
     extra = (" TRUNCATED" if unit.get("truncated") else "") + (f" ({unit['error']})" if unit.get("error") else "")
-    return (f"{when} {str(unit.get('id', '?'))[:16]:<16} {unit.get('outcome', '?'):<7} {labels}  "
+    return (f"{when} {unit.get('outcome', '?'):<7} {str(unit.get('id', '?'))[:24]}  {labels}  "
             f"a{unit.get('attempts', 0)} {took} {unit.get('tokens_in') or 0}/{unit.get('tokens_out') or 0} tok{extra}")
 
 
@@ -277,15 +277,16 @@ class RunsScreen(Screen):
         else:
             text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
             text.append(f" · ETA {duration(eta)}" if eta is not None else "")
-            if f.in_flight is not None:
+            if f.in_flight is not None and self.size.width >= 100:
                 text.append(f" · in flight {f.in_flight}")
         warning = self._job_warning(f, eta)
         if warning:
             text.append(f"\n{warning}", style=tone(app, "bad"))
         self.query_one("#run-progress", Shown).show(text)
+        trunc, err = ("truncated", "errors") if self.size.width >= 100 else ("trunc", "err")
         self.query_one("#run-counters", Shown).show(
-            f"done {c.done:,} · valid {c.valid:,} · invalid {c.invalid:,} · retried {c.retried:,} · truncated "
-            f"{c.truncated:,} · empty {c.empty:,} · errors {c.errors:,}")
+            f"done {c.done:,} · valid {c.valid:,} · invalid {c.invalid:,} · retried {c.retried:,} · {trunc} "
+            f"{c.truncated:,} · empty {c.empty:,} · {err} {c.errors:,}")
         self.query_one("#run-labels", Shown).show(self._labels_text(f))
 
     def _labels_text(self, f: Followed) -> Text:

@@ -52,7 +52,8 @@ class AppHeader(Widget):
             text.append(f" {key} {title} ", style="reverse bold" if mode == self.current else "")
         # the screens and their keys always show; then who, then the ledger path, losing its leading folders first
         room = self.size.width - text.cell_len - 2
-        right = f"{app.who} · ledger {fit_path(short_path(app.ledger_dir), room - len(app.who) - 10)} "  # type: ignore[attr-defined]
+        lead = f"{app.who} · ledger "  # type: ignore[attr-defined]
+        right = f"{lead}{fit_path(short_path(app.ledger_dir), room - len(lead) - 1)} "  # type: ignore[attr-defined]
         if len(right) > room:
             right = right[: max(0, room - 1)] + "…" if room > 1 else ""
         text.append(" " * max(1, self.size.width - text.cell_len - len(right)))
