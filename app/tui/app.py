@@ -4,6 +4,7 @@ health, model lists, pulls), and `make_app`, the one factory the CLI and the tes
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -109,11 +110,20 @@ class NotesApp(App):
 
     # ---- life ----
     def on_mount(self) -> None:
+        # SIGTERM (kill, a job's end) and SIGHUP (the SSH connection dropped) end the app the normal way, so the
+        # terminal is put back as it was (no mouse reporting, no alternate screen); runs started here go on
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._ended_by, sig)
         self.poll_servers()
         self.set_interval(POLL_S, self.poll_servers)
         if self.jobs.available:
             self.refresh_jobs()
             self.set_interval(JOBS_S, self.refresh_jobs)
+
+    def _ended_by(self, sig: signal.Signals) -> None:
+        self.pulls.cancel_all()
+        self.exit(return_code=128 + sig.value, message=self._goes_on_message(self.still_running_here()) or None)
 
     @work(thread=True, exclusive=True, group="squeue", exit_on_error=False)
     def refresh_jobs(self) -> None:

@@ -19,7 +19,8 @@ def run_tui(workspace: str | None, ledger: str | None) -> int:
 
     app = make_app(load_context(workspace), resolve_ledger_dir(ledger))
     app.run()
-    return ExitCode.OK if app.return_code in (0, None) else ExitCode.FAILED
+    code = app.return_code or 0
+    return code if code >= 128 else (ExitCode.OK if code == 0 else ExitCode.FAILED)  # 143 / 129: by a signal
 
 
 def _check_terminal() -> None:

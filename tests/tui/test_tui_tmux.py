@@ -1,14 +1,20 @@
-"""notes-tui in a real terminal: tmux runs it at 80x24, the test presses 1 and 2 and reads the screen back."""
+"""notes-tui in a real terminal: tmux runs it, the test presses keys and reads the screen back — screens 1 and 2, the
+demo experiment run from screen 3 to its limit with the real model, and the faults of a terminal over SSH: resized
+to 40x12 and back during a run, SIGHUP (the connection dropped) while a run it started goes on, SIGTERM putting the
+terminal back as it was."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 from standin_ollama import spawn_standin
 from support import ROOT, need
 from tuikit import write_config
@@ -42,6 +48,22 @@ class Tmux:
     def alive(self) -> bool:
         return subprocess.run([*self.base, "has-session", "-t", "t"], capture_output=True).returncode == 0
 
+    def pane(self, what: str) -> str:
+        """A pane variable: pane_pid, alternate_on, mouse_any_flag, pane_dead …"""
+        return self("display-message", "-p", "-t", "t", f"#{{{what}}}").strip()
+
+    def start(self, command: str, size: tuple[int, int] = (80, 24)) -> None:
+        # the pane outlives the app, so what the app left the terminal in can be read afterwards
+        self("new-session", "-d", "-s", "t", "-x", str(size[0]), "-y", str(size[1]), command)
+        self("set-option", "-t", "t", "remain-on-exit", "on")
+
+
+def app_command(tmp_path, env: dict[str, str]) -> str:
+    env = {"TERM": "xterm-256color", "PYTHONPATH": str(ROOT), **env}
+    return (f"cd {shlex.quote(str(ROOT))} && exec env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            + f" {shlex.quote(sys.executable)} -m app --workspace {shlex.quote(str(tmp_path / 'ws'))}"
+            + f" --ledger {shlex.quote(str(tmp_path / 'ledger'))}")
+
 
 def test_the_app_in_tmux_switches_screens_with_1_and_2_and_quits(tmp_path):
     need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
@@ -72,3 +94,112 @@ def test_the_app_in_tmux_switches_screens_with_1_and_2_and_quits(tmp_path):
     finally:
         tmux("kill-server", check=False)
         server.stop()
+
+
+def experiment_with_notes(tmp_path, url: str, n: int) -> Path:
+    import sqlite3
+
+    from support import experiment_toml
+
+    folder = tmp_path / "ws" / "experiments"
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(folder / "notes.db")
+    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CXR {i}") for i in range(n)])
+    conn.commit()
+    conn.close()
+    exp = folder / "pna.toml"
+    exp.write_text(experiment_toml(source='kind = "sqlite"\npath = "notes.db"\ntable = "notes"\n'
+                                   'id_columns = ["note_id"]\ntext_column = "note_text"', hosts=[url],
+                                   results='table = "pna_results"\nbatch_size = 20'))
+    return exp
+
+
+def rows_in(exp: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(exp.parent / "notes.db")
+    try:
+        return conn.execute("SELECT COUNT(*) FROM pna_results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_the_demo_run_from_the_experiments_screen_reaches_its_limit(tmp_path):
+    need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
+    ws = tmp_path / "ws" / "experiments"
+    (ws / "data").mkdir(parents=True)
+    shutil.copy(ROOT / "experiments" / "demo.toml", ws / "demo.toml")
+    shutil.copy(ROOT / "experiments" / "data" / "demo_notes.csv", ws / "data" / "demo_notes.csv")
+    tmux = Tmux(f"notes-tui-test-{os.getpid()}")
+    try:
+        tmux.start(app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}), size=(120, 40))
+        tmux.wait_for("1 Servers")
+        tmux("send-keys", "-t", "t", "3")
+        tmux.wait_for("demo-pneumonia-v1", "llamacpp", "51")  # valid, 51 notes to do
+        tmux("send-keys", "-t", "t", "g")
+        tmux.wait_for("Run demo.toml here")
+        tmux("send-keys", "-t", "t", "3", "Enter")
+        shown = tmux.wait_for("3/3 (100.0%)", "completed", timeout=240)
+        assert "done 3 · valid 3" in shown and "response=" in shown
+        tmux("send-keys", "-t", "t", "5")
+        tmux.wait_for("Ledger  1 runs shown", "completed", "3/3")
+    finally:
+        tmux("kill-server", check=False)
+
+
+def test_resized_to_40x12_and_back_during_a_run_then_sighup_leaves_the_run_going(tmp_path):
+    need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
+    server = spawn_standin(latency=0.05, slots=4)
+    tmux = Tmux(f"notes-tui-test-{os.getpid()}")
+    try:
+        exp = experiment_with_notes(tmp_path, server.url, 800)
+        tmux.start(app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}))
+        tmux.wait_for("1 Servers")
+        tmux("send-keys", "-t", "t", "3")
+        tmux.wait_for("pna-test", "800")
+        tmux("send-keys", "-t", "t", "g")
+        tmux.wait_for("Run pna.toml here")
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for("notes/s", "ETA")
+        tmux("resize-window", "-t", "t", "-x", "40", "-y", "12")
+        small = tmux.wait_for("notes-tui")
+        assert all(len(line) <= 40 for line in small.splitlines())
+        tmux("resize-window", "-t", "t", "-x", "80", "-y", "24")
+        shown = tmux.wait_for("4 Runs", "notes/s")
+        assert "Traceback" not in shown
+        app_pid = int(tmux.pane("pane_pid"))
+        os.kill(app_pid, signal.SIGHUP)  # what a dropped SSH connection sends
+        wait_until(lambda: tmux.pane("pane_dead") == "1", 20, "the app to end")
+        assert rows_in(exp) < 800  # the app is gone while its run is not done
+        wait_until(lambda: rows_in(exp) == 800, 60, "the run to finish without the app")
+    finally:
+        tmux("kill-server", check=False)
+        server.stop()
+
+
+def test_sigterm_puts_the_terminal_back(tmp_path):
+    need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
+    (tmp_path / "ws" / "experiments").mkdir(parents=True)
+    tmux = Tmux(f"notes-tui-test-{os.getpid()}")
+    try:
+        tmux.start(app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}))
+        tmux.wait_for("1 Servers")
+        assert tmux.pane("alternate_on") == "1" and tmux.pane("mouse_any_flag") == "1"  # the app's terminal modes
+        os.kill(int(tmux.pane("pane_pid")), signal.SIGTERM)
+        wait_until(lambda: tmux.pane("pane_dead") == "1", 20, "the app to end")
+        assert tmux.pane("pane_dead_status") == "143"
+        assert tmux.pane("alternate_on") == "0" and tmux.pane("mouse_any_flag") == "0"  # put back as it was
+    finally:
+        tmux("kill-server", check=False)
