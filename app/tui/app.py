@@ -34,6 +34,7 @@ from app.tui.widgets.app_header import user_at_host
 POLL_S = 5.0  # server health: an upper limit, one request in flight per server
 JOBS_S = 15.0  # squeue: at most this often for the whole app (sites treat `watch squeue` as an RPC storm)
 SWITCH_HOLD_S = 0.01
+REPAINT_AFTER_RESIZE_S = 0.2
 PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
 
 
@@ -100,6 +101,7 @@ class NotesApp(App):
         self.models: dict[str, ModelList] = {}
         self.started: dict[str, StartedRun] = {}
         self.follow_run_id: str | None = None  # the run the Runs screen follows
+        self._repaint_timer = None
         self._model_tasks: dict[str, asyncio.Task] = {}
         self._pull_redraw_due = False
         # what screens subscribe to; each carries the server URL it is about ("" for all)
@@ -120,6 +122,18 @@ class NotesApp(App):
         if self.jobs.available:
             self.refresh_jobs()
             self.set_interval(JOBS_S, self.refresh_jobs)
+
+    def on_resize(self, _event) -> None:
+        # after the terminal's size changed (a window dragged, tmux resized), repaint every line once the resizing
+        # has settled: partial updates meant for the old size can land after the resize and leave stale lines
+        if self._repaint_timer is not None:
+            self._repaint_timer.stop()
+        self._repaint_timer = self.set_timer(REPAINT_AFTER_RESIZE_S, self._repaint)
+
+    def _repaint(self) -> None:
+        self._repaint_timer = None
+        if self.screen_stack:  # not before the first screen, nor after the last one left
+            self.screen.refresh(repaint=True, layout=True)
 
     def _ended_by(self, sig: signal.Signals) -> None:
         self.pulls.cancel_all()
@@ -258,8 +272,7 @@ class NotesApp(App):
         self.started[run.detached.run_id] = run
         self.follow_run_id = run.detached.run_id
         await self.action_show("runs")
-        self.notify(f"run {run.detached.run_id} of {run.experiment} started; it goes on if this app or the "
-                    f"terminal goes away (output: {run.detached.log})", title="running", timeout=8)
+        self.notify(f"{run.experiment} started; it goes on without this app", title="running", timeout=4)
 
     def still_running_here(self) -> list[StartedRun]:
         return [r for r in self.started.values() if r.running]

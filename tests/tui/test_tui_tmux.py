@@ -45,6 +45,13 @@ class Tmux:
                 raise AssertionError(f"{texts} not on screen after {timeout} s:\n{shown}")
             time.sleep(0.1)
 
+    def wait_gone(self, text: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text in self.screen():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} still on screen after {timeout} s:\n{self.screen()}")
+            time.sleep(0.1)
+
     def alive(self) -> bool:
         return subprocess.run([*self.base, "has-session", "-t", "t"], capture_output=True).returncode == 0
 
@@ -173,6 +180,7 @@ def test_resized_to_40x12_and_back_during_a_run_then_sighup_leaves_the_run_going
         tmux.wait_for("Run pna.toml here")
         tmux("send-keys", "-t", "t", "Enter")
         tmux.wait_for("notes/s", "ETA")
+        tmux.wait_gone("started; it goes on")  # the notice that the run outlives the app, gone after a moment
         tmux("resize-window", "-t", "t", "-x", "40", "-y", "12")
         small = tmux.wait_for("notes-tui")
         assert all(len(line) <= 40 for line in small.splitlines())

@@ -233,7 +233,8 @@ class RunsScreen(Screen):
             f.counts = update.counts
         if update.recent_rate is not None and update.recent_rate != f.rate:
             f.rates.append(update.recent_rate)
-            self.query_one("#rate", Sparkline).data = list(f.rates)  # a new list: Sparkline redraws only then
+            # a new list (Sparkline redraws only then), from zero: a rate that wobbles by 5 % must not look like 100 %
+            self.query_one("#rate", Sparkline).data = [0.0, *f.rates]
         f.rate = update.recent_rate if update.recent_rate is not None else (update.rate or f.rate)
         f.in_flight = update.in_flight if update.in_flight is not None else f.in_flight
         f.elapsed_s = update.elapsed_s if update.elapsed_s is not None else f.elapsed_s

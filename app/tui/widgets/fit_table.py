@@ -75,9 +75,15 @@ class FitTable(DataTable):
                 if cells[i] != before[i]:
                     self.update_cell(key, col.key, self._cut(cells[i], width, col.right))
 
+    def _width(self) -> int:
+        """The width to fit, scrollbar included: the scrollbar comes and goes as rows do (a rebuild clears them
+        for a moment), and fitting to the width beside it would resize, rebuild and resize again without end."""
+        bar = self.scrollbar_size_vertical if self.show_vertical_scrollbar else 0
+        return (self.size.width + bar) or 80
+
     def _misfit(self) -> bool:
         """The columns shown, or their widths, are not what the width and the cells call for now."""
-        total = self.size.width or 80
+        total = self._width()
         return self._shown(total) != self.cols or self._fit(total) != self._widths
 
     def _shown(self, total: int) -> tuple[Col, ...]:
@@ -121,7 +127,7 @@ class FitTable(DataTable):
 
     def _rebuild(self) -> None:
         keep = self.selected_key
-        total = self.size.width or 80
+        total = self._width()
         self.cols, self._widths = self._shown(total), self._fit(total)
         shown = [self.all_cols.index(c) for c in self.cols]
         self.clear(columns=True)
