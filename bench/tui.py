@@ -1,5 +1,5 @@
-"""The TUI on a login node: its CPU while idle, how fast a key press reaches the screen while pulls stream, and how
-long it takes to be on screen at all.
+"""The TUI on a login node: its CPU while idle, how fast a key press reaches the screen while pulls stream, how long
+it takes to be on screen at all, and the run monitor following a run at 200 notes/s (keys, CPU, memory).
 
 The app runs as a real process in a pseudo-terminal (120x40, TERM=xterm-256color) against stand-in Ollama servers in
 processes of their own, so its CPU is measured apart from theirs; a key press is timed from the byte written to the
@@ -7,6 +7,7 @@ terminal to the moment the screen it calls for has been drawn.
 
     python bench/tui.py                 # all three: start-up, idle (60 s), key latency with four pulls streaming
     python bench/tui.py --idle-s 20     # a shorter idle window
+    python bench/tui.py --only monitor --notes 100000   # a headless run at ~200 notes/s followed on screen 4
 """
 
 from __future__ import annotations
@@ -206,12 +207,115 @@ def bench_keys(presses: int, profile: str | None = None, pulls: int = 4) -> None
             s.stop()
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def feed_done(ledger: Path) -> int:
+    """The run's done count from its live feed (the bench reads it as the monitor does)."""
+    feeds = list((ledger / "live").glob("*.jsonl"))
+    if not feeds:
+        return 0
+    done = 0
+    with open(feeds[0], "rb") as f:
+        f.seek(max(0, feeds[0].stat().st_size - 65536))
+        for line in f.read().splitlines():
+            if b'"progress"' in line or b'"end"' in line:
+                import json
+
+                try:
+                    done = json.loads(line)["counts"]["done"]
+                except (ValueError, KeyError):
+                    pass
+    return done
+
+
+def bench_monitor(notes: int, presses: int) -> None:
+    import sqlite3
+    import subprocess
+
+    from support import experiment_toml
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
+    # 8 slots at 40 ms: 200 notes/s of capacity, the engine kept just above it
+    server = spawn_standin(models="llama3", latency=0.04, slots=8, queue=512)
+    folder = tmp / "ws" / "experiments"
+    folder.mkdir(parents=True)
+    conn = sqlite3.connect(folder / "notes.db")
+    # keyed as a notes table usually is: a SQLite source pages by its id columns, and without an index on them
+    # every page is a scan of the whole table
+    conn.execute("CREATE TABLE notes (note_id INTEGER PRIMARY KEY, note_text TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?)",
+                     ((i, f"CXR {i}: patchy opacity in the right lower lobe.") for i in range(notes)))
+    conn.commit()
+    conn.close()
+    exp = folder / "pna.toml"
+    exp.write_text(experiment_toml(source='kind = "sqlite"\npath = "notes.db"\ntable = "notes"\n'
+                                   'id_columns = ["note_id"]\ntext_column = "note_text"', hosts=[server.url],
+                                   results='table = "pna_results"\nbatch_size = 500', run="concurrency = 10"))
+    ledger = tmp / "ledger"
+    config = tmp / "config.toml"
+    config.write_text(f'[[servers]]\nurl = "{server.url}"\nname = "gpu-a"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "NO_COLOR")}
+    env.update({"NOTES_TUI_CONFIG": str(config), "TERM": "xterm-256color", "PYTHONPATH": str(ROOT)})
+    run = subprocess.Popen([sys.executable, "-m", "app", "--run", str(exp), "--ledger", str(ledger)], cwd=ROOT,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    term = Terminal(["--workspace", str(tmp / "ws"), "--ledger", str(ledger)], env)
+    try:
+        term.wait_for(SERVERS_MARK)
+        t, since = term.press(b"4")
+        term.wait_for(b"enter follows", since)
+        samples, latencies, cpu_window = [], [], None
+        next_sample, keys_at = 0, notes // 5
+        while run.poll() is None:
+            done = feed_done(ledger)
+            if done >= next_sample:
+                samples.append((done, rss_mb(term.pid)))
+                next_sample += max(1, notes // 10)
+            if cpu_window is None and done >= notes // 10:
+                cpu_window = (cpu_s(term.pid), time.perf_counter(), done)
+            if keys_at is not None and done >= keys_at:
+                keys_at = None
+                for key, mark in ((b"5", b"runs shown"), (b"4", b"enter follows")):  # each screen built once
+                    t, since = term.press(key)
+                    term.wait_for(mark, since)
+                    time.sleep(0.3)
+                for n in range(presses):  # screen 5 and back to the monitor while it streams
+                    key, mark = (b"5", b"runs shown") if n % 2 == 0 else (b"4", b"enter follows")
+                    t, since = term.press(key)
+                    latencies.append(term.wait_for(mark, since) - t)
+                    time.sleep(0.2)
+                cpu_window = (cpu_s(term.pid), time.perf_counter(), feed_done(ledger))  # CPU apart from the keys
+            time.sleep(0.5)
+        end = (cpu_s(term.pid), time.perf_counter(), feed_done(ledger))
+        samples.append((end[2], rss_mb(term.pid)))
+        c0, t0, d0 = cpu_window
+        ms = sorted(x * 1000 for x in latencies)
+        rate = (end[2] - d0) / (end[1] - t0)
+        print(f"monitor: a headless run of {notes:,} notes at {rate:.0f} notes/s followed live on screen 4: app CPU "
+              f"{(end[0] - c0) / (end[1] - t0) * 100:.1f}% of a core (target < 15%)")
+        if ms:
+            print(f"monitor: {len(ms)} presses of 5/4 meanwhile: median {statistics.median(ms):.1f} ms, "
+                  f"max {ms[-1]:.1f} ms (targets < 50 ms median, < 150 ms max)")
+        print("monitor: app RSS by notes done: " + ", ".join(f"{d:,}: {m:.1f} MB" for d, m in samples))
+    finally:
+        term.close()
+        if run.poll() is None:
+            run.terminate()
+        server.stop()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--idle-s", type=float, default=60.0)
     p.add_argument("--presses", type=int, default=60)
     p.add_argument("--starts", type=int, default=5)
-    p.add_argument("--only", choices=["startup", "idle", "keys"])
+    p.add_argument("--only", choices=["startup", "idle", "keys", "monitor"])
+    p.add_argument("--notes", type=int, default=100_000, help="notes of the monitored run")
     p.add_argument("--profile", metavar="FILE", help="py-spy the app during the key presses (speedscope JSON)")
     p.add_argument("--pulls", type=int, default=4, help="pulls streaming while keys are pressed")
     a = p.parse_args()
@@ -222,6 +326,8 @@ def main() -> None:
         bench_idle(a.idle_s)
     if a.only in (None, "keys"):
         bench_keys(a.presses, a.profile, a.pulls)
+    if a.only in (None, "monitor"):
+        bench_monitor(a.notes, a.presses)
 
 
 if __name__ == "__main__":

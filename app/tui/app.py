@@ -4,7 +4,9 @@ health, model lists, pulls), and `make_app`, the one factory the CLI and the tes
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ POLL_S = 5.0  # server health: an upper limit, one request in flight per server
 JOBS_S = 15.0  # squeue: at most this often for the whole app (sites treat `watch squeue` as an RPC storm)
 SWITCH_HOLD_S = 0.01
 REPAINT_AFTER_RESIZE_S = 0.2
+EXIT_WATCHDOG_S = 3.0
 PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
 
 
@@ -137,6 +140,9 @@ class NotesApp(App):
 
     def _ended_by(self, sig: signal.Signals) -> None:
         self.pulls.cancel_all()
+        # with the terminal gone (SSH dropped) Textual's shutdown can wait for ever on its output thread: on a login
+        # node an app must not linger, so a watchdog ends the process if the clean exit has not within a moment
+        threading.Thread(target=_exit_soon, args=(128 + sig.value,), daemon=True, name="exit-watchdog").start()
         self.exit(return_code=128 + sig.value, message=self._goes_on_message(self.still_running_here()) or None)
 
     @work(thread=True, exclusive=True, group="squeue", exit_on_error=False)
@@ -317,6 +323,11 @@ class NotesApp(App):
 
         yield from palette_commands(self, screen)
         yield from (c for c in super().get_system_commands(screen) if c.title not in ("Quit", "Keys"))
+
+
+def _exit_soon(code: int) -> None:
+    time.sleep(EXIT_WATCHDOG_S)
+    os._exit(code)
 
 
 def make_app(ctx: Context, ledger_dir: Path, prober: Prober | None = None, who: str | None = None,

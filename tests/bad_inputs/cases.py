@@ -290,10 +290,39 @@ COMMAND_LINE = [
     Bad("check-bad-file", "not valid TOML", lambda c: c.base() + "\n[model\n", args=("check", "{exp}")),
 ]
 
-# -- issue 15 ([evaluation]) adds its rows here: bad gold columns, unknown labels, metrics ... ----------------------
-EVALUATION: list[Bad] = []
+# -- [evaluation] (issue 15): refused when the file is read, before a note is sent ------------------------------
+EVALUATION: list[Bad] = [
+    Bad("evaluation-neither-gold", "give exactly one of gold_column or gold_query",
+        lambda c: c.base() + "\n[evaluation]\nmap = {}\n"),
+    Bad("evaluation-both-golds", "give exactly one of gold_column or gold_query",
+        lambda c: c.base() + '\n[evaluation]\ngold_column = "gold"\ngold_query = "SELECT note_id, gold FROM notes"\n'),
+    Bad("evaluation-misspelt-key", "evaluation.gold_colum: unknown key in [evaluation]",
+        lambda c: c.base() + '\n[evaluation]\ngold_colum = "gold"\n'),
+    Bad("evaluation-column-sql", "is not a plain column name",
+        lambda c: c.base() + '\n[evaluation]\ngold_column = "gold; DROP TABLE notes"\n'),
+    Bad("evaluation-query-two-statements", "evaluation.gold_query: the query must be one SELECT statement",
+        lambda c: c.base() + '\n[evaluation]\ngold_query = "SELECT 1; DELETE FROM notes"\n'),
+    Bad("evaluation-map-to-no-choice", "'Likely' is not a choice of response",
+        lambda c: c.base() + '\n[evaluation]\ngold_column = "gold"\nmap = { "yes" = "Likely" }\n'),
+    Bad("evaluation-field-is-text", "evaluation.field: 'explanation' is not a choice or bool field",
+        lambda c: c.base() + '\n[evaluation]\ngold_column = "gold"\nfield = "explanation"\n'),
+    Bad("evaluation-map-not-a-table", "evaluation.map",
+        lambda c: c.base() + '\n[evaluation]\ngold_column = "gold"\nmap = "yes=(1) Likely"\n'),
+]
 
-# -- issue 14 (Slurm) adds its rows here: unknown profiles, bad --shard values (0/0, 3/2, x/y, 1/0) ... -------------
-SLURM: list[Bad] = []
+# -- Slurm (issue 14): shards and profiles ------------------------------------------------------------------------
+SLURM: list[Bad] = [
+    Bad("shard-zero-of-zero", "--shard", lambda c: c.base(), args=("--run", "{exp}", "--shard", "0/0")),
+    Bad("shard-past-count", "--shard", lambda c: c.base(), args=("--run", "{exp}", "--shard", "3/2")),
+    Bad("shard-not-numbers", "--shard", lambda c: c.base(), args=("--run", "{exp}", "--shard", "x/y")),
+    Bad("shard-of-zero", "--shard", lambda c: c.base(), args=("--run", "{exp}", "--shard", "1/0")),
+    Bad("shard-with-sqlite", "SQLite", lambda c: c.base(), args=("--run", "{exp}", "--shard", "1/2")),
+    Bad("shard-from-array-env-with-sqlite", "SQLite", lambda c: c.base(),
+        env={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"}),
+    Bad("server-start-unknown-profile", "--profile gpu-huge: no such profile", args=("server", "start", "--profile",
+        "gpu-huge")),
+    Bad("server-stop-not-a-job-id", "'abc' is not a job id", args=("server", "stop", "abc")),
+    Bad("submit-broken-file", "not valid TOML", lambda c: c.base() + "\n[model\n", args=("submit", "{exp}")),
+]
 
 CASES: list[Bad] = FILE + KEYS + PROMPT + SOURCE + SQLITE_FILES + MYSQL + SERVER + COMMAND_LINE + EVALUATION + SLURM

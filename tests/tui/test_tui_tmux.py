@@ -211,3 +211,38 @@ def test_sigterm_puts_the_terminal_back(tmp_path):
         assert tmux.pane("alternate_on") == "0" and tmux.pane("mouse_any_flag") == "0"  # put back as it was
     finally:
         tmux("kill-server", check=False)
+
+
+def test_an_app_whose_terminal_vanishes_does_not_linger(tmp_path):
+    """tmux gone (the SSH connection cut) while the monitor streams a run: SIGHUP, and every write to the terminal
+    fails. The app must end; the run goes on."""
+    need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
+    server = spawn_standin(latency=0.02, slots=8)
+    tmux = Tmux(f"notes-tui-test-{os.getpid()}")
+    try:
+        exp = experiment_with_notes(tmp_path, server.url, 3000)
+        try:
+            tmux.start(app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}))
+            tmux.wait_for("1 Servers")
+            tmux("send-keys", "-t", "t", "3")
+            tmux.wait_for("pna-test", "3,000")
+            tmux("send-keys", "-t", "t", "g")
+            tmux.wait_for("Run pna.toml here")
+            tmux("send-keys", "-t", "t", "Enter")
+            tmux.wait_for("notes/s", "ETA")
+            pid = int(tmux.pane("pane_pid"))
+        finally:
+            tmux("kill-server", check=False)
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split()[2] == "Z"  # ended, not yet reaped
+
+        wait_until(gone, 15, "the app to end with its terminal")
+        wait_until(lambda: rows_in(exp) == 3000, 90, "the run to finish without the app")
+    finally:
+        server.stop()
