@@ -104,6 +104,8 @@ class NotesApp(App):
         self.models: dict[str, ModelList] = {}
         self.started: dict[str, StartedRun] = {}
         self.follow_run_id: str | None = None  # the run the Runs screen follows
+        # job id -> (run id, ETA in s, when known): the followed run's servers, for the Servers screen's warning
+        self.run_etas: dict[str, tuple[str, float, float]] = {}
         self._repaint_timer = None
         self._model_tasks: dict[str, asyncio.Task] = {}
         self._pull_redraw_due = False

@@ -81,3 +81,43 @@ async def test_a_job_that_cannot_start_is_shown_pending_with_its_reason(tmp_path
         job = next(j for j in app.job_list if j.phase == "pending")
         row = rows(app, "servers-table")["job:" + job.job_id]
         assert row[2].startswith("pending (") and job.reason in row[2]
+
+
+@run
+async def test_a_server_job_that_ends_before_the_run_is_named_on_both_screens(tmp_path, slurm):
+    import sqlite3
+
+    from support import experiment_toml
+
+    slurm.write_text(slurm.read_text().replace('time = "0-00:15:00"', 'time = "0-00:02:00"'))
+    folder = tmp_path / "workspace" / "experiments"
+    folder.mkdir(parents=True)
+    conn = sqlite3.connect(folder / "notes.db")
+    conn.execute("CREATE TABLE notes (note_id INTEGER PRIMARY KEY, note_text TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CXR {i}") for i in range(40000)])
+    conn.commit()
+    conn.close()
+    exp = folder / "pna.toml"
+    source = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
+    exp.write_text(experiment_toml(source=source, hosts=["http://placeholder:1"]).replace(
+        'hosts = ["http://placeholder:1"]', 'hosts = "auto"'))
+    app = build_app(tmp_path, {**os.environ, "NOTES_TUI_CONFIG": str(slurm)})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("s", "enter")  # the stand-in profile, 2 minutes
+        await until(pilot, lambda: "submitted server job" in screen_text(app), timeout=30, what="sbatch")
+        await jobs_now(pilot, app, lambda: any(j.url for j in app.job_list), "the job's address")
+        job = next(j for j in app.job_list if j.url)
+        app.poll_servers()
+        await until(pilot, lambda: app.health(job.url).state == "up", timeout=30, what="the job's server up")
+        await pilot.press("3")
+        app.screen.query_one("#experiments-table").select_key(str(exp))
+        await pilot.press("g", "enter")  # 40,000 notes at ~180 a second: longer than the job has left
+        await until(pilot, lambda: app.current_mode == "runs" and app.screen.followed is not None
+                    and app.screen.followed.rate, timeout=60, what="the run followed")
+        await until(pilot, lambda: f"server job {job.job_id} ends in" in screen_text(app), timeout=30,
+                    what="the monitor's warning")
+        await pilot.press("s", "y")  # stop the run: the test is about the warning
+        await pilot.press("1")
+        app.screen.query_one("#servers-table").select_key(job.url)
+        await pilot.pause(0.3)
+        assert "this job ends before run" in screen_text(app)

@@ -5,6 +5,7 @@ its labels fall, each note as it finishes (never note text or free text), and a 
 from __future__ import annotations
 
 import collections
+import time
 from datetime import datetime
 
 from rich.highlighter import Highlighter
@@ -68,7 +69,6 @@ class Followed:
 
     def __init__(self, app, run_id: str):
         from app.runs.follow import FeedFollower
-        from app.runs.live import journal_header
 
         self.run_id = run_id
         self.follower = FeedFollower(app.ledger_dir, run_id)
@@ -81,10 +81,20 @@ class Followed:
         self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
         self.labels: dict[str, collections.Counter] = {}
         self.seen = 0
-        self.header = journal_header(app.ledger_dir, run_id) or {}
+        self.ledger_dir = app.ledger_dir
+        self.header: dict = {}
+        self.fields: list = []
+        self.read_header()
+
+    def read_header(self) -> None:
+        """The journal's header (answer fields, server jobs): a run just started has none yet, so ask again."""
+        from app.runs.live import journal_header
         from ledger.answers import answer_fields
 
-        self.fields = [f for f in answer_fields(self.header.get("answer_schema")) if f.categorical]
+        header = journal_header(self.ledger_dir, self.run_id)
+        if header:
+            self.header = header
+            self.fields = [f for f in answer_fields(header.get("answer_schema")) if f.categorical]
 
 
 class RunsScreen(Screen):
@@ -218,6 +228,8 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
     def _read_feed(self, f: Followed) -> None:
+        if not f.header:
+            f.read_header()
         update = f.follower.poll()
         if update.units or update.counts is not None or update.ended is not None or update.header is not None:
             self.app.call_from_thread(self._apply, f, update)
@@ -227,8 +239,6 @@ class RunsScreen(Screen):
             return  # the user moved on to another run meanwhile
         if update.header:
             f.total = update.header.get("total", f.total)
-            if not f.header:
-                f.header = update.header
         if update.counts is not None:
             f.counts = update.counts
         if update.recent_rate is not None and update.recent_rate != f.rate:
@@ -315,6 +325,8 @@ class RunsScreen(Screen):
 
         app = self.app
         for entry in f.header.get("server_jobs") or []:
+            if eta is not None and f.ended is None:  # the Servers screen warns about the same job
+                app.run_etas[str(entry.get("job_id"))] = (f.run_id, eta, time.monotonic())
             job = next((j for j in app.job_list if j.job_id == str(entry.get("job_id"))), None)
             if job is not None and ends_before(job, eta, app.jobs.age_s() or 0.0):
                 return (f"server job {job.job_id} ends in {time_left_text(job)}, before this run does (ETA "

@@ -3,6 +3,8 @@ left, the models loaded now — with keys to add a server, start a server job fr
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,7 +14,8 @@ from textual.widgets import DataTable
 
 from app.cluster import present
 from app.cluster.health import UNKNOWN, Health
-from app.cluster.jobactions import job_status, time_left_text
+from app.cluster.jobactions import ends_before, job_status, time_left_text
+from app.cluster.present import duration
 from app.cluster.slurm import ServerJob
 from app.errors import UserError
 from app.tui.tones import state_tone, tone
@@ -159,6 +162,13 @@ class ServersScreen(Screen):
             left = "no time limit" if job.time_left_s is None else f"{time_left_text(job)} left"
             text.append(f"\njob {job.job_id} · {job.partition or 'default partition'}{where}{gpus} · {left} · "
                         "k cancels it")
+            known = app.run_etas.get(job.job_id)
+            if known is not None:
+                run_id, eta, at = known
+                eta -= time.monotonic() - at  # the ETA as it stands now
+                if ends_before(job, eta, app.jobs.age_s() or 0.0):
+                    text.append(f"\nthis job ends before run {run_id[:10]} is done (ETA {duration(eta)}): the run "
+                                "loses this server — start another (s)", style=tone(app, "bad"))
         if server is not None:
             h = app.health(server.url)
             if h.loaded:
