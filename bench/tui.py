@@ -23,6 +23,7 @@ import tempfile
 import termios
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,11 @@ class Terminal:
 
 def setup(n_servers: int, pull_seconds: float) -> tuple[list, dict[str, str], Path]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-tui-"))
-    servers = [spawn_standin(models="llama3", pull_seconds=pull_seconds) for _ in range(n_servers)]
+    # an idle server's model keeps the expiry of its last use (the stand-in's default moves it on every /api/ps,
+    # as a server in use does)
+    idle_until = datetime.fromtimestamp(time.time() + 1800, UTC).isoformat()
+    servers = [spawn_standin(models="llama3", pull_seconds=pull_seconds, expires_at=idle_until)
+               for _ in range(n_servers)]
     config = tmp / "config.toml"
     config.write_text("".join(f'[[servers]]\nurl = "{s.url}"\nname = "gpu-{i}"\n\n' for i, s in enumerate(servers)))
     (tmp / "ws" / "experiments").mkdir(parents=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from datetime import datetime
 
 from app.cluster.health import Health, LoadedModel
@@ -30,6 +32,38 @@ def duration(seconds: float | None) -> str:
 
 def rtt(health: Health) -> str:
     return "-" if health.rtt_ms is None else f"{health.rtt_ms:.0f} ms"
+
+
+RTT_WINDOW = 5  # checks: 25 s at the 5 s health check
+RTT_NEWS_MS, RTT_NEWS_SHARE = 5.0, 0.5  # 3 ms against 7 ms is noise; 40 ms against 200 ms is news
+
+
+class SteadyRtt:
+    """The round trip as a screen shows it: the median of the last few checks, changed only when it moves by more
+    than 5 ms and by half. A single check jitters by milliseconds (it is timed inside an event loop that also draws
+    the screen); jitter is not news and must redraw nothing."""
+
+    def __init__(self) -> None:
+        self._recent: dict[str, deque[tuple[float, float]]] = {}
+        self._shown: dict[str, float] = {}
+
+    def ms(self, url: str, health: Health) -> float | None:
+        if health.rtt_ms is None:
+            self._shown.pop(url, None)
+            self._recent.pop(url, None)  # a server back from down starts afresh
+            return None
+        recent = self._recent.setdefault(url, deque(maxlen=RTT_WINDOW))
+        if not recent or recent[-1][0] != health.checked_at:  # one sample per check, however often it is drawn
+            recent.append((health.checked_at, health.rtt_ms))
+        median = statistics.median(ms for _, ms in recent)
+        shown = self._shown.get(url)
+        if shown is None or abs(median - shown) >= max(RTT_NEWS_MS, RTT_NEWS_SHARE * shown):
+            self._shown[url] = shown = median
+        return shown
+
+    def text(self, url: str, health: Health) -> str:
+        ms = self.ms(url, health)
+        return "-" if ms is None else f"{ms:.0f} ms"
 
 
 def state(health: Health) -> str:

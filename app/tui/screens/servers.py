@@ -58,7 +58,7 @@ class ServersScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._rtt_shown: dict[str, float | None] = {}
+        self._rtt = present.SteadyRtt()
 
     def compose(self) -> ComposeResult:
         yield AppHeader("servers")
@@ -93,7 +93,7 @@ class ServersScreen(Screen):
             h, job = app.health(s.url), app.job_of(s.url)
             loaded = ", ".join(present.loaded(m, app.now()) for m in h.loaded) or ("-" if h.answers else "")
             rows.append((s.url, (s.label, s.origin_text, status_cell(app, h, job), h.version or "",
-                                 self._rtt(s.url, h), time_left_text(job) if job else "", loaded)))
+                                 self._rtt.text(s.url, h), time_left_text(job) if job else "", loaded)))
         waiting = [j for j in app.job_list if not j.url]
         for job in waiting:
             rows.append((JOB_ROW + job.job_id, (job.name, job.origin, status_cell(app, UNKNOWN, job), "", "",
@@ -106,14 +106,6 @@ class ServersScreen(Screen):
         if app.selected_url:
             self.table.select_key(app.selected_url)
         self.render_detail()
-
-    def _rtt(self, url: str, health: Health) -> str:
-        """The round trip as shown: a change of a millisecond or two is jitter, not news, and redraws nothing."""
-        shown = self._rtt_shown.get(url)
-        new = health.rtt_ms
-        if shown is None or new is None or abs(new - shown) >= max(2.0, 0.25 * shown):
-            self._rtt_shown[url] = shown = new
-        return "-" if shown is None else f"{shown:.0f} ms"
 
     def _health_changed(self, url: str) -> None:
         self.render_servers()
@@ -149,7 +141,7 @@ class ServersScreen(Screen):
             text.append(f"  (from {server.origin_text})\n", style=tone(app, "quiet"))
             text.append_text(status_cell(app, h, job))
             if h.answers:
-                text.append(f" · Ollama {h.version} · {self._rtt(server.url, h)}")
+                text.append(f" · Ollama {h.version} · {self._rtt.text(server.url, h)}")
             elif h.state == "down":
                 text.append(f" — {present.advice(h)}")
         if job is not None:
