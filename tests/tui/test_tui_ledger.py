@@ -20,8 +20,9 @@ def make_runs(tmp_path, capsys) -> list[str]:
     folder = tmp_path / "exps"
     folder.mkdir()
     conn = sqlite3.connect(folder / "notes.db")
-    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
-    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CT {i}: ground glass.") for i in range(15)])
+    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT, gold TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?, ?)",
+                     [(i, f"CT {i}: ground glass.", "(1) Likely" if i % 2 else "(2) Unlikely") for i in range(15)])
     conn.commit()
     conn.close()
     with StandinOllama(models=("llama3", "mistral")) as server:
@@ -32,7 +33,11 @@ def make_runs(tmp_path, capsys) -> list[str]:
             for _ in range(3 if name == "pna-a" else 2):
                 code, _, _ = cli(capsys, "--run", str(exp), "--limit", "5", "--ledger", str(tmp_path / "ledger"))
                 assert code == 0
-    return [r["run_id"] for r in ledger_runs(tmp_path / "ledger")]
+    ids = [r["run_id"] for r in ledger_runs(tmp_path / "ledger")]
+    code, _, err = cli(capsys, "ledger", "eval", ids[0], "--file", str(folder / "pna-b.toml"), "--gold-column", "gold",
+                       "--ledger", str(tmp_path / "ledger"))  # the newest run gets an eval against gold
+    assert code == 0, err
+    return ids
 
 
 def test_runs_paged_filtered_shown_reported_compared(tmp_path, capsys, monkeypatch):
@@ -66,11 +71,13 @@ async def browse(tmp_path, ids):
         body = lambda: app.screen.query_one("#run-text").render().plain  # noqa: E731
         await until(pilot, lambda: "prompt hash" in body(), what="details")
         assert f"run {ids[0]}  completed" in body() and "mistral:latest" in body() and "labels" in body()
+        assert "eval " in body() and "response: accuracy " in body()  # the eval stored for it
         await pilot.press("escape")
 
         await pilot.press("p")  # its report, as Markdown
         await until(pilot, lambda: bool(app.screen.query("#run-markdown")), what="report")
-        assert "Ledger head" in app.screen.query_one("#run-markdown").source
+        report = app.screen.query_one("#run-markdown").source
+        assert "Ledger head" in report and "Evaluation against gold labels" in report and "No eval is" not in report
         await pilot.press("escape")
 
         await pilot.press("c")  # nothing marked yet: says how
