@@ -121,3 +121,38 @@ async def test_a_server_job_that_ends_before_the_run_is_named_on_both_screens(tm
         app.screen.query_one("#servers-table").select_key(job.url)
         await pilot.pause(0.3)
         assert "this job ends before run" in screen_text(app)
+
+
+@run
+async def test_submit_from_the_experiments_screen_and_follow_the_job_on_the_monitor(tmp_path, slurm):
+    import sqlite3
+
+    from standin_ollama import StandinOllama
+    from support import experiment_toml
+
+    folder = tmp_path / "workspace" / "experiments"
+    folder.mkdir(parents=True)
+    conn = sqlite3.connect(folder / "notes.db")
+    conn.execute("CREATE TABLE notes (note_id INTEGER PRIMARY KEY, note_text TEXT)")
+    conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CXR {i}: no consolidation.") for i in range(300)])
+    conn.commit()
+    conn.close()
+    source = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
+    with StandinOllama(latency=0.05, slots=4) as server:  # 300 notes at ~80 a second: seconds, not instants
+        exp = folder / "pna.toml"
+        exp.write_text(experiment_toml(source=source, hosts=[server.url]))
+        app = build_app(tmp_path, {**os.environ, "NOTES_TUI_CONFIG": str(slurm)})
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("3")
+            app.screen.query_one("#experiments-table").select_key(str(exp))
+            await pilot.press("b")
+            await until(pilot, lambda: "submitted pna.toml as job" in screen_text(app), timeout=30, what="sbatch")
+            job_id = screen_text(app).split("submitted pna.toml as job ")[1].split(";")[0]
+            await pilot.press("4")
+            await until(pilot, lambda: app.screen.followed is not None, timeout=60, what="the job's run found")
+            followed = app.screen.followed
+            assert f"job {job_id}" in screen_text(app)  # where it runs: the batch job, not here
+            await until(pilot, lambda: followed.ended is not None, timeout=120, what="the job's run to end")
+            assert followed.ended["status"] == "completed" and followed.counts.done == 300
+    with sqlite3.connect(folder / "notes.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM pna_results").fetchone()[0] == 300
