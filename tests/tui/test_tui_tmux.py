@@ -202,12 +202,20 @@ def test_sigterm_puts_the_terminal_back(tmp_path):
     (tmp_path / "ws" / "experiments").mkdir(parents=True)
     tmux = Tmux(f"notes-tui-test-{os.getpid()}")
     try:
-        tmux.start(app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}))
+        # the exit status is written by the shell that waits for the app: tmux's own (#{pane_dead_status}) is read on
+        # SIGCHLD, which tmux 3.3a at times misses, leaving the app a zombie and the status empty
+        status = tmp_path / "status"
+        app = app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}).replace(" && exec env ", " && env ")
+        tmux.start(f"{app}; echo $? > {shlex.quote(str(status))}")
         tmux.wait_for("1 Servers")
         assert tmux.pane("alternate_on") == "1" and tmux.pane("mouse_any_flag") == "1"  # the app's terminal modes
-        os.kill(int(tmux.pane("pane_pid")), signal.SIGTERM)
-        wait_until(lambda: tmux.pane("pane_dead") == "1", 20, "the app to end")
-        assert tmux.pane("pane_dead_status") == "143"
+        shell = int(tmux.pane("pane_pid"))
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        assert len(children) == 1, children
+        os.kill(int(children[0]), signal.SIGTERM)
+        wait_until(lambda: status.exists() and status.read_text().strip(), 20, "the app to end")
+        assert status.read_text().strip() == "143"
+        wait_until(lambda: tmux.pane("pane_dead") == "1", 20, "the shell to end")
         assert tmux.pane("alternate_on") == "0" and tmux.pane("mouse_any_flag") == "0"  # put back as it was
     finally:
         tmux("kill-server", check=False)
