@@ -9,6 +9,7 @@ from typing import Any
 from ..format import format_duration
 
 Block = tuple
+TURN_AT_MOST = 3  # runs in a report whose per-run tables are shown a column per run
 
 
 def label_text(value: Any) -> str:
@@ -43,6 +44,14 @@ def head_line(report: dict[str, Any]) -> str:
             f"Check this ledger later against it with: notes-tui ledger verify --head {h['hash']}")
 
 
+def by_run(header: list[str], rows: list[list[Any]]) -> Block:
+    """A table with a row per run, turned so that each run is a column when there are only a few: eleven columns
+    do not fit a terminal's 80 or a printed page, a column per run does."""
+    if len(rows) > TURN_AT_MOST:
+        return ("table", header, rows)
+    return ("table", [header[0], *(r[0] for r in rows)], [[h, *(r[i] for r in rows)] for i, h in enumerate(header) if i])
+
+
 def sections(report: dict[str, Any]) -> list[tuple[str, list[Block]]]:
     return [
         ("Runs", _runs(report)),
@@ -70,8 +79,8 @@ def _runs(report: dict[str, Any]) -> list[Block]:
         rows.append([r["run_id"], r["status"], f"{r['user'] or '?'}@{r['hostname'] or '?'}", job, r["shard"] or "–",
                      when(r["started_at"]), when(r["ended_at"]), format_duration(r["duration_s"]),
                      num(r["notes_per_s"], 2), num(r["gpu_hours"]), r["tool_version"] or "–"])
-    blocks: list[Block] = [("table", ["run", "status", "user@host", "Slurm job", "shard", "started (UTC)", "ended (UTC)",
-                                      "duration", "notes/s", "GPU-hours", "notes-tui"], rows)]
+    blocks: list[Block] = [by_run(["run", "status", "user@host", "Slurm job", "shard", "started (UTC)", "ended (UTC)",
+                                   "duration", "notes/s", "GPU-hours", "notes-tui"], rows)]
     if len(report["runs"]) > 1:
         blocks.insert(0, ("p", f"{len(report['runs'])} runs of this experiment, reported together (oldest first)."))
     for r in report["runs"]:
@@ -87,19 +96,19 @@ def _runs(report: dict[str, Any]) -> list[Block]:
 
 def _flow(report: dict[str, Any]) -> list[Block]:
     f = report["flow"]
-    blocks: list[Block] = [("table", ["to do (first run)", "units", "answered", "valid", "invalid (fallback written)",
-                                      "retried", "empty (not sent)", "truncated", "errors (not written)"],
-                            [[num(f["to_do_first_run"]), num(f["units"]), num(f["answered"]), num(f["valid"]),
-                              num(f["invalid"]), num(f["retried"]), num(f["empty"]), num(f["truncated"]),
-                              num(f["error"])]])]
+    blocks: list[Block] = [("table", ["flow", "units"], [
+        ["to do (first run)", num(f["to_do_first_run"])], ["in the ledger", num(f["units"])], ["answered", num(f["answered"])],
+        ["valid", num(f["valid"])], ["invalid (fallback written)", num(f["invalid"])], ["retried", num(f["retried"])],
+        ["empty (not sent)", num(f["empty"])], ["truncated", num(f["truncated"])],
+        ["errors (not written)", num(f["error"])]])]
     blocks.append(("p", "Each unit counted once, by its latest outcome. What each run did:"))
     rows = []
     for r in report["runs"]:
         c = r["counts"]
         rows.append([r["run_id"]] + [num(c.get(k)) for k in ("total", "done", "valid", "invalid", "retried", "empty",
                                                               "truncated", "errors", "tokens_in", "tokens_out")])
-    blocks.append(("table", ["run", "to do", "done", "valid", "invalid", "retried", "empty", "truncated", "errors",
-                             "tokens in", "tokens out"], rows))
+    blocks.append(by_run(["run", "to do", "done", "valid", "invalid", "retried", "empty", "truncated", "errors",
+                          "tokens in", "tokens out"], rows))
     return blocks
 
 

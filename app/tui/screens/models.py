@@ -28,9 +28,9 @@ COLUMNS = (
     Col("size", "Size", 7, right=True),
     Col("params", "Params", 6, right=True),
     Col("quant", "Quant", 6),
-    Col("family", "Family", 7, hide_below=100),
+    Col("family", "Family", 7, hide_below=90),
     Col("modified", "Modified", 10),
-    Col("digest", "Digest", 12, hide_below=100),
+    Col("digest", "Digest", 12, hide_below=90),
 )
 SORTS = {"name": (lambda m: m.name, False), "size": (lambda m: m.size, True),
          "modified": (lambda m: m.modified_at.timestamp() if m.modified_at else 0.0, True)}
