@@ -188,7 +188,6 @@ def test_resized_to_40x12_and_back_during_a_run_then_sighup_leaves_the_run_going
         # laid out anew at 40x12, not drawn at 80x24 and cut by the terminal: the header on line 1, the key bar on 12
         wait_until(lambda: (lambda lines: len(lines) == 12 and "notes-tui" in lines[0] and "s Stop run" in lines[11])(
             tmux.screen().splitlines()), 20, "the app laid out at 40x12")
-        small = tmux.screen()
         tmux("resize-window", "-t", "t", "-x", "80", "-y", "24")
         shown = tmux.wait_for("4 Runs", "notes/s")
         assert "Traceback" not in shown

@@ -133,8 +133,9 @@ class LedgerScreen(Screen):
     def render_runs(self) -> None:
         app = self.app
         more = "" if self.complete else f" · n loads {PAGE} more"
+        runs = f"{len(self.runs):,} run" + ("" if len(self.runs) == 1 else "s")
         self.query_one("#ledger-title", Shown).show(Text.assemble(
-            ("Ledger", "bold"), f"  {len(self.runs):,} run{'' if len(self.runs) == 1 else 's'} shown{more} · filter: {self.filters.text()} · "
+            ("Ledger", "bold"), f"  {runs} shown{more} · filter: {self.filters.text()} · "
             f"{short_path(app.ledger_dir)}"))
         self.table.set_rows([(r["run_id"], run_cells(app, r, r["run_id"] in self.marked)) for r in self.runs])
         self.render_detail()
