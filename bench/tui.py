@@ -285,12 +285,12 @@ def bench_monitor(notes: int, presses: int) -> None:
                 cpu_window = (cpu_s(term.pid), time.perf_counter(), done)
             if keys_at is not None and done >= keys_at:
                 keys_at = None
-                for key, mark in ((b"5", b"runs shown"), (b"4", b"enter follows")):  # each screen built once
+                for key, mark in ((b"5", b" shown \xc2\xb7 filter"), (b"4", b"enter follows")):  # each screen built once
                     t, since = term.press(key)
                     term.wait_for(mark, since)
                     time.sleep(0.3)
                 for n in range(presses):  # screen 5 and back to the monitor while it streams
-                    key, mark = (b"5", b"runs shown") if n % 2 == 0 else (b"4", b"enter follows")
+                    key, mark = (b"5", b" shown \xc2\xb7 filter") if n % 2 == 0 else (b"4", b"enter follows")
                     t, since = term.press(key)
                     latencies.append(term.wait_for(mark, since) - t)
                     time.sleep(0.2)

@@ -32,7 +32,7 @@ class TrialScreen(ModalScreen[None]):
             yield Label(f"try {self.path.name}: a few notes, nothing written", classes="dialog-title")
             with Horizontal(classes="fields"):
                 yield Input(value="5", placeholder="notes", id="n", classes="short")
-                yield Input(placeholder="random seed (empty: the first to do)", id="seed")
+                yield Input(placeholder="random seed (empty: first N)", id="seed")
                 yield Input(placeholder="or one note id", id="id")
             with VerticalScroll(id="trial-body"):
                 yield Static("enter sends the notes to the model", id="trial")
