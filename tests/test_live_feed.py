@@ -126,6 +126,15 @@ def test_the_follower_reads_only_new_bytes_and_waits_for_a_cut_last_line(tmp_pat
     update = follower.poll()
     assert update.counts.done == 9 and update.in_flight == 1 and update.recent_rate == pytest.approx(2.0)
     assert follower.bytes_read == path.stat().st_size
+    # a slow run finishes 0 or 1 note a second: the recent rate spans the last 10 s of progress lines, not one second
+    for second, done in ((4, 9), (5, 10), (6, 10), (7, 10), (8, 10), (9, 10), (10, 10), (11, 10), (12, 10), (13, 10),
+                         (14, 10)):
+        writer.add("progress", {"counts": Counts(total=10, done=done, valid=done - 1, invalid=1).as_dict(),
+                                "in_flight": 1, "elapsed_s": float(second), "rate": done / second})
+        writer.flush()
+        update = follower.poll()
+        assert update.recent_rate is not None and update.recent_rate > 0  # never 0 while the window holds a note
+    assert update.recent_rate == pytest.approx(1 / 10)  # 10 s: 13 → 14 s no note, 4 → 14 s one note
 
 
 def test_attaching_to_a_long_feed_reads_its_tail_not_its_history(tmp_path):

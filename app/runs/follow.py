@@ -13,6 +13,7 @@ are tallied on top (the feed is written in the engine's event order).
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from app.engine.events import Counts
 from ledger.live import Tail, feed_path, parse_line, read_first_line
 
+RATE_WINDOW_S = 10.0  # the recent rate spans this much run time: a run at 0.5 notes/s finishes 0 or 1 note a second
 BACKLOG_BYTES = 1 << 20  # attaching to a running feed: read at most its last MiB (~4,000 notes), not hours of them
 _COUNT_FIELDS = frozenset(f.name for f in fields(Counts))
 
@@ -37,7 +39,7 @@ class FeedUpdate:
     in_flight: int | None = None
     elapsed_s: float | None = None
     rate: float | None = None  # notes/s since the run started
-    recent_rate: float | None = None  # notes/s between the last two progress lines (for a sparkline)
+    recent_rate: float | None = None  # notes/s over the last RATE_WINDOW_S of progress lines (sparkline, ETA)
     header: dict[str, Any] | None = None  # the feed's first line: experiment, total, model, hostname, pid, ...
     ended: dict[str, Any] | None = None
     bytes_read: int = 0  # by this poll
@@ -54,7 +56,7 @@ class FeedFollower:
         self.ended: dict[str, Any] | None = None
         self._progress: dict[str, Any] = {}
         self._recent_rate: float | None = None
-        self._last_tick: tuple[int, float] | None = None  # (done, elapsed_s) of the last progress line
+        self._ticks: collections.deque[tuple[int, float]] = collections.deque()  # (done, elapsed_s) of progress lines
         self._attached = False
 
     @property
@@ -91,6 +93,17 @@ class FeedFollower:
                 self.header = parse_line(first)
             self.tail.skip_to_tail(self.backlog_bytes)
 
+    def _rate_over_window(self, done: int, elapsed: float) -> float | None:
+        """Notes/s from the oldest progress line still within RATE_WINDOW_S of this one (or the one just before the
+        window, so a full window is spanned once the run is that old)."""
+        if self._ticks and elapsed <= self._ticks[-1][1]:
+            self._ticks.clear()  # not later than the last line: a new feed, or a clock gone back
+        self._ticks.append((done, elapsed))
+        while len(self._ticks) > 2 and elapsed - self._ticks[1][1] >= RATE_WINDOW_S:
+            self._ticks.popleft()
+        first_done, first_at = self._ticks[0]
+        return (done - first_done) / (elapsed - first_at) if elapsed > first_at else self._recent_rate
+
     def _take(self, record: dict[str, Any], units: list[dict[str, Any]]) -> None:
         kind = record.get("type")
         if kind == "unit":
@@ -104,10 +117,7 @@ class FeedFollower:
             if counts is not None:
                 elapsed = record.get("elapsed_s")
                 if isinstance(elapsed, (int, float)):
-                    if self._last_tick is not None and elapsed > self._last_tick[1]:
-                        done, at = self._last_tick
-                        self._recent_rate = (counts.done - done) / (elapsed - at)
-                    self._last_tick = (counts.done, elapsed)
+                    self._recent_rate = self._rate_over_window(counts.done, float(elapsed))
                 self.counts = counts
                 self._progress = record
         elif kind == "feed":

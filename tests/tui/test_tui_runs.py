@@ -106,6 +106,38 @@ async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, s
     assert proc.returncode == 0
 
 
+@run
+async def test_a_feed_read_slower_than_the_poll_counts_each_note_once(tmp_path, slow_server, monkeypatch):
+    """On NFS or a busy node one read of the feed can take longer than the 250 ms between polls: the reads must not
+    overlap and hand out the same lines twice (the label bars once showed 78 answers for 45 notes)."""
+    import ledger.live
+
+    read_new_bytes = ledger.live.read_new_bytes
+
+    def slow_read(*args, **kwargs):  # the bytes come back 0.4 s after they were asked for
+        got = read_new_bytes(*args, **kwargs)
+        time.sleep(0.4)
+        return got
+
+    monkeypatch.setattr(ledger.live, "read_new_bytes", slow_read)
+    exp = workspace(tmp_path, slow_server.url)
+    proc = spawn_run(exp, "--ledger", str(tmp_path / "ledger"))
+    try:
+        app = build_app(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            await until(pilot, lambda: app.screen.followed is not None, timeout=30, what="the run found")
+            followed = app.screen.followed
+            await until(pilot, lambda: followed.ended is not None, timeout=60, what="the run to end")
+            assert followed.counts.done == N and followed.seen == N
+            assert app.screen.query_one("#run-log").line_count == N
+            assert followed.fields and all(sum(followed.labels[f.name].values()) == followed.counts.valid
+                                           for f in followed.fields)
+    finally:
+        proc.wait(60)
+    assert proc.returncode == 0
+
+
 def test_the_app_closed_and_opened_again_finds_its_run_going_on(tmp_path, slow_server):
     exp = workspace(tmp_path, slow_server.url, n=600)
     state = {}

@@ -5,6 +5,7 @@ its labels fall, each note as it finishes (never note text or free text), and a 
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from datetime import datetime
 
@@ -25,6 +26,7 @@ from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.quota_bar import bar
 from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
+from ledger.procinfo import this_host
 
 FOLLOW_S = 0.25  # the run flushes its feed every 200 ms: a note is on screen well within a second of finishing
 RUNS_S = 3.0  # which runs are live: the ledger index, imported anew each time
@@ -81,6 +83,9 @@ class Followed:
         self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
         self.labels: dict[str, collections.Counter] = {}
         self.seen = 0
+        # one read of the feed at a time: a read slower than the poll interval (NFS, a busy node) would otherwise
+        # overlap the next one, and both would hand out the same new lines
+        self.reading = threading.Lock()
         self.ledger_dir = app.ledger_dir
         self.header: dict = {}
         self.fields: list = []
@@ -175,7 +180,15 @@ class RunsScreen(Screen):
             where = "here" if r.here else (r.hostname or "?")
             if r.slurm.get("job_id"):
                 where += f" · job {r.slurm['job_id']}"
-            rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where, shown, "running")))
+            rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where, shown, self._state_of(r.run_id))))
+        f = self.followed
+        if f is not None and f.ended is not None and f.run_id not in known and f.run_id not in app.started:
+            # the run followed has ended and left the live runs: it stays on screen, final counts and all, until
+            # another is chosen, rather than vanishing the moment it finishes
+            h = f.header or {}
+            where = "here" if h.get("hostname") == this_host() else (h.get("hostname") or "?")
+            rows.append((f.run_id, (f.run_id[:10], h.get("experiment") or "-", where,
+                                    self._progress_of(f.run_id, 0, 0), self._state_of(f.run_id))))
         for d in started:
             code = d.detached.exit_code()
             state = "starting" if code is None else f"ended (exit {code})"
@@ -195,6 +208,13 @@ class RunsScreen(Screen):
                                                                       else "") + " · enter follows · s stops the one followed"))
         if not rows:
             self._show_nothing()
+
+    def _state_of(self, run_id: str) -> str:
+        """What the row says: the followed run's end as soon as its feed tells it (the index learns it later)."""
+        f = self.followed
+        if f is not None and f.run_id == run_id and f.ended is not None:
+            return str(f.ended.get("status") or "ended")
+        return "running"
 
     def _progress_of(self, run_id: str, done: int, total: int) -> str:
         f = self.followed
@@ -226,13 +246,18 @@ class RunsScreen(Screen):
             return
         self._read_feed(f)
 
-    @work(thread=True, exclusive=True, group="follow", exit_on_error=False)
+    @work(thread=True, group="follow", exit_on_error=False)
     def _read_feed(self, f: Followed) -> None:
-        if not f.header:
-            f.read_header()
-        update = f.follower.poll()
-        if update.units or update.counts is not None or update.ended is not None or update.header is not None:
-            self.app.call_from_thread(self._apply, f, update)
+        if not f.reading.acquire(blocking=False):
+            return  # the last read is still under way; the next tick reads what arrived meanwhile
+        try:
+            if not f.header:
+                f.read_header()
+            update = f.follower.poll()
+            if update.units or update.counts is not None or update.ended is not None or update.header is not None:
+                self.app.call_from_thread(self._apply, f, update)  # applied before the next read may start
+        finally:
+            f.reading.release()
 
     def _apply(self, f: Followed, update) -> None:
         if f is not self.followed:
