@@ -86,9 +86,10 @@ async def test_run_here_counters_move_stop_interrupted_then_run_again_completed(
     assert statuses == {first: "interrupted", again.run_id: "completed"}
 
 
-@run
-async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, slow_server):
-    exp = workspace(tmp_path, slow_server.url)
+async def follow_a_headless_run_to_its_end(tmp_path, server, check) -> None:
+    """Start a headless run in another process, follow it on screen 4 to its end, then `await check(pilot, app,
+    followed)`; the run itself must have completed."""
+    exp = workspace(tmp_path, server.url)
     proc = spawn_run(exp, "--ledger", str(tmp_path / "ledger"))
     try:
         app = build_app(tmp_path)
@@ -97,13 +98,21 @@ async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, s
             await until(pilot, lambda: app.screen.followed is not None, timeout=30, what="the run found")
             followed = app.screen.followed
             await until(pilot, lambda: followed.ended is not None, timeout=60, what="the run to end")
-            assert followed.ended["status"] == "completed" and followed.counts.done == N
-            assert app.screen.query_one("#run-log").line_count > 0
-            # the screen shows the end at its next repaint, not in the same tick as the follower learns it
-            await until(pilot, lambda: "completed" in screen_text(app), timeout=5, what="'completed' on screen")
+            await check(pilot, app, followed)
     finally:
         proc.wait(60)
     assert proc.returncode == 0
+
+
+@run
+async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, slow_server):
+    async def check(pilot, app, followed):
+        assert followed.ended["status"] == "completed" and followed.counts.done == N
+        assert app.screen.query_one("#run-log").line_count > 0
+        # the screen shows the end at its next repaint, not in the same tick as the follower learns it
+        await until(pilot, lambda: "completed" in screen_text(app), timeout=5, what="'completed' on screen")
+
+    await follow_a_headless_run_to_its_end(tmp_path, slow_server, check)
 
 
 @run
@@ -120,22 +129,14 @@ async def test_a_feed_read_slower_than_the_poll_counts_each_note_once(tmp_path, 
         return got
 
     monkeypatch.setattr(ledger.live, "read_new_bytes", slow_read)
-    exp = workspace(tmp_path, slow_server.url)
-    proc = spawn_run(exp, "--ledger", str(tmp_path / "ledger"))
-    try:
-        app = build_app(tmp_path)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("4")
-            await until(pilot, lambda: app.screen.followed is not None, timeout=30, what="the run found")
-            followed = app.screen.followed
-            await until(pilot, lambda: followed.ended is not None, timeout=60, what="the run to end")
-            assert followed.counts.done == N and followed.seen == N
-            assert app.screen.query_one("#run-log").line_count == N
-            assert followed.fields and all(sum(followed.labels[f.name].values()) == followed.counts.valid
-                                           for f in followed.fields)
-    finally:
-        proc.wait(60)
-    assert proc.returncode == 0
+
+    async def check(pilot, app, followed):
+        assert followed.counts.done == N and followed.seen == N
+        assert app.screen.query_one("#run-log").line_count == N
+        assert followed.fields and all(sum(followed.labels[f.name].values()) == followed.counts.valid
+                                       for f in followed.fields)
+
+    await follow_a_headless_run_to_its_end(tmp_path, slow_server, check)
 
 
 def test_the_app_closed_and_opened_again_finds_its_run_going_on(tmp_path, slow_server):
