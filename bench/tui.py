@@ -34,6 +34,7 @@ from standin_ollama import spawn_standin  # noqa: E402
 CLK = os.sysconf("SC_CLK_TCK")
 SERVERS_MARK = b"health every 5 s"
 MODELS_MARK = b"sort: name"
+LEDGER_MARK = " shown · filter".encode()  # the Ledger screen's title, "N runs shown · filter: …"
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -285,12 +286,12 @@ def bench_monitor(notes: int, presses: int) -> None:
                 cpu_window = (cpu_s(term.pid), time.perf_counter(), done)
             if keys_at is not None and done >= keys_at:
                 keys_at = None
-                for key, mark in ((b"5", b" shown \xc2\xb7 filter"), (b"4", b"enter follows")):  # each screen built once
+                for key, mark in ((b"5", LEDGER_MARK), (b"4", b"enter follows")):  # each screen built once
                     t, since = term.press(key)
                     term.wait_for(mark, since)
                     time.sleep(0.3)
                 for n in range(presses):  # screen 5 and back to the monitor while it streams
-                    key, mark = (b"5", b" shown \xc2\xb7 filter") if n % 2 == 0 else (b"4", b"enter follows")
+                    key, mark = (b"5", LEDGER_MARK) if n % 2 == 0 else (b"4", b"enter follows")
                     t, since = term.press(key)
                     latencies.append(term.wait_for(mark, since) - t)
                     time.sleep(0.2)

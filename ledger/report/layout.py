@@ -9,6 +9,9 @@ from typing import Any
 from ..format import format_duration
 
 Block = tuple
+FLOW_ROWS = (("to do (first run)", "to_do_first_run"), ("in the ledger", "units"), ("answered", "answered"),
+             ("valid", "valid"), ("invalid (fallback written)", "invalid"), ("retried", "retried"),
+             ("empty (not sent)", "empty"), ("truncated", "truncated"), ("errors (not written)", "error"))
 TURN_AT_MOST = 3  # runs in a report whose per-run tables are shown a column per run
 
 
@@ -96,11 +99,7 @@ def _runs(report: dict[str, Any]) -> list[Block]:
 
 def _flow(report: dict[str, Any]) -> list[Block]:
     f = report["flow"]
-    blocks: list[Block] = [("table", ["flow", "units"], [
-        ["to do (first run)", num(f["to_do_first_run"])], ["in the ledger", num(f["units"])], ["answered", num(f["answered"])],
-        ["valid", num(f["valid"])], ["invalid (fallback written)", num(f["invalid"])], ["retried", num(f["retried"])],
-        ["empty (not sent)", num(f["empty"])], ["truncated", num(f["truncated"])],
-        ["errors (not written)", num(f["error"])]])]
+    blocks: list[Block] = [("table", ["flow", "units"], [[label, num(f[key])] for label, key in FLOW_ROWS])]
     blocks.append(("p", "Each unit counted once, by its latest outcome. What each run did:"))
     rows = []
     for r in report["runs"]:

@@ -65,9 +65,11 @@ class Tmux:
         self("set-option", "-t", "t", "remain-on-exit", "on")
 
 
-def app_command(tmp_path, env: dict[str, str]) -> str:
+def app_command(tmp_path, env: dict[str, str], exec_: bool = True) -> str:
+    """The shell command that runs the app; exec_=False keeps the shell as the app's parent."""
     env = {"TERM": "xterm-256color", "PYTHONPATH": str(ROOT), **env}
-    return (f"cd {shlex.quote(str(ROOT))} && exec env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return (f"cd {shlex.quote(str(ROOT))} && {'exec ' if exec_ else ''}env "
+            + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             + f" {shlex.quote(sys.executable)} -m app --workspace {shlex.quote(str(tmp_path / 'ws'))}"
             + f" --ledger {shlex.quote(str(tmp_path / 'ledger'))}")
 
@@ -186,8 +188,11 @@ def test_resized_to_40x12_and_back_during_a_run_then_sighup_leaves_the_run_going
         tmux.wait_gone("started; it goes on")  # the notice that the run outlives the app, gone after a moment
         tmux("resize-window", "-t", "t", "-x", "40", "-y", "12")
         # laid out anew at 40x12, not drawn at 80x24 and cut by the terminal: the header on line 1, the key bar on 12
-        wait_until(lambda: (lambda lines: len(lines) == 12 and "notes-tui" in lines[0] and "s Stop run" in lines[11])(
-            tmux.screen().splitlines()), 20, "the app laid out at 40x12")
+        def laid_out_small() -> bool:
+            lines = tmux.screen().splitlines()
+            return len(lines) == 12 and "notes-tui" in lines[0] and "s Stop run" in lines[11]
+
+        wait_until(laid_out_small, 20, "the app laid out at 40x12")
         tmux("resize-window", "-t", "t", "-x", "80", "-y", "24")
         shown = tmux.wait_for("4 Runs", "notes/s")
         assert "Traceback" not in shown
@@ -209,7 +214,7 @@ def test_sigterm_puts_the_terminal_back(tmp_path):
         # the exit status is written by the shell that waits for the app: tmux's own (#{pane_dead_status}) is read on
         # SIGCHLD, which tmux 3.3a at times misses, leaving the app a zombie and the status empty
         status = tmp_path / "status"
-        app = app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}).replace(" && exec env ", " && env ")
+        app = app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}, exec_=False)
         tmux.start(f"{app}; echo $? > {shlex.quote(str(status))}")
         tmux.wait_for("1 Servers")
         assert tmux.pane("alternate_on") == "1" and tmux.pane("mouse_any_flag") == "1"  # the app's terminal modes

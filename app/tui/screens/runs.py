@@ -66,6 +66,12 @@ def log_line(unit: dict) -> str:
             f"a{unit.get('attempts', 0)} {took} {unit.get('tokens_in') or 0}/{unit.get('tokens_out') or 0} tok{extra}")
 
 
+def where(hostname: str | None, slurm: dict) -> str:
+    """A run's host as its row says it: "here" for this host, and its Slurm job when it has one."""
+    shown = "here" if hostname == this_host() else (hostname or "?")
+    return shown + (f" · job {slurm['job_id']}" if slurm.get("job_id") else "")
+
+
 class Followed:
     """What the screen knows of the run it follows: the follower and what it has shown."""
 
@@ -177,17 +183,15 @@ class RunsScreen(Screen):
             total = r.total or c.get("total") or 0
             done = c.get("done") or 0
             shown = self._progress_of(r.run_id, done, total)
-            where = "here" if r.here else (r.hostname or "?")
-            if r.slurm.get("job_id"):
-                where += f" · job {r.slurm['job_id']}"
-            rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where, shown, self._state_of(r.run_id))))
+            rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where(r.hostname, r.slurm), shown,
+                                    self._state_of(r.run_id))))
         f = self.followed
         if f is not None and f.ended is not None and f.run_id not in known and f.run_id not in app.started:
             # the run followed has ended and left the live runs: it stays on screen, final counts and all, until
             # another is chosen, rather than vanishing the moment it finishes
             h = f.header or {}
-            where = "here" if h.get("hostname") == this_host() else (h.get("hostname") or "?")
-            rows.append((f.run_id, (f.run_id[:10], h.get("experiment") or "-", where,
+            rows.append((f.run_id, (f.run_id[:10], h.get("experiment") or "-",
+                                    where(h.get("hostname"), h.get("slurm") or {}),
                                     self._progress_of(f.run_id, 0, 0), self._state_of(f.run_id))))
         for d in started:
             code = d.detached.exit_code()
