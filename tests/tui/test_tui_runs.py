@@ -12,7 +12,7 @@ import pytest
 from runhelp import ledger_runs, spawn_run
 from standin_ollama import StandinOllama
 from support import experiment_toml
-from tuikit import build_app, run, screen_text, until
+from tuikit import build_app, closed_url, run, screen_text, until
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 N = 400
@@ -84,6 +84,19 @@ async def test_run_here_counters_move_stop_interrupted_then_run_again_completed(
     assert result_rows(exp) == N  # every note answered once, over the two runs
     statuses = {r["run_id"]: r["status"] for r in ledger_runs(tmp_path / "ledger")}
     assert statuses == {first: "interrupted", again.run_id: "completed"}
+
+
+@run
+async def test_a_run_started_here_that_stops_on_a_mistake_says_why_on_screen(tmp_path):
+    exp = workspace(tmp_path, closed_url(), n=20)  # a valid file whose server is not there
+    app = build_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        followed = await run_here(pilot, app, exp)
+        await until(pilot, lambda: followed.start_error is not None, timeout=30, what="the run to stop")
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "ended (exit 2)" in text and "no Ollama server answers" in text
+    assert result_rows(exp) == 0
 
 
 async def follow_a_headless_run_to_its_end(tmp_path, server, check) -> None:

@@ -72,6 +72,17 @@ def where(hostname: str | None, slurm: dict) -> str:
     return shown + (f" · job {slurm['job_id']}" if slurm.get("job_id") else "")
 
 
+def last_line(path) -> str | None:
+    """The last line of a run's log: a run that stops on a mistake names it there, in one line."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, 2) - 4096))
+            lines = log.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
 class Followed:
     """What the screen knows of the run it follows: the follower and what it has shown."""
 
@@ -89,6 +100,7 @@ class Followed:
         self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
         self.labels: dict[str, collections.Counter] = {}
         self.seen = 0
+        self.start_error: str | None = None  # a run started here that ended before its feed did: why (its log)
         # one read of the feed at a time: a read slower than the poll interval (NFS, a busy node) would otherwise
         # overlap the next one, and both would hand out the same new lines
         self.reading = threading.Lock()
@@ -196,6 +208,9 @@ class RunsScreen(Screen):
         for d in started:
             code = d.detached.exit_code()
             state = "starting" if code is None else f"ended (exit {code})"
+            if code and f is not None and f.run_id == d.detached.run_id and f.ended is None and f.start_error is None:
+                f.start_error = last_line(d.detached.log) or f"ended with exit status {code}; l shows its log"
+                self._render_followed()
             rows.append((d.detached.run_id, (d.detached.run_id[:10], d.experiment, "here",
                                              self._progress_of(d.detached.run_id, 0, 0), state)))
         self.table.set_rows(rows)
@@ -309,7 +324,9 @@ class RunsScreen(Screen):
         text.append(f"{f.run_id[:10]} ", style=tone(app, "strong"))
         text.append(bar(frac, 24) + " ", style=tone(app, "accent"))
         text.append(f"{c.done:,}/{total:,} ({frac:.1%})")
-        if f.ended is not None:
+        if f.start_error is not None:
+            text.append(f"\n{f.start_error}", style=tone(app, "bad"))
+        elif f.ended is not None:
             text.append(f" · {f.ended.get('status', 'ended')}", style=tone(
                 app, "ok" if f.ended.get("status") == "completed" else "warn"))
             if f.ended.get("reason"):
