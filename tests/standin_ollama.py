@@ -1,22 +1,70 @@
 """A stand-in Ollama HTTP server for tests and benchmarks (standard library only).
 
-It speaks the parts of the Ollama 0.11 REST protocol that notes-tui uses (version, tags, show, ps, chat, a minimal
-generate, a streaming pull and delete) and can be made slow, busy and wrong on demand:
+It speaks the parts of the Ollama REST protocol that notes-tui uses (version, tags, show, ps, chat, a minimal
+generate, a streaming pull and delete), the OpenAI-compatible API beside it, and can be made slow, busy and wrong on
+demand:
 
 * ``slots`` requests are served at once (OLLAMA_NUM_PARALLEL), each holding its slot ``latency`` seconds
-  (+ uniform ``jitter``); up to ``queue`` more wait FIFO (OLLAMA_MAX_QUEUE); beyond that -> 503 at once.
+  (+ uniform ``jitter``); up to ``queue`` more wait FIFO (OLLAMA_MAX_QUEUE); beyond that -> ``busy_status`` (503,
+  Ollama's; 429 is what vLLM/SGLang-style rate limiters send) at once.
 * ``invalid_rate`` / ``cutoff_rate`` / ``error_rate`` / ``hang_rate`` / ``drop_rate`` make answers wrong,
   cut off (done_reason "length"), HTTP 500, never answered (until the client goes away) or the connection
   closed mid-answer.  Outcomes are drawn in that order: error, hang, drop, cutoff, invalid (each with its own
   probability, from a ``random.Random(seed)``), and all of them happen after the request got its slot and
-  held it for its latency (hang: forever).
-* Answers are generated from the ``format`` JSON schema, deterministically from the last user message.
+  held it for its latency (hang: forever).  Both APIs share this machinery.
+* Answers are generated from the ``format`` JSON schema (OpenAI: ``response_format.json_schema.schema``),
+  deterministically from the last user message.  Prompt tokens are estimated as characters / 4.
 * ``POST /api/pull`` streams progress like Ollama (manifest, per-layer ``total``/``completed``, verifying, writing,
   success) over ``pull_seconds``, then the model is listed; names not in ``registry`` get Ollama's
   ``file does not exist`` error line; ``pull_fail_at`` (a fraction) ends a pull with a server-side error line there.
   ``DELETE /api/delete`` removes a model (404 when it is not there).
-* ``/api/ps`` lists the ``loaded`` models (all models when unset), each expiring at ``expires_at`` (RFC 3339; unset:
-  five minutes from now).
+* ``/api/ps`` lists the ``loaded`` models (all local models when unset), each expiring at ``expires_at`` (RFC 3339;
+  unset: five minutes from now), with the num_ctx of the last chat to it as ``context_length`` (the
+  ``context_length`` knob before any).
+
+It behaves like the Ollama ``version`` it reports (default 0.11.10; versions compare numerically, 0.12.10 > 0.12.6):
+
+* Thinking (>= 0.9 knows ``think``): a model whose name (after any "/", before the tag) starts with one of
+  ``thinking_models`` can think; /api/show lists "thinking" in its ``capabilities``.  ``think`` true or a level
+  sent for a model that cannot think -> 400 ``"<model as sent>" does not support thinking`` (before 0.12.5 Ollama
+  named it ``registry.ollama.ai/library/<name:tag> does not support thinking``; 0.12.4 alone refused
+  ``think: false`` too; later versions accept ``false`` anywhere).  Levels ("low"/"medium"/"high", from 0.11) only
+  for gpt-oss*: elsewhere 400 ``think value "high" is not supported for this model``; other values -> 400.  gpt-oss
+  always reasons, even with ``think: false``.  From 0.12.4 a thinking model thinks when ``think`` is absent.  A
+  thinking answer carries ``message.thinking`` (/api/generate: ``thinking``) next to the content; with a ``format``
+  the content is "" and only the thinking comes back (HarperFast/harper#1805), counted ``thinking_only``.
+  Thinking and content share ``num_predict``: a small one can end in the thinking (content "", "length").
+* ``truncate`` (>= 0.12.6, default true): ``"truncate": false`` with a prompt longer than num_ctx -> 400 ``the input
+  length exceeds the context length`` (``too_long_400``, before taking a slot); otherwise the prompt is clipped to
+  num_ctx (``truncated``).  Older versions ignore the field.
+* Cloud models (>= 0.12.0): ``cloud_models`` (e.g. "gpt-oss:120b-cloud") are listed by /api/tags and shown by
+  /api/show with ``remote_model`` / ``remote_host``; chats to them are answered here (same slots) but counted
+  ``remote_chat``, so a test can assert that no note went to the cloud.  /api/ps leaves them out unless ``loaded``
+  names them.
+
+OpenAI-compatible API (non-streaming), served with the ``flavor`` "ollama" beside /api/*, as Ollama does:
+``GET /v1/models`` and ``POST /v1/chat/completions`` (model, messages, response_format json_schema/json_object,
+max_tokens, temperature, seed, top_p, reasoning_effort, chat_template_kwargs).  ``max_tokens`` plays num_predict
+(finish_reason "length").  Each flavor answers in its own words:
+
+* "ollama": errors ``{"error": {"message", "type", "param": null, "code": null}}`` (handler errors typed "api_error",
+  as Ollama's middleware does); the context is the ``context_length`` knob and long prompts are clipped silently;
+  ``reasoning_effort`` "none" -> think false, a level -> think level (chat_template_kwargs is ignored, as by Ollama);
+  thinking comes back as ``message.reasoning``, and with a response_format the content is "".
+* "vllm" (reports version 0.11.2): only ``/v1/*``, ``GET /health`` (200, empty) and ``GET /version``; anything else
+  404 ``{"detail": "Not Found"}``.  Model names are matched as given (no ":latest").  Errors
+  ``{"error": {"message", "type", "param": null, "code": <status>}}``; a prompt of ``context_length`` tokens or
+  more, or prompt + max_tokens beyond it -> 400 in vLLM 0.11's words.  A thinking model (unless
+  ``chat_template_kwargs.enable_thinking`` is false or ``reasoning_effort`` is "none") returns
+  ``reasoning_content`` next to the content (structured output applies after the reasoning); only when max_tokens
+  runs out in the reasoning is the content null.
+* "llama-server": ``/v1/*``, ``GET /health``, ``GET /props``; anything else 404 in its words.  It serves whatever it
+  loaded: the request's model name is not checked.  A prompt of n_ctx (``context_length``) tokens or more -> 400
+  ``exceed_context_size_error``; generation stops at the end of the context ("length").  Reasoning as for vLLM.
+
+``api_key`` (unset by default) requires ``Authorization: Bearer <key>`` (401 ``unauthorized_401``): on Ollama every
+path but /health (as a proxy in front of it would), on vLLM the /v1 paths, on llama-server all but /health,
+/v1/health, /models and /v1/models.
 
 Use it in-process (``StandinOllama(...).start()``: asyncio loop in a daemon thread), as a subprocess
 (``spawn_standin(...)``) or from the command line::
@@ -26,7 +74,7 @@ Use it in-process (``StandinOllama(...).start()``: asyncio loop in a daemon thre
 which prints ``LISTENING http://127.0.0.1:PORT`` once it accepts connections.
 
 Test-only endpoints: ``POST /_control`` (JSON with any knob, answers the full config; ``GET /_control`` reads
-it), ``GET /_stats``, ``POST /_reset_stats``.  They are not counted in the stats.
+it), ``GET /_stats``, ``POST /_reset_stats``.  They are not counted in the stats and need no API key.
 
 This file is loaded as a top-level module (tests/ is put on sys.path, it is not a package).
 """
@@ -35,6 +83,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import collections
 import functools
 import hashlib
@@ -42,7 +91,6 @@ import json
 import math
 import os
 import random
-import selectors
 import signal
 import subprocess
 import sys
@@ -57,6 +105,13 @@ __all__ = ["KNOBS", "StandinOllama", "StandinProcess", "main", "spawn_standin"]
 
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 ERROR_MESSAGE = "llama runner process has terminated: exit status 2 (stand-in error_rate)"
+TOO_LONG_MESSAGE = "the input length exceeds the context length"
+FLAVORS = ("ollama", "vllm", "llama-server")
+VLLM_VERSION = "0.11.2"
+LLAMA_BUILD = "b6000-standin"
+CLOUD_HOST = "https://ollama.com:443"
+THINKING_MODELS = ("qwen3", "deepseek-r1", "gpt-oss")
+REGISTRY = ("llama3", "llama3.1:8b", "llama3.1:70b", "qwen2.5:7b", "mistral", "smollm2:135m")
 
 #: knob name -> type; everything ``configure`` / ``POST /_control`` accepts.
 KNOBS: dict[str, type] = {
@@ -78,18 +133,27 @@ KNOBS: dict[str, type] = {
     "registry": tuple,
     "loaded": tuple,
     "expires_at": str,
+    "thinking_models": tuple,
+    "cloud_models": tuple,
+    "flavor": str,
+    "busy_status": int,
+    "api_key": str,
 }
 _RATES = ("invalid_rate", "cutoff_rate", "error_rate", "hang_rate", "drop_rate")
 
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 _MAX_HEADER = 64 * 1024
 _MAX_BODY = 256 * 1024 * 1024
@@ -98,6 +162,7 @@ _WORDS = (  # noqa: SIM905 - a sentence reads better than 30 list items
     "stable patient denies chest pain reports mild cough no fever history of hypertension on metformin "
     "follow up in two weeks labs within normal limits imaging unremarkable discharged home with advice"
 ).split()
+_LEVELS = ("high", "medium", "low")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -109,6 +174,23 @@ def _normalize_model(name: str) -> str:
     """``llama3`` -> ``llama3:latest``; names with a tag are kept."""
     name = str(name).strip()
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+@functools.lru_cache(maxsize=64)
+def _ver(version: str) -> tuple[int, ...]:
+    """``"0.12.10"`` -> ``(0, 12, 10)``, for comparing versions numerically ("v" prefix and "-rc1" suffixes dropped)."""
+    core = str(version).strip().lstrip("vV").split("-", 1)[0].split("+", 1)[0]
+    out = []
+    for part in core.split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        out.append(int(digits) if digits else 0)
+    while len(out) < 3:
+        out.append(0)
+    return tuple(out)
 
 
 def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +214,10 @@ def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key} must be >= 0, got {value}")
         if key == "context_length" and value < 1:
             raise ValueError(f"context_length must be >= 1, got {value}")
+        if key == "flavor" and value not in FLAVORS:
+            raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}, got {value!r}")
+        if key == "busy_status" and not 400 <= value <= 599:
+            raise ValueError(f"busy_status must be an HTTP error status (400-599), got {value}")
         out[key] = value
     return out
 
@@ -143,6 +229,7 @@ def _rfc3339(ns: int | None = None) -> str:
 
 
 _MODIFIED_AT = "2025-08-01T12:00:00.000000000Z"
+_MODIFIED_UNIX = calendar.timegm(time.strptime(_MODIFIED_AT[:19], "%Y-%m-%dT%H:%M:%S"))
 
 
 @functools.lru_cache(maxsize=256)
@@ -174,6 +261,88 @@ def _model_meta(full: str) -> dict[str, Any]:
         },
         "param_count": int(size_b * 1_000_000_000) + int(digest[6:12], 16),
     }
+
+
+def _remote_name(full: str) -> str:
+    """What a cloud model runs as on ollama.com: ``gpt-oss:120b-cloud`` -> ``gpt-oss:120b``, ``glm-4.6:cloud`` -> ``glm-4.6``."""
+    base, _, tag = full.rpartition(":")
+    if tag == "cloud":
+        return base
+    return f"{base}:{tag[: -len('-cloud')]}" if tag.endswith("-cloud") else full
+
+
+@functools.lru_cache(maxsize=256)
+def _cloud_meta(full: str) -> dict[str, Any]:
+    return {**_model_meta(full), "size": 384, "remote_model": _remote_name(full), "remote_host": CLOUD_HOST}
+
+
+def _stem(name: str) -> str:
+    """The model's own name, lower case: ``hf.co/unsloth/Qwen3-8B-GGUF:Q4_K_M`` -> ``qwen3-8b-gguf``."""
+    return str(name).rsplit("/", 1)[-1].split(":", 1)[0].lower()
+
+
+def _is_harmony(name: str) -> bool:
+    """gpt-oss speaks OpenAI's harmony format: it takes thinking levels and always reasons."""
+    return _stem(name).startswith("gpt-oss")
+
+
+def _fq_name(full: str) -> str:
+    """Ollama's fully qualified name, as older versions put it in errors: ``registry.ollama.ai/library/llama3:latest``."""
+    base, _, tag = full.rpartition(":")
+    parts = base.split("/")
+    if len(parts) == 1:
+        parts = ["registry.ollama.ai", "library", *parts]
+    elif len(parts) == 2:
+        parts = ["registry.ollama.ai", *parts]
+    return "/".join(parts) + ":" + tag
+
+
+def _namespace(full: str) -> str:
+    """``owned_by`` of Ollama's /v1/models: the name's namespace (``library`` for library models)."""
+    parts = full.rpartition(":")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else "library"
+
+
+def _go_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def _bad_think(think: Any, version: tuple[int, ...], struct: str) -> str | None:
+    """Ollama's complaint about a ``think`` value it cannot decode (None: fine, or ignored by this version)."""
+    if think is None or isinstance(think, bool) or version < (0, 9, 0):
+        return None
+    if version < (0, 11, 0):  # think was a plain bool before gpt-oss brought levels
+        return f"json: cannot unmarshal {_go_type(think)} into Go struct field {struct}.think of type bool"
+    if isinstance(think, str):
+        if think in _LEVELS:
+            return None
+        return f'invalid think value: {json.dumps(think)} (must be "high", "medium", "low", true, or false)'
+    return 'think must be a boolean or string ("high", "medium", "low", true, or false)'
+
+
+def _has_format(fmt: Any) -> bool:
+    return (isinstance(fmt, dict) and bool(fmt)) or fmt == "json"
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: a string, or OpenAI's list of content parts."""
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
+
+
+def _thought(note: str) -> str:
+    """What a thinking model mulls over before it answers: deterministic prose from the note."""
+    h = hashlib.blake2b(b"thinking:" + note.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    words = " ".join(_WORDS[b % len(_WORDS)] for b in h[:5])
+    return (
+        f"Let me consider the note. It mentions {words}. The user wants the requested fields, so I should go "
+        "through them one by one, check each against the note and only then write the answer."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -453,6 +622,7 @@ class _Core:
         self.invalid_seq = 0
         self.drop_seq = 0
         self.conns: set[_Conn] = set()
+        self.ctx: dict[str, int] = {}  # model -> num_ctx it was last loaded with (what /api/ps reports)
         self.reset_stats()
         self._date = ("", 0)
 
@@ -462,17 +632,24 @@ class _Core:
             "requests": 0,
             "chat": 0,
             "generate": 0,
+            "openai_chat": 0,
             "served": 0,
             "busy_503": 0,
+            "busy_429": 0,
             "errors_500": 0,
             "not_found_404": 0,
             "bad_request_400": 0,
+            "too_long_400": 0,
+            "unauthorized_401": 0,
             "invalid": 0,
             "cutoff": 0,
             "truncated": 0,
             "hung": 0,
             "dropped": 0,
             "cancelled": 0,
+            "think_sent": 0,
+            "thinking_only": 0,
+            "remote_chat": 0,
             "max_active": self.active,
             "max_queued": len(getattr(self, "waiters", ())),
             "max_connections": len(getattr(self, "conns", ())),
@@ -507,8 +684,51 @@ class _Core:
         out["models"] = list(out["models"])
         return out
 
+    # ---- models ----
+    def version(self) -> tuple[int, ...]:
+        return _ver(self.cfg["version"])
+
     def models(self) -> dict[str, dict]:
-        return {full: _model_meta(full) for full in (_normalize_model(m) for m in self.cfg["models"])}
+        """Every model the server has (Ollama names): the local ones, then the cloud ones (Ollama >= 0.12.0)."""
+        out = {full: _model_meta(full) for full in (_normalize_model(m) for m in self.cfg["models"])}
+        if self.version() >= (0, 12, 0):
+            for full in (_normalize_model(m) for m in self.cfg["cloud_models"]):
+                out.setdefault(full, _cloud_meta(full))
+        return out
+
+    def served(self) -> list[str]:
+        """The model names an OpenAI-compatible server (vLLM, llama-server) serves: as configured, no ":latest"."""
+        return list(dict.fromkeys(str(m).strip() for m in self.cfg["models"]))
+
+    def can_think(self, name: str) -> bool:
+        if self.cfg["flavor"] == "ollama" and self.version() < (0, 9, 0):
+            return False
+        stem = _stem(name)
+        return any(stem.startswith(t.lower()) for t in self.cfg["thinking_models"] if t)
+
+    def ollama_thinking(self, name: str, full: str, think: Any, *, is_chat: bool) -> tuple[str | None, bool]:
+        """(Ollama's 400 message or None, whether the model thinks) for a request's decoded ``think`` value."""
+        v = self.version()
+        if v < (0, 9, 0):
+            return None, False
+        can = self.can_think(full)
+        harmony = can and _is_harmony(full)
+        level = isinstance(think, str)
+        on = think is True or think in _LEVELS  # Go's ThinkValue.Bool()
+        level_error = f"think value {json.dumps(think)} is not supported for this model"
+        if not is_chat and level and not harmony:  # /api/generate checks the level first
+            return level_error, False
+        if not can and (on or (v == (0, 12, 4) and think is not None)):  # 0.12.4 refused think: false too
+            if v < (0, 12, 5):
+                return f"{_fq_name(full)} does not support thinking", False
+            return f"{json.dumps(name, ensure_ascii=False)} does not support thinking", False
+        if level and not harmony:
+            return level_error, False
+        if harmony:
+            return None, True
+        if think is not None:
+            return None, on
+        return None, can and v >= (0, 12, 4)
 
     # ---- slots ----
     def _dispatch(self) -> None:
@@ -525,7 +745,7 @@ class _Core:
         self._dispatch()
 
     async def acquire(self) -> bool:
-        """True when a slot was taken; False when the queue is full (-> 503)."""
+        """True when a slot was taken; False when the queue is full (-> busy_status)."""
         if self.active < self.cfg["slots"] and not self.waiters:
             self.active += 1
             self.st["max_active"] = max(self.st["max_active"], self.active)
@@ -561,6 +781,24 @@ def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
 
 def _err(status: int, message: str) -> tuple[int, str, bytes]:
     return _json(status, {"error": message})
+
+
+_VLLM_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 429: "RateLimitError",
+               500: "InternalServerError", 503: "ServiceUnavailableError"}
+_LLAMA_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                429: "unavailable_error", 500: "server_error", 501: "not_supported_error", 503: "unavailable_error"}
+
+
+def _oai_err(flavor: str, status: int, message: str, kind: str | None = None) -> tuple[int, str, bytes]:
+    """An OpenAI-style error in the words of the flavor's server."""
+    if flavor == "vllm":
+        return _json(status, {"error": {"message": message, "type": kind or _VLLM_TYPES.get(status, "InternalServerError"),
+                                        "param": None, "code": status}})
+    if flavor == "llama-server":
+        return _json(status, {"error": {"code": status, "message": message,
+                                        "type": kind or _LLAMA_TYPES.get(status, "server_error")}})
+    # Ollama's openai middleware: its own checks say invalid_request_error, the chat handler's errors api_error
+    return _json(status, {"error": {"message": message, "type": kind or "api_error", "param": None, "code": None}})
 
 
 class _Conn(asyncio.Protocol):
@@ -602,12 +840,44 @@ class _Conn(asyncio.Protocol):
             if req is None:
                 return
             method, path, headers, body, keep = req
-            if method == "POST" and path in ("/api/chat", "/api/generate", "/api/pull"):
-                handler = self._pull(body, keep) if path == "/api/pull" else self._chat(path, headers, body, keep)
+            denied = self._denied(path, headers)
+            if denied is not None:
+                self._send(*denied, keep=keep, head_only=method == "HEAD")
+                continue
+            ollama = self.core.cfg["flavor"] == "ollama"
+            if method == "POST" and (path == "/v1/chat/completions" or
+                                     (ollama and path in ("/api/chat", "/api/generate", "/api/pull"))):
+                if path == "/api/pull":
+                    handler = self._pull(body, keep)
+                elif path == "/v1/chat/completions":
+                    handler = self._openai_chat(body, keep)
+                else:
+                    handler = self._chat(path, headers, body, keep)
                 self.task = asyncio.ensure_future(handler)
                 self.task.add_done_callback(self._done)
                 return
             self._send(*self._simple(method, path, body), keep=keep, head_only=method == "HEAD")
+
+    def _denied(self, path: str, headers: dict) -> tuple[int, str, bytes] | None:
+        """The 401 for a request without the API key (None: let it in)."""
+        key, flavor = self.core.cfg["api_key"], self.core.cfg["flavor"]
+        if not key or path.startswith("/_"):
+            return None
+        if flavor == "vllm" and not path.startswith("/v1"):  # vLLM's middleware guards /v1 only
+            return None
+        if path in (("/health", "/v1/health", "/models", "/v1/models") if flavor == "llama-server" else ("/health",)):
+            return None
+        if headers.get("authorization", "") == f"Bearer {key}":
+            return None
+        self.core.st["requests"] += 1
+        self.core.st["unauthorized_401"] += 1
+        if flavor == "vllm":
+            return _json(401, {"error": "Unauthorized"})
+        if flavor == "llama-server":
+            return _oai_err(flavor, 401, "Invalid API Key")
+        if path.startswith("/v1/"):
+            return _json(401, {"error": {"message": "Invalid API key", "type": "AuthenticationError", "code": 401}})
+        return _err(401, "unauthorized")
 
     def _done(self, task: asyncio.Task) -> None:
         self.task = None
@@ -725,22 +995,32 @@ class _Conn(asyncio.Protocol):
         if path.startswith("/_"):
             return self._control(method, path, body)
         core.st["requests"] += 1
-        if path in ("/", "") and method in ("GET", "HEAD"):
+        flavor = core.cfg["flavor"]
+        if flavor == "vllm":
+            return self._vllm_simple(method, path)
+        if flavor == "llama-server":
+            return self._llama_simple(method, path)
+        get = method in ("GET", "HEAD")
+        if path in ("/", "") and get:
             return 200, "text/plain; charset=utf-8", b"Ollama is running"
-        if path == "/api/version" and method in ("GET", "HEAD"):
+        if path == "/api/version" and get:
             return _json(200, {"version": core.cfg["version"]})
-        if path == "/api/tags" and method in ("GET", "HEAD"):
+        if path == "/api/tags" and get:
             models = [
                 {k: m[k] for k in ("name", "model")}
+                | {k: m[k] for k in ("remote_model", "remote_host") if k in m}
                 | {"modified_at": _MODIFIED_AT, "size": m["size"], "digest": m["digest"], "details": m["details"]}
                 for m in core.models().values()
             ]
             return _json(200, {"models": models})
-        if path == "/api/ps" and method in ("GET", "HEAD"):
+        if path == "/api/ps" and get:
             expires = core.cfg["expires_at"] or _rfc3339(time.time_ns() + 300 * 1_000_000_000)
             loaded = core.cfg["loaded"]
-            shown = core.models() if loaded is None else {
-                full: meta for full, meta in core.models().items() if full in {_normalize_model(m) for m in loaded}}
+            if loaded is None:  # cloud models run on ollama.com, not here
+                shown = {full: meta for full, meta in core.models().items() if "remote_host" not in meta}
+            else:
+                wanted = {_normalize_model(m) for m in loaded}
+                shown = {full: meta for full, meta in core.models().items() if full in wanted}
             models = [
                 {
                     "name": m["name"],
@@ -750,7 +1030,7 @@ class _Conn(asyncio.Protocol):
                     "details": m["details"],
                     "expires_at": expires,
                     "size_vram": m["size"],
-                    "context_length": core.cfg["context_length"],
+                    "context_length": core.ctx.get(m["name"], core.cfg["context_length"]),
                 }
                 for m in shown.values()
             ]
@@ -779,16 +1059,67 @@ class _Conn(asyncio.Protocol):
                 core.st["not_found_404"] += 1
                 return _err(404, f"model '{name}' not found")
             core.cfg["models"] = tuple(m for m in core.cfg["models"] if _normalize_model(m) != full)
+            if full in {_normalize_model(m) for m in core.cfg["cloud_models"]}:
+                core.cfg["cloud_models"] = tuple(m for m in core.cfg["cloud_models"] if _normalize_model(m) != full)
+            core.ctx.pop(full, None)
             core.st["deleted"] += 1
             return 200, "application/json; charset=utf-8", b""
+        if path == "/v1/models" and get:
+            data = [{"id": full, "object": "model", "created": _MODIFIED_UNIX, "owned_by": _namespace(full)}
+                    for full in core.models()]
+            return _json(200, {"object": "list", "data": data or None})  # Go's nil slice: null when empty
         if path.startswith("/api/"):
             known = ("/api/version", "/api/tags", "/api/ps", "/api/show", "/api/delete", "/api/pull")
             return _err(405 if path in known else 404, "not found")
         return 404, "text/plain; charset=utf-8", b"404 page not found"
 
+    def _vllm_simple(self, method: str, path: str) -> tuple[int, str, bytes]:
+        core = self.core
+        if path in ("/health", "/version", "/v1/models", "/v1/chat/completions") and method not in ("GET", "HEAD"):
+            return _json(405, {"detail": "Method Not Allowed"})
+        if path == "/health":
+            return 200, "text/plain; charset=utf-8", b""
+        if path == "/version":
+            return _json(200, {"version": VLLM_VERSION})
+        if path == "/v1/models":
+            now = int(time.time())
+            data = [{"id": name, "object": "model", "created": now, "owned_by": "vllm", "root": name, "parent": None,
+                     "max_model_len": core.cfg["context_length"], "permission": []} for name in core.served()]
+            return _json(200, {"object": "list", "data": data})
+        core.st["not_found_404"] += 1
+        return _json(404, {"detail": "Not Found"})
+
+    def _llama_simple(self, method: str, path: str) -> tuple[int, str, bytes]:
+        core = self.core
+        get = method in ("GET", "HEAD")
+        served = core.served()
+        if path in ("/health", "/v1/health") and get:
+            return _json(200, {"status": "ok"})
+        if path == "/props" and get:
+            n_ctx = core.cfg["context_length"]
+            return _json(200, {
+                "default_generation_settings": {"n_ctx": n_ctx, "params": {"n_predict": -1, "temperature": 0.8, "seed": -1}},
+                "total_slots": core.cfg["slots"],
+                "model_path": f"/models/{served[0]}.gguf" if served else "",
+                "chat_template": "{{ messages }}",
+                "build_info": LLAMA_BUILD,
+            })
+        if path in ("/models", "/v1/models") and get:
+            now = int(time.time())
+            n_ctx = core.cfg["context_length"]
+            data = [{"id": name, "object": "model", "created": now, "owned_by": "llamacpp",
+                     "meta": {"n_ctx_train": n_ctx, "n_vocab": 128256,
+                              "n_params": _model_meta(_normalize_model(name))["param_count"]}}
+                    for name in served]
+            return _json(200, {"object": "list", "data": data})
+        if path in ("/", "/index.html") and get:
+            return 200, "text/html; charset=utf-8", b"<!doctype html><title>llama.cpp - chat</title>"
+        core.st["not_found_404"] += 1
+        return _oai_err("llama-server", 404, "File Not Found")
+
     def _show(self, meta: dict) -> dict:
         fam = meta["details"]["family"]
-        return {
+        out = {
             "license": "stand-in license",
             "modelfile": f"# Modelfile generated by the stand-in\nFROM {meta['name']}\n",
             "parameters": 'stop                           "<|eot_id|>"\nnum_ctx                        8192',
@@ -807,9 +1138,13 @@ class _Conn(asyncio.Protocol):
                 f"{fam}.block_count": 32,
             },
             "tensors": [],
-            "capabilities": ["completion", "tools"],
+            "capabilities": ["completion", "tools", *(["thinking"] if self.core.can_think(meta["name"]) else [])],
             "modified_at": _MODIFIED_AT,
         }
+        if "remote_host" in meta:
+            out["remote_model"] = meta["remote_model"]
+            out["remote_host"] = meta["remote_host"]
+        return out
 
     def _control(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
         core = self.core
@@ -909,12 +1244,15 @@ class _Conn(asyncio.Protocol):
             st["pulls_cancelled"] += 1
             raise
 
+
+    # ---- generation: Ollama's /api/chat and /api/generate ----
     async def _chat(self, path: str, headers: dict, body: bytes, keep: bool) -> None:
         core, st, cfg = self.core, self.core.st, self.core.cfg
         t0 = time.perf_counter_ns()
         is_chat = path == "/api/chat"
         st["requests"] += 1
         st["chat" if is_chat else "generate"] += 1
+        v = core.version()
         try:
             req = json.loads(body or b"{}")
             if not isinstance(req, dict):
@@ -923,6 +1261,17 @@ class _Conn(asyncio.Protocol):
             st["bad_request_400"] += 1
             self._send(*_err(400, f"invalid JSON: {e}"), keep=keep)
             return
+        think, truncate = req.get("think"), req.get("truncate")
+        if think is not None:
+            st["think_sent"] += 1
+        bad = _bad_think(think, v, "ChatRequest" if is_chat else "GenerateRequest")
+        if bad is None and v >= (0, 12, 6) and truncate is not None and not isinstance(truncate, bool):
+            bad = (f"json: cannot unmarshal {_go_type(truncate)} into Go struct field "
+                   f"{'ChatRequest' if is_chat else 'GenerateRequest'}.truncate of type bool")
+        if bad is not None:  # Go's JSON decoder refuses the body before anything else happens
+            st["bad_request_400"] += 1
+            self._send(*_err(400, bad), keep=keep)
+            return
         name = str(req.get("model") or "")
         if not name:
             st["bad_request_400"] += 1
@@ -930,10 +1279,13 @@ class _Conn(asyncio.Protocol):
             return
         full = _normalize_model(name)
         st["by_model"][full] = st["by_model"].get(full, 0) + 1
-        if full not in core.models():
+        meta = core.models().get(full)
+        if meta is None:
             st["not_found_404"] += 1
             self._send(*_err(404, f'model "{name}" not found, try pulling it first'), keep=keep)
             return
+        if "remote_host" in meta:
+            st["remote_chat"] += 1
         stream = req.get("stream", True) is not False
         fmt = req.get("format")
         options = req.get("options") or {}
@@ -953,15 +1305,232 @@ class _Conn(asyncio.Protocol):
             reply.update({"message": {"role": "assistant", "content": ""}} if is_chat else {"response": ""})
             self._send(*_json(200, reply), keep=keep)
             return
+        problem, thinking = core.ollama_thinking(name, full, think, is_chat=is_chat)
+        if problem is not None:
+            st["bad_request_400"] += 1
+            self._send(*_err(400, problem), keep=keep)
+            return
+        num_ctx = options.get("num_ctx") or cfg["context_length"]
+        try:
+            num_ctx = max(1, int(num_ctx))
+        except (TypeError, ValueError):
+            num_ctx = cfg["context_length"]
+        prompt_tokens = max(1, sum(len(t) for t in texts) // 4)
+        clipped = prompt_tokens > num_ctx
+        if clipped and truncate is False and v >= (0, 12, 6):
+            st["too_long_400"] += 1
+            self._send(*_err(400, TOO_LONG_MESSAGE), keep=keep)
+            return
+        if clipped:
+            prompt_tokens = num_ctx
+        core.ctx[full] = num_ctx  # the runner is (re)loaded with this context
+        remote = {k: meta[k] for k in ("remote_model", "remote_host") if k in meta}
 
+        def reply(content: str, thought: str, done_reason: str, eval_tokens: int) -> None:
+            total = max(1, time.perf_counter_ns() - t0)
+            load = min(total // 10, 5_000_000)
+            prompt_ns = (total - load) // 4
+            message = {"role": "assistant", "content": content, **({"thinking": thought} if thought else {})}
+            final = {
+                "model": name,
+                **remote,
+                "created_at": _rfc3339(),
+                **({"message": message} if is_chat else {"response": content, **({"thinking": thought} if thought else {})}),
+                "done": True,
+                "done_reason": done_reason,
+                "total_duration": total,
+                "load_duration": load,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": prompt_ns,
+                "eval_count": eval_tokens,
+                "eval_duration": max(1, total - load - prompt_ns),
+            }
+            if not is_chat:
+                final["context"] = [1, 2, 3]
+            if not stream:
+                self._send(*_json(200, final), keep=keep)
+                return
+            # like Ollama: thinking and content chunk(s) with done=false, then a final chunk with the stats
+            head = {"model": name, **remote, "created_at": final["created_at"], "done": False}
+            parts = []
+            if thought:
+                parts.append({**head, **({"message": {"role": "assistant", "content": "", "thinking": thought}}
+                                         if is_chat else {"response": "", "thinking": thought})})
+            if content or not thought:
+                parts.append({**head, **({"message": {"role": "assistant", "content": content}}
+                                         if is_chat else {"response": content})})
+            if is_chat:
+                final["message"] = {"role": "assistant", "content": ""}
+            else:
+                final["response"] = ""
+                final.pop("thinking", None)
+            self._send_ndjson([*parts, final], keep=keep)
+
+        await self._serve(name=name, fmt=fmt, note=note, num_predict=options.get("num_predict"), think=thinking,
+                          starve=True, prompt_tokens=prompt_tokens, clipped=clipped,
+                          err=_err, reply=reply, keep=keep)
+
+    # ---- generation: the OpenAI API (Ollama's /v1, vLLM, llama-server) ----
+    async def _openai_chat(self, body: bytes, keep: bool) -> None:
+        core, st, cfg = self.core, self.core.st, self.core.cfg
+        flavor = cfg["flavor"]
+        t0 = time.time()
+        st["requests"] += 1
+        st["openai_chat"] += 1
+
+        def fail(status: int, message: str, kind: str | None = None, counter: str = "bad_request_400") -> None:
+            st[counter] += 1
+            self._send(*_oai_err(flavor, status, message, kind), keep=keep)
+
+        invalid = "invalid_request_error" if flavor == "ollama" else None
+        try:
+            req = json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise TypeError("expected a JSON object")
+        except (ValueError, TypeError) as e:
+            fail(400, f"invalid JSON: {e}", invalid)
+            return
+        if req.get("stream"):
+            fail(400, "stream: true is not supported by the stand-in", invalid)
+            return
+        messages = req.get("messages")
+        if not isinstance(messages, list) or not messages:
+            fail(400, "[] is too short - 'messages'", invalid)
+            return
+        texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+        users = [_text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        note = users[-1] if users else (texts[-1] if texts else "")
+        rf = req.get("response_format") if isinstance(req.get("response_format"), dict) else {}
+        kind = str(rf.get("type") or "").strip().lower()
+        js = rf.get("json_schema") if isinstance(rf.get("json_schema"), dict) else {}
+        fmt = js.get("schema") if kind == "json_schema" else "json" if kind == "json_object" else None
+        max_tokens = req.get("max_completion_tokens") if flavor == "vllm" else None
+        max_tokens = req.get("max_tokens") if max_tokens is None else max_tokens
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0):
+            fail(400, f"max_tokens must be a non-negative integer, got {max_tokens!r}", invalid)
+            return
+        effort = req.get("reasoning_effort")
+        if effort is None and isinstance(req.get("reasoning"), dict):
+            effort = req["reasoning"].get("effort")
+        prompt_tokens = max(1, sum(len(t) for t in texts) // 4)
+        n_ctx = cfg["context_length"]
+        clipped = False
+        extra: dict[str, Any] = {}
+
+        if flavor == "ollama":
+            v = core.version()
+            think: Any = None
+            if effort is not None and v >= (0, 12, 4):
+                if effort not in (*_LEVELS, "none"):
+                    fail(400, f"invalid reasoning value: '{effort}' (must be \"high\", \"medium\", \"low\", or \"none\")",
+                         invalid)
+                    return
+                think = False if effort == "none" else effort
+            elif effort is not None and v >= (0, 11, 0):  # 0.11.x passed it on as the think value, unchecked
+                think = effort
+            name = str(req.get("model") or "")
+            if not name:
+                fail(400, "model is required")
+                return
+            full = _normalize_model(name)
+            st["by_model"][full] = st["by_model"].get(full, 0) + 1
+            meta = core.models().get(full)
+            if meta is None:
+                fail(404, f'model "{name}" not found, try pulling it first', counter="not_found_404")
+                return
+            if "remote_host" in meta:
+                st["remote_chat"] += 1
+            problem, thinking = core.ollama_thinking(name, full, think, is_chat=True)
+            if problem is not None:
+                fail(400, problem)
+                return
+            clipped = prompt_tokens > n_ctx  # /v1 cannot set num_ctx; Ollama clips silently
+            prompt_tokens = min(prompt_tokens, n_ctx)
+            core.ctx[full] = n_ctx
+            budget, starve = max_tokens, True
+            reasoning_key = "reasoning" if v >= (0, 11, 0) else ""
+            ident = f"chatcmpl-{random.randrange(1000)}"
+            extra = {"system_fingerprint": "fp_ollama"}
+        else:
+            served = core.served()
+            name = str(req.get("model") or (served[0] if served else ""))
+            if flavor == "vllm" and name not in served:
+                fail(404, f"The model `{name}` does not exist.", counter="not_found_404")
+                return
+            st["by_model"][name] = st["by_model"].get(name, 0) + 1  # llama-server serves what it loaded, any name
+            kwargs = req.get("chat_template_kwargs") if isinstance(req.get("chat_template_kwargs"), dict) else {}
+            can = core.can_think(name)
+            thinking = can and (_is_harmony(name) or (kwargs.get("enable_thinking") is not False and effort != "none"))
+            if flavor == "vllm":
+                if prompt_tokens >= n_ctx:
+                    fail(400, f"This model's maximum context length is {n_ctx} tokens. However, your request has "
+                              f"{prompt_tokens} input tokens. Please reduce the length of the input messages.",
+                         counter="too_long_400")
+                    return
+                if max_tokens is not None and prompt_tokens + max_tokens > n_ctx:
+                    fail(400, f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum "
+                              f"context length is {n_ctx} tokens and your request has {prompt_tokens} input tokens "
+                              f"({max_tokens} > {n_ctx} - {prompt_tokens}).", counter="too_long_400")
+                    return
+                budget = n_ctx - prompt_tokens if max_tokens is None else max_tokens
+                ident = f"chatcmpl-{hashlib.md5(f'{t0}{note}'.encode()).hexdigest()}"
+                extra = {"system_fingerprint": None, "prompt_logprobs": None}
+            else:
+                if prompt_tokens >= n_ctx:
+                    st["too_long_400"] += 1
+                    self._send(*_json(400, {"error": {
+                        "code": 400, "message": "the request exceeds the available context size, try increasing it",
+                        "type": "exceed_context_size_error", "n_prompt_tokens": prompt_tokens, "n_ctx": n_ctx}}), keep=keep)
+                    return
+                room = n_ctx - prompt_tokens  # no context shift: generation ends where the context does
+                budget = min(max_tokens, room) if max_tokens else room
+                ident = f"chatcmpl-{hashlib.md5(f'{t0}{note}'.encode()).hexdigest()[:32]}"
+                extra = {"system_fingerprint": LLAMA_BUILD}
+            starve = False  # structured output applies after the reasoning
+            reasoning_key = "reasoning_content"
+
+        def reply(content: str, thought: str, done_reason: str, eval_tokens: int) -> None:
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if flavor == "vllm":
+                if thought and not content:
+                    message["content"] = None  # the reasoning never ended
+                message["reasoning_content"] = thought or None
+                message["tool_calls"] = []
+            elif thought and reasoning_key:
+                message[reasoning_key] = thought
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": done_reason}
+            if flavor == "vllm":
+                choice.update({"logprobs": None, "stop_reason": None})
+            usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": eval_tokens,
+                                     "total_tokens": prompt_tokens + eval_tokens}
+            out = {"id": ident, "object": "chat.completion", "created": int(t0), "model": name, "choices": [choice],
+                   "usage": usage, **extra}
+            if flavor == "llama-server":
+                ms = (time.time() - t0) * 1000
+                out["timings"] = {"prompt_n": prompt_tokens, "prompt_ms": round(ms / 4, 3), "predicted_n": eval_tokens,
+                                  "predicted_ms": round(ms * 3 / 4, 3)}
+            self._send(*_json(200, out), keep=keep)
+
+        await self._serve(name=name, fmt=fmt, note=note, num_predict=budget, think=thinking, starve=starve,
+                          prompt_tokens=prompt_tokens, clipped=clipped,
+                          err=functools.partial(_oai_err, flavor), reply=reply, keep=keep)
+
+    # ---- generation: the machinery both APIs share ----
+    async def _serve(self, *, name: str, fmt: Any, note: str, num_predict: Any, think: bool, starve: bool,
+                     prompt_tokens: int, clipped: bool, err, reply, keep: bool) -> None:
+        """Queue for a slot, hold it for the latency, draw the outcome, generate; ``reply(content, thinking,
+        done_reason, eval_tokens)`` sends the answer in its API's shape, ``err(status, message)`` shapes errors.
+        ``starve``: thinking with a format leaves the content empty (Ollama)."""
+        core, st, cfg = self.core, self.core.st, self.core.cfg
         try:
             got = await core.acquire()
         except asyncio.CancelledError:
             st["cancelled"] += 1
             raise
         if not got:
-            st["busy_503"] += 1
-            self._send(*_err(503, BUSY_MESSAGE), keep=keep)
+            status = cfg["busy_status"]
+            st[f"busy_{status}"] = st.get(f"busy_{status}", 0) + 1
+            self._send(*err(status, BUSY_MESSAGE), keep=keep)
             return
         try:
             hold = cfg["latency"] + (core.rng.uniform(0.0, cfg["jitter"]) if cfg["jitter"] > 0 else 0.0)
@@ -981,7 +1550,7 @@ class _Conn(asyncio.Protocol):
                 await asyncio.sleep(hold)
             if error:
                 st["errors_500"] += 1
-                self._send(*_err(500, ERROR_MESSAGE), keep=keep)
+                self._send(*err(500, ERROR_MESSAGE), keep=keep)
                 return
             if drop:
                 st["dropped"] += 1
@@ -997,74 +1566,43 @@ class _Conn(asyncio.Protocol):
                 self.closed = True
                 return
 
-            if invalid:
-                seq = core.invalid_seq
-                core.invalid_seq += 1
-                if seq % 2 == 0:
-                    content, _ = _answer(fmt, note)
-                    content = _broken(content)
-                else:
-                    content, _ = _answer(fmt, note, bad_enum=True)
-                st["invalid"] += 1
-            else:
-                content, _ = _answer(fmt, note)
+            thought = _thought(note) if think else ""
             done_reason = "stop"
-            if cutoff:
-                content = content[: max(1, int(len(content) * (0.3 + 0.5 * rng.random())))]
-                done_reason = "length"
-            num_predict = options.get("num_predict")
-            if isinstance(num_predict, (int, float)) and num_predict > 0 and len(content) > 4 * num_predict:
-                content = content[: int(4 * num_predict)]
-                done_reason = "length"
+            if thought and starve and _has_format(fmt):  # every token went to the thinking
+                content = ""
+            else:
+                if invalid:
+                    seq = core.invalid_seq
+                    core.invalid_seq += 1
+                    if seq % 2 == 0:
+                        content, _ = _answer(fmt, note)
+                        content = _broken(content)
+                    else:
+                        content, _ = _answer(fmt, note, bad_enum=True)
+                    st["invalid"] += 1
+                else:
+                    content, _ = _answer(fmt, note)
+                if cutoff:
+                    content = content[: max(1, int(len(content) * (0.3 + 0.5 * rng.random())))]
+                    done_reason = "length"
+            if isinstance(num_predict, (int, float)) and num_predict > 0:
+                if thought and len(thought) >= 4 * num_predict:  # the thinking used up the tokens
+                    thought, content, done_reason = thought[: int(4 * num_predict)], "", "length"
+                elif len(thought) + len(content) > 4 * num_predict:
+                    content = content[: int(4 * num_predict) - len(thought)]
+                    done_reason = "length"
             if done_reason == "length":
                 st["cutoff"] += 1
+            if thought and not content:
+                st["thinking_only"] += 1
 
-            num_ctx = options.get("num_ctx") or cfg["context_length"]
-            try:
-                num_ctx = max(1, int(num_ctx))
-            except (TypeError, ValueError):
-                num_ctx = cfg["context_length"]
-            prompt_tokens = max(1, sum(len(t) for t in texts) // 4)
-            if prompt_tokens > num_ctx:
-                prompt_tokens = num_ctx
+            if clipped:
                 st["truncated"] += 1
-            eval_tokens = max(1, len(content) // 4)
+            eval_tokens = max(1, (len(content) + len(thought)) // 4)
             st["prompt_tokens"] += prompt_tokens
             st["eval_tokens"] += eval_tokens
-            total = max(1, time.perf_counter_ns() - t0)
-            load = min(total // 10, 5_000_000)
-            prompt_ns = (total - load) // 4
-            final = {
-                "model": name,
-                "created_at": _rfc3339(),
-                **({"message": {"role": "assistant", "content": ""}} if is_chat else {"response": ""}),
-                "done": True,
-                "done_reason": done_reason,
-                "total_duration": total,
-                "load_duration": load,
-                "prompt_eval_count": prompt_tokens,
-                "prompt_eval_duration": prompt_ns,
-                "eval_count": eval_tokens,
-                "eval_duration": max(1, total - load - prompt_ns),
-            }
-            if is_chat:
-                final["message"]["content"] = content
-            else:
-                final["response"] = content
-                final["context"] = [1, 2, 3]
             st["served"] += 1
-            if stream:  # like Ollama: content chunk(s) with done=false, then a final chunk with the stats
-                part = {"model": name, "created_at": final["created_at"], "done": False}
-                part.update(
-                    {"message": {"role": "assistant", "content": content}} if is_chat else {"response": content}
-                )
-                if is_chat:
-                    final["message"] = {"role": "assistant", "content": ""}
-                else:
-                    final["response"] = ""
-                self._send_ndjson([part, final], keep=keep)
-            else:
-                self._send(*_json(200, final), keep=keep)
+            reply(content, thought, done_reason, eval_tokens)
         except asyncio.CancelledError:
             st["cancelled"] += 1
             raise
@@ -1099,9 +1637,14 @@ class StandinOllama:
         context_length: int = 2048,
         pull_seconds: float = 1.0,
         pull_fail_at: float = 0.0,
-        registry: tuple[str, ...] = ("llama3", "llama3.1:8b", "llama3.1:70b", "qwen2.5:7b", "mistral", "smollm2:135m"),
+        registry: tuple[str, ...] = REGISTRY,
         loaded: tuple[str, ...] | None = None,
         expires_at: str = "",
+        thinking_models: tuple[str, ...] = THINKING_MODELS,
+        cloud_models: tuple[str, ...] = (),
+        flavor: str = "ollama",
+        busy_status: int = 503,
+        api_key: str = "",
         host: str = "127.0.0.1",
     ):
         self.host = host
@@ -1126,6 +1669,11 @@ class StandinOllama:
                 "registry": registry,
                 "expires_at": expires_at,
                 "loaded": loaded,
+                "thinking_models": thinking_models,
+                "cloud_models": cloud_models,
+                "flavor": flavor,
+                "busy_status": busy_status,
+                "api_key": api_key,
             }
         )
         self.url = ""
@@ -1261,7 +1809,7 @@ def _knob_args(knobs: dict[str, Any]) -> list[str]:
             continue
         if KNOBS[key] is tuple:
             value = ",".join(value) if not isinstance(value, str) else value
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        args.append(f"--{key.replace('_', '-')}={value}")  # one word: values may be empty or start with "-"
     return args
 
 
@@ -1332,34 +1880,11 @@ def spawn_standin(*, startup_timeout: float = 20.0, **knobs: Any) -> StandinProc
     knobs.setdefault("port", 0)
     cmd = [sys.executable, os.path.abspath(__file__), *_knob_args(knobs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, close_fds=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + startup_timeout
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    line = b""
-    try:
-        while b"\n" not in line:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise RuntimeError(f"stand-in did not start within {startup_timeout}s: {cmd}")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError(f"stand-in exited with {proc.wait()} before listening: {cmd}")
-            line += chunk
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        raise
-    finally:
-        sel.close()
-        proc.stdout.close()  # the child prints nothing after LISTENING
-    first = line.split(b"\n", 1)[0].decode().strip()
-    if not first.startswith("LISTENING "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"unexpected first line from the stand-in: {first!r}")
-    return StandinProcess(proc, first.split(" ", 1)[1])
+    if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # tests/ holds listening.py
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from listening import wait_listening
+
+    return StandinProcess(proc, wait_listening(proc, cmd, startup_timeout, "stand-in"))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1383,10 +1908,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-length", type=int, default=2048, help="num_ctx when a request sets none")
     p.add_argument("--pull-seconds", type=float, default=1.0, help="how long a pull streams progress")
     p.add_argument("--pull-fail-at", type=float, default=0.0, help="end pulls with an error at this fraction")
-    p.add_argument("--registry", default="llama3,llama3.1:8b,llama3.1:70b,qwen2.5:7b,mistral,smollm2:135m",
-                   help="comma-separated models a pull can fetch")
+    p.add_argument("--registry", default=",".join(REGISTRY), help="comma-separated models a pull can fetch")
     p.add_argument("--loaded", default=None, help="comma-separated models /api/ps lists (default: all)")
     p.add_argument("--expires-at", default="", help="fixed expires_at for /api/ps (default: now + 5 min)")
+    p.add_argument("--thinking-models", default=",".join(THINKING_MODELS),
+                   help="comma-separated name prefixes of models that can think")
+    p.add_argument("--cloud-models", default="", help="comma-separated cloud models (Ollama >= 0.12), e.g. gpt-oss:120b-cloud")
+    p.add_argument("--flavor", default="ollama", choices=FLAVORS, help="which server to be")
+    p.add_argument("--busy-status", type=int, default=503, help="HTTP status when the queue is full (429: a rate limiter)")
+    p.add_argument("--api-key", default="", help="require Authorization: Bearer <key> (default: no key)")
     a = p.parse_args(argv)
     knobs = {k: getattr(a, k) for k in KNOBS if k != "loaded"}
     if a.loaded is not None:
