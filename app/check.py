@@ -14,6 +14,7 @@ from app.config import load_experiment
 from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
 from app.sources import open_source
+from ledger.serverfacts import server_rows
 
 
 def check(file: str, rerun_invalid: bool = False) -> int:
@@ -54,11 +55,15 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
         version = f" (server {info.server_version})" if info.server_version else ""
         digest = (info.digest or "unknown").removeprefix("sha256:")[:12]
         yield f"model:   {info.model} digest {digest} on {where_model}{version}", False
+        facts = {"server": info.server, "allow_remote": spec.model.allow_remote, "backend": spec.model.backend}
+        for label, text in server_rows(facts):
+            if label != "server":
+                yield f"{label + ':':<8} {text}", label == "remote" and spec.model.allow_remote
         for problem in info.details.get("unreachable", []):
             yield f"warning: host {problem} does not answer; the run will use the others", True
         options = spec.model.options.as_dict()
         yield f"options: {json.dumps(options)}", False
-        yield f"prompt hash: {prompt_hash(spec.prompt.system, spec.prompt.user, answer.schema, options)}", False
+        yield f"prompt hash: {prompt_hash(spec.prompt.system, spec.prompt.user, answer.schema, options, spec.model.think)}", False
         yield f"answer schema: {json.dumps(answer.schema)}", False
         first = next(source.iter_chunks(rerun_invalid, limit=1), [])
         if not first:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError
 
 from app.errors import UserError
 from app.server_url import server_url
@@ -58,14 +58,25 @@ class Options(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+SERVER_BACKENDS = ("ollama", "openai-compatible")  # backends that talk to servers (hosts, "auto", remote checks)
+ThinkLevel = Literal["low", "medium", "high"]
+
+
 class ModelSection(_Strict):
-    backend: Literal["ollama", "llamacpp"] = "ollama"
+    backend: Literal["ollama", "openai-compatible", "llamacpp"] = "ollama"
     name: str | None = Field(None, min_length=1)
     hosts: list[str] | str | None = None
     gguf: str | None = None
     options: Options = Options()
     keep_alive: str | int = "10m"
     timeout_s: float = Field(300.0, gt=0)
+    # Reasoning models think before they answer; current Ollama makes them think by default, and with a JSON schema
+    # the answer then comes back empty. Off unless the experiment asks, and always sent explicitly where it applies.
+    think: StrictBool | ThinkLevel = False
+    # Notes never leave the cluster: a cloud model or a host outside it is refused unless this says the text is
+    # public or synthetic. Recorded in the ledger and printed in every report.
+    allow_remote: StrictBool = False
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")  # openai-compatible: bearer key
 
 
 class PromptSection(_Strict):
@@ -157,6 +168,7 @@ class Experiment:
     seed_csv_path: Path | None = None
     gguf_path: Path | None = None
     mysql: MySQLCredentials | None = None
+    api_key: SecretStr | None = None  # openai-compatible servers with a key of their own (api_key_env)
     warnings: tuple[str, ...] = field(default=())
     auto_hosts: bool = False  # hosts = "auto": the user's healthy server jobs, found at run start (app.cluster.auto)
     server_jobs: tuple[dict[str, Any], ...] = ()  # the Slurm server jobs behind hosts, for the ledger (GPU-hours)
@@ -164,6 +176,10 @@ class Experiment:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def uses_servers(self) -> bool:
+        return self.spec.model.backend in SERVER_BACKENDS
 
     @property
     def source_label(self) -> str:
@@ -283,15 +299,35 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     warnings: list[str] = []
     hosts: tuple[str, ...] = ()
     gguf_path = None
-    if spec.model.backend == "ollama":
-        if not spec.model.name:
-            raise ConfigError(path, "model.name", "the ollama backend needs a model name", 'add name = "llama3" to [model]')
-        hosts = () if spec.model.hosts == "auto" else _resolve_hosts(path, spec.model.hosts, environ)
-    elif spec.model.gguf:
-        gguf_path = (base / os.path.expanduser(spec.model.gguf)).resolve()
-        if not gguf_path.is_file():
-            raise ConfigError(path, "model.gguf", f"no GGUF file at {gguf_path}",
-                              "fix the path, or remove gguf to use the bundled SmolLM2-135M-Instruct")
+    api_key = None
+    m = spec.model
+    if m.backend in SERVER_BACKENDS:
+        if not m.name:
+            example = "llama3" if m.backend == "ollama" else "the model id the server lists in /v1/models"
+            raise ConfigError(path, "model.name", f"the {m.backend} backend needs a model name",
+                              f'add name = "{example}" to [model]')
+        if m.gguf:
+            raise ConfigError(path, "model.gguf", "gguf is for the embedded llamacpp backend",
+                              "remove it; the server loads its own model")
+        hosts = () if m.hosts == "auto" else _resolve_hosts(path, m.hosts, environ, m.backend)
+    else:
+        if m.gguf:
+            gguf_path = (base / os.path.expanduser(m.gguf)).resolve()
+            if not gguf_path.is_file():
+                raise ConfigError(path, "model.gguf", f"no GGUF file at {gguf_path}",
+                                  "fix the path, or remove gguf to use the bundled SmolLM2-135M-Instruct")
+        # hosts left in a file switched to the embedded model are ignored, as they always were; a key is not
+        if m.api_key_env is not None:
+            raise ConfigError(path, "model.api_key_env", "api_key_env is for openai-compatible servers, not the "
+                              "embedded llamacpp model", "remove it")
+        if m.think is not False:
+            raise ConfigError(path, "model.think", "the embedded model does not think",
+                              "remove think, or use a reasoning model on a server")
+    if m.api_key_env is not None:
+        if m.backend != "openai-compatible":
+            raise ConfigError(path, "model.api_key_env", "api_key_env is for openai-compatible servers",
+                              "remove it (an Ollama server job is reached with its own token)")
+        api_key = _api_key(path, spec, environ)
 
     sqlite_path = seed_csv_path = None
     mysql = None
@@ -316,8 +352,8 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
         if warning:
             warnings.append(warning)
     return Experiment(path=path, toml_text=text, spec=spec, hosts=hosts, sqlite_path=sqlite_path,
-                      seed_csv_path=seed_csv_path, gguf_path=gguf_path, mysql=mysql, warnings=tuple(warnings),
-                      auto_hosts=spec.model.backend == "ollama" and spec.model.hosts == "auto")
+                      seed_csv_path=seed_csv_path, gguf_path=gguf_path, mysql=mysql, api_key=api_key,
+                      warnings=tuple(warnings), auto_hosts=m.backend in SERVER_BACKENDS and m.hosts == "auto")
 
 
 def _check_answer(path: Path, answer: AnswerSection) -> None:
@@ -473,24 +509,53 @@ def _check_prompt(path: Path, spec: ExperimentFile) -> None:
                               f"add {name!r} to [source].columns, or use one of: {', '.join(sorted(available))}")
 
 
-def _resolve_hosts(path: Path, hosts: list[str] | str | None, environ: dict[str, str]) -> tuple[str, ...]:
+def _resolve_hosts(path: Path, hosts: list[str] | str | None, environ: dict[str, str],
+                   backend: str = "ollama") -> tuple[str, ...]:
     if isinstance(hosts, str):
         hosts = [hosts]
     if not hosts:
-        env = environ.get("OLLAMA_HOST", "").strip()
+        env = environ.get("OLLAMA_HOST", "").strip() if backend == "ollama" else ""
         if not env:
-            raise ConfigError(path, "model.hosts", "no Ollama server given",
-                              'add hosts = ["http://HOST:PORT"] to [model] or export OLLAMA_HOST=HOST:PORT')
+            raise ConfigError(path, "model.hosts", f"no {'Ollama' if backend == 'ollama' else 'OpenAI-compatible'} "
+                              "server given", 'add hosts = ["http://HOST:PORT"] to [model]'
+                              + (" or export OLLAMA_HOST=HOST:PORT" if backend == "ollama" else ' (or "auto")'))
         hosts = [h.strip() for h in env.split(",") if h.strip()]
     out = []
     for h in hosts:
         try:
-            out.append(server_url(h))
+            # an OpenAI-compatible server is often given as its API root, http://node:8000/v1
+            out.append(server_url(_without_v1(h) if backend == "openai-compatible" else h))
         except ValueError as exc:
             raise ConfigError(path, "model.hosts", str(exc), "write http://HOST:PORT, e.g. http://gpu-n57:48362")
     if len(set(out)) != len(out):
         raise ConfigError(path, "model.hosts", "the same host is listed twice", "remove the duplicate")
     return tuple(out)
+
+
+def _without_v1(host: str) -> str:
+    text = host.strip().rstrip("/")
+    return text[:-3] if text.endswith("/v1") else text
+
+
+def _api_key(path: Path, spec: ExperimentFile, environ: dict[str, str]) -> SecretStr:
+    """The key an openai-compatible server wants, from the environment or a .env file (the source's env_file, else
+    one beside the experiment): never from the experiment file itself, which goes into the ledger."""
+    from dotenv import dotenv_values
+
+    name = spec.model.api_key_env
+    assert name
+    value = environ.get(name)
+    env_file = spec.source.env_file or ".env"
+    env_path = (path.parent / os.path.expanduser(env_file)).resolve()
+    if value is None and env_path.is_file():
+        try:
+            value = dotenv_values(env_path).get(name)
+        except OSError:
+            value = None
+    if not value:
+        raise ConfigError(path, "model.api_key_env", f"{name} is not set",
+                          f"export {name}=… or put {name}=… in {env_path} (chmod 600)")
+    return SecretStr(value)
 
 
 def _mysql_credentials(path: Path, source: SourceSection,

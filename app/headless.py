@@ -21,8 +21,9 @@ from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
 from app.sources import open_source
-from ledger import Ledger, new_run_id, resolve_ledger_dir
+from ledger import new_run_id, resolve_ledger_dir
 from ledger.journal import JOURNAL_DIR, SUFFIX, ensure_private_dir
+from ledger.reasons import commonest, reason_text
 from ledger.stop import StopChannel
 
 STOP_POLL_S = 2.0  # how often a run looks for a stop request in the ledger dir (one open + fstat)
@@ -67,10 +68,9 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
         print("notes-tui: the run failed on an unexpected error (a bug: please report it with this trace):",
               file=sys.stderr)
         traceback.print_exception(result.exception, file=sys.stderr)
-    imported = _import_into_index(ledger_dir)
-    _print_where(printer, exp, ledger_dir, result, imported, shard)
+    _print_where(printer, exp, ledger_dir, result, shard)
     if result.status == "completed":
-        return ExitCode.OK
+        return _verdict(result)
     if result.status == "interrupted" and result.reason == "SIGINT":
         return ExitCode.SIGINT
     if result.status == "interrupted" and result.reason in ("SIGTERM", STOP_REQUESTED):
@@ -124,18 +124,27 @@ def _stop(runner: Runner, reason: str, said: str, said_again: str, how_again: st
         runner.hurry()
 
 
+def _verdict(result: RunResult) -> int:
+    """A completed run whose answers did not validate is not a success a script should trust: exit 1 with the
+    cause when none validated, a warning when most did not. The ledger keeps it `completed` (every note was tried)."""
+    c = result.counts
+    tried = c.done - c.empty
+    reasons = dict(result.reasons)
+    if c.errors:
+        reasons["transport"] = reasons.get("transport", 0) + c.errors
+    cause = commonest(reasons)
+    if tried > 0 and c.valid == 0:
+        print(f"notes-tui: no answer validated ({tried} notes tried): {reason_text(cause)}", file=sys.stderr)
+        return ExitCode.FAILED
+    if tried > 0 and 2 * (tried - c.valid) > tried:
+        print(f"notes-tui: warning: {tried - c.valid} of {tried} answers did not validate: {reason_text(cause)}",
+              file=sys.stderr)
+    return ExitCode.OK
+
+
 def journal_reserve(exp: Experiment) -> int:
     """Room the journal keeps for a full disk: one batch record (a unit's record is well under 1 KB) and the close."""
     return (64 << 10) + exp.spec.results.batch_size * 1024
-
-
-def _import_into_index(ledger_dir: Path) -> bool:
-    """Bring ledger.db up to date, if it can be had now. The run is recorded in its journal either way; the index is
-    derived and the next reader imports what this could not (its disk full, its file held locked by someone)."""
-    try:
-        return Ledger(ledger_dir).sync(wait_s=2.0)
-    except (OSError, sqlite3.Error):
-        return False
 
 
 PROBE_BYTES = 64 << 10  # room for a header and a few batches; a full disk shows here rather than after the first note
@@ -165,12 +174,13 @@ def _operational(exc: BaseException) -> bool:
 
 
 def _print_where(printer: ConsolePrinter, exp: Experiment, ledger_dir: Path, result: RunResult,
-                 imported: bool, shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None) -> None:
+    """The run's journal is its record; ledger.db is an index that whoever reads the ledger brings up to date. A
+    compute job writes only its own files: 100 array tasks on one NFS ledger dir are not 100 writers of the index."""
     if result.run_id is None:
         return
     printer.say(f"results: table {exp.spec.results.table} in {exp.source_label}")
-    printer.say(f"ledger:  {ledger_dir / 'journal' / (result.run_id + '.jsonl')}"
-                + ("" if imported else " (index busy: imported on the next ledger read)"))
+    printer.say(f"ledger:  {ledger_dir / 'journal' / (result.run_id + '.jsonl')}")
     if result.status != "completed":
         again = f" --shard {shard_text(shard)}" if shard else ""
         printer.say(f"resume:  notes-tui --run {exp.path}{again}   (answered notes are skipped)")

@@ -52,11 +52,19 @@ def list_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"server": url, "models": [m.as_json() for m in entries]}, indent=2))
         return 0
+    if entries and all(m.served for m in entries):
+        print("\n".join(["SERVED MODEL", *sorted(m.name for m in entries)]))
+        print(f"{len(entries)} served by {url}: {models.OPENAI_NO_MANAGEMENT}")
+        return 0
     rows = [("NAME", "SIZE", "PARAMS", "QUANT", "FAMILY", "MODIFIED", "DIGEST")]
-    rows += [(m.name, present.size(m.size), m.parameter_size or "-", m.quantization or "-", m.family or "-",
+    rows += [(m.name, present.model_size(m), m.parameter_size or "-", m.quantization or "-", m.family or "-",
               present.modified(m.modified_at), m.short_digest) for m in sorted(entries, key=lambda m: m.name)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows))
+    cloud = [m for m in entries if m.cloud]
+    if cloud:
+        print(f"{len(cloud)} cloud model{'s' if len(cloud) != 1 else ''} ({', '.join(m.name for m in cloud)}): "
+              f"{present.CLOUD_NOTE}")
     total = sum(m.size for m in entries)
     quota = ctx.config.quota_bytes
     print(f"{len(entries)} models, {present.size(total)} of the {present.size(quota)} quota ({total / quota:.0%})")
@@ -95,6 +103,8 @@ def remove_model(args: argparse.Namespace) -> int:
     entries = asyncio.run(models.list_models(url))
     from app.backends.ollama import full_name
 
+    if entries and all(m.served for m in entries):
+        raise UserError(f"{url}: {models.OPENAI_NO_MANAGEMENT}")
     match = next((m for m in entries if m.name == full_name(args.name)), None)
     if match is None:
         raise UserError(f"{args.name!r} is not on {url} — see notes-tui models list --host {url}")
@@ -117,6 +127,7 @@ def pull_model(args: argparse.Namespace) -> int:
 
     name = check_model_name(args.name)
     url, ctx = _server(args)
+    _refuse_openai(url)
     printer = _PullPrinter(sys.stdout.isatty())
 
     async def go() -> Pull:
@@ -194,3 +205,17 @@ class _PullPrinter:
         if self.drawn:
             sys.stdout.write("\n")
             self.drawn = False
+
+
+def _refuse_openai(url: str) -> None:
+    import asyncio
+
+    from app.cluster import models
+    from app.errors import UserError
+
+    try:
+        entries = asyncio.run(models.list_models(url))
+    except models.ServerError:
+        return  # the pull itself says what is wrong with the server
+    if entries and all(m.served for m in entries):
+        raise UserError(f"{url}: {models.OPENAI_NO_MANAGEMENT}")

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
-    srv = shared.add(sub, "server", shared.json, help="the Ollama servers notes-tui knows, and how they are")
+    srv = shared.add(sub, "server", shared.json,
+                     help="the model servers notes-tui knows (Ollama, OpenAI-compatible), and how they are")
     ssub = srv.add_subparsers(dest="server_command", metavar="SUBCOMMAND", required=True, parser_class=type(srv))
     shared.add(ssub, "list", shared.json, help="every known server: where it came from, up or down, version, "
                "round trip, models loaded").set_defaults(handler=list_servers)
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
     add.add_argument("url", metavar="URL", help="http://HOST:PORT")
     add.add_argument("--name", help="a short name shown instead of the URL")
     add.set_defaults(handler=add_server)
-    start = shared.add(ssub, "start", shared.json, help="submit an Ollama server job from a profile of the user config")
+    start = shared.add(ssub, "start", shared.json,
+                       help="submit a server job (Ollama, vLLM, llama-server…) from a profile of the user config")
     start.add_argument("--profile", required=True, metavar="NAME", help="a [profiles.NAME] of the user config")
     start.add_argument("--time", metavar="TIME", help="the job's time limit (D-HH:MM:SS), instead of the profile's")
     start.set_defaults(handler=start_server)
@@ -36,6 +38,8 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
     proxy.add_argument("--command", required=True, help="the server command (OLLAMA_HOST is set for it)")
     proxy.add_argument("--ready-timeout", type=float, default=600.0, metavar="S",
                        help="how long the server may take to answer (default 600)")
+    proxy.add_argument("--kind", default="ollama", choices=("ollama", "openai-compatible"),
+                       help="what the server speaks: how to tell it is ready, and what the job's Comment says")
     proxy.set_defaults(handler=proxy_server)
 
 
@@ -72,26 +76,45 @@ def list_servers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(kind: str | None) -> str:
+    return {"ollama": "ollama", "openai-compatible": "openai"}.get(kind or "", "-")
+
+
+def parallel_text(record: dict | None) -> str:
+    """How many requests the job's server answers at once, as its profile set it. Ollama answers one at a time
+    unless OLLAMA_NUM_PARALLEL is set (since 0.9.7); an OpenAI server batches as many as it has room for."""
+    if record is None:
+        return "-"
+    if record.get("num_parallel"):
+        return str(record["num_parallel"])
+    return "1 (default)" if record.get("kind", "ollama") == "ollama" else "server's"
+
+
 def job_json(job: ServerJob, health: Health | None) -> dict:
     from app.cluster.jobactions import job_status
+    from app.cluster.tokens import job_record
 
-    return dict(job.as_json(), status=job_status(job, health))
+    record = job_record(job.job_id, job.cluster) or {}
+    return dict(job.as_json(), status=job_status(job, health), num_parallel=record.get("num_parallel"))
 
 
 def jobs_table(jobs: list[ServerJob], health: dict[str, Health]) -> str:
     from app.cluster.jobactions import job_status, time_left_text
+    from app.cluster.tokens import job_record
 
-    rows = [("JOB", "NAME", "STATE", "NODE", "PORT", "TIME LEFT", "GPUS")]
+    rows = [("JOB", "NAME", "KIND", "STATE", "NODE", "PORT", "TIME LEFT", "PARALLEL", "GPUS")]
     for j in jobs:
-        rows.append((j.job_id + (f" ({j.cluster})" if j.cluster else ""), j.name,
+        rows.append((j.job_id + (f" ({j.cluster})" if j.cluster else ""), j.name, _kind(j.kind),
                      job_status(j, health.get(j.url) if j.url else None), j.node or "-",
-                     str(j.port) if j.port else "-", time_left_text(j), str(j.gpus)))
+                     str(j.port) if j.port else "-", time_left_text(j), parallel_text(job_record(j.job_id, j.cluster)),
+                     str(j.gpus)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
 
 
 def server_json(server: KnownServer, health: Health) -> dict:
-    return {"url": server.url, "name": server.name, "origins": list(server.origins), "state": health.state,
+    return {"url": server.url, "name": server.name, "origins": list(server.origins), "kind": health.kind,
+            "state": health.state,
             "reason": health.reason or None, "version": health.version,
             "rtt_ms": None if health.rtt_ms is None else round(health.rtt_ms, 1),
             "loaded": [{"name": m.name, "size_vram": m.size_vram,
@@ -101,10 +124,10 @@ def server_json(server: KnownServer, health: Health) -> dict:
 def servers_table(servers: list[KnownServer], health: dict[str, Health]) -> str:
     from app.cluster import present
 
-    rows = [("SERVER", "FROM", "STATE", "VERSION", "RTT", "LOADED")]
+    rows = [("SERVER", "FROM", "KIND", "STATE", "VERSION", "RTT", "LOADED")]
     for s in servers:
         h = health[s.url]
-        rows.append((s.label, s.origin_text, present.state(h), h.version or "-", present.rtt(h),
+        rows.append((s.label, s.origin_text, h.kind_text, present.state(h), h.version or "-", present.rtt(h),
                      ", ".join(present.loaded(m) for m in h.loaded) or ("-" if h.answers else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
@@ -158,4 +181,4 @@ def proxy_server(args: argparse.Namespace) -> int:
 
     from app.cluster.serverjob import serve
 
-    return asyncio.run(serve(args.command, dict(os.environ), args.ready_timeout))
+    return asyncio.run(serve(args.command, dict(os.environ), args.ready_timeout, kind=args.kind))

@@ -113,6 +113,10 @@ def summary(report: TryReport) -> str:
             + (f", {outcomes['error']} without an answer" if outcomes["error"] else "")
             + f"; tokens in {sum(n.tokens_in or 0 for n in notes)}, out {sum(n.tokens_out or 0 for n in notes)}"
             + (f"; median latency {statistics.median(latencies):.0f} ms" if latencies else ""))
+    if kinds:
+        from ledger.reasons import commonest, reason_text
+
+        line += f"\nwhy invalid: {reason_text(commonest(kinds))}"
     truncated = sum(1 for n in notes if n.truncated)
     if truncated:
         line += f"; {truncated} truncated (raise [model.options].num_ctx)"

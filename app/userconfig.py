@@ -8,6 +8,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -58,8 +59,13 @@ class SlurmSettings(_Strict):
     run: RunJobSettings = RunJobSettings()
 
 
+SERVER_KINDS = ("ollama", "openai-compatible")
+OPENAI_COMMANDS = ("vllm", "sglang", "llama-server", "llama_cpp.server")  # commands that start such a server
+
+
 class Profile(_Strict):
-    """`[profiles.NAME]`: one kind of Ollama server job (`notes-tui server start --profile NAME`)."""
+    """`[profiles.NAME]`: one kind of server job (`notes-tui server start --profile NAME`): Ollama, or an
+    OpenAI-compatible server (vLLM, SGLang, llama-server) whose command takes the port as {port}."""
 
     partition: str | None = Field(None, pattern=SLURM_NAME)
     account: str | None = Field(None, pattern=SLURM_NAME)
@@ -70,14 +76,41 @@ class Profile(_Strict):
     time: str | None = Field(None, pattern=SLURM_TIME)
     models_dir: str | None = None  # OLLAMA_MODELS; default ~/.ollama/models
     num_parallel: int | None = Field(None, ge=1, le=64)  # OLLAMA_NUM_PARALLEL
-    command: str = Field(DEFAULT_SERVER_COMMAND, min_length=1)  # runs with OLLAMA_HOST=127.0.0.1:PORT set
+    command: str = Field(DEFAULT_SERVER_COMMAND, min_length=1)  # runs with OLLAMA_HOST=127.0.0.1:PORT and PORT set
+    kind: Literal["ollama", "openai-compatible"] | None = None  # default: from the command (vllm serve → openai)
     ready_timeout_s: float = Field(600.0, gt=0)  # a Singularity image on a cold node can take minutes
     extra: list[str] = []  # more sbatch options, e.g. ["--constraint=l40s"]
+
+    @property
+    def server_kind(self) -> str:
+        if self.kind is not None:
+            return self.kind
+        return "openai-compatible" if any(word in self.command for word in OPENAI_COMMANDS) else "ollama"
+
+
+class NetworkSettings(_Strict):
+    """`[network]`: the site's own networks, for a site whose nodes have public addresses: a host in them is inside
+    the cluster, so notes may go to it without allow_remote."""
+
+    cluster_networks: list[str] = []
+
+    @field_validator("cluster_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a network; write it as 136.142.0.0/16") from None
+        return value
 
 
 class UserConfig(_Strict):
     servers: list[SavedServer] = []
     models: ModelsSettings = ModelsSettings()
+    network: NetworkSettings = NetworkSettings()
     slurm: SlurmSettings = SlurmSettings()
     profiles: dict[str, Profile] = {}
 

@@ -327,6 +327,10 @@ class Importer:
                 if kind == "close":
                     update.update(recorded_status=rec["status"], status=rec["status"], ended_at=rec["t"],
                                   last_error=scalar(rec.get("last_error")))
+                    if isinstance(rec.get("facts"), dict):
+                        facts = rec["facts"]
+                        self.conn.execute("update runs set header = json_patch(coalesce(header, '{}'), ?) where run_id = ?",
+                                          (json.dumps({"at_end": facts}), run_id))
         if units:
             try:
                 self.conn.executemany(UNIT_SQL, units)

@@ -179,14 +179,19 @@ class Journal:
     def checkpoint(self, counts: dict) -> None:
         self._write({"type": "checkpoint", "counts": counts})
 
-    def close(self, status: str, counts: dict, last_error: str | None = None) -> None:
+    def close(self, status: str, counts: dict, last_error: str | None = None, facts: dict | None = None) -> None:
+        """`facts`: what was learned during the run that the header could not hold (the context a server loaded the
+        model with); the index merges it into the run's header."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
         with self._lock:
             if self._fd is None:
                 return
             try:
-                self._write_locked({"type": "close", "status": status, "counts": counts, "last_error": last_error})
+                body: dict[str, Any] = {"type": "close", "status": status, "counts": counts, "last_error": last_error}
+                if facts:
+                    body["facts"] = facts
+                self._write_locked(body)
             finally:
                 if self._fd is not None:
                     os.close(self._fd)

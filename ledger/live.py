@@ -8,7 +8,7 @@
      "latency_ms": 210.3, "tokens_in": 480, "tokens_out": 31, "truncated": false, "error": null,
      "host": "http://gpu-n57:48362", "t": ...}                                    one per note as it finishes
     {"type": "progress", "counts": {...}, "in_flight": 8, "elapsed_s": 12.0, "rate": 39.6, "t": ...}  about 1/s
-    {"type": "end", "status": "interrupted", "reason": "SIGTERM", "counts": {...}, "t": ...}      when it closes
+    {"type": "end", "status": "interrupted", "reason": "SIGTERM", "counts": {...}, "reasons": {"thinking": 3}, "t": ...}
 
 `t` is Unix time in seconds. `answer` holds labels and numbers only (choice, bool, int, number fields), like the
 journal: never note text, never free-text answers.

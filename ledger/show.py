@@ -7,6 +7,7 @@ from typing import Any
 from .answers import answer_fields
 from .evals import evals_including
 from .runs import load_run, safe_host
+from .serverfacts import server_rows
 
 
 def run_details(db: Any, run_id: str) -> dict[str, Any] | None:
@@ -20,6 +21,10 @@ def run_details(db: Any, run_id: str) -> dict[str, Any] | None:
         header["hosts"] = [safe_host(h) for h in header["hosts"]]
     run["outcomes"] = dict(conn.execute(
         "select outcome, count(*) from units where run_id = ? group by outcome order by outcome", (run_id,)).fetchall())
+    run["invalid_reasons"] = dict(conn.execute(
+        "select coalesce(error, '?'), count(*) from units where run_id = ? and outcome = 'invalid' group by error "
+        "order by count(*) desc", (run_id,)).fetchall())
+    run["server"] = server_rows(header)
     labels = {}
     for f in answer_fields(header.get("answer_schema")):
         if not f.categorical:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .compare import DISAGREE_SHOWN
 from .format import format_duration
+from .reasons import commonest, reason_text
 from .report.layout import gold_source_text, kappa_text, label_text, num
 from .verify import Verification
 
@@ -39,6 +40,7 @@ def format_show(run: dict[str, Any]) -> str:
         ("", " ".join(str(x) for x in (details.get("quantization_level"), details.get("parameter_size"),
                                         details.get("family")) if x)),
         ("backend", f"{run.get('backend')}, server {run.get('server_version') or '?'}"),
+        *[(label, text) for label, text in run.get("server") or [] if label != "server"],
         ("hosts", ", ".join(run.get("hosts") or [])),
         ("prompt hash", run.get("prompt_hash")),
         ("toml", f"sha256 {run.get('toml_sha256')}  {h.get('toml_path') or ''}"),
@@ -53,6 +55,7 @@ def format_show(run: dict[str, Any]) -> str:
                    f"{num(c.get('truncated'))}, errors {num(c.get('errors'))}; tokens in {num(c.get('tokens_in'))}, "
                    f"out {num(c.get('tokens_out'))}"),
         ("units", ", ".join(f"{k} {n}" for k, n in run["outcomes"].items()) or "none recorded"),
+        ("invalid", _invalid(run.get("invalid_reasons") or {})),
         ("labels", labels),
         ("last error", run.get("last_error")),
         ("journal", f"broken: {run['journal_error']}" if run.get("journal_error") else None),
@@ -63,6 +66,14 @@ def format_show(run: dict[str, Any]) -> str:
         lines.append(f"eval {e['eval_id']}  {e['field']}: accuracy {num(e['accuracy'])}, kappa {kappa_text(e)}, "
                      f"macro F1 {num(e['macro_f1'])} on {e['with_gold']} units with gold ({e['without_gold']} without)")
     return "\n".join(lines)
+
+
+def _invalid(reasons: dict[str, int]) -> str | None:
+    """`thinking 292 — the model answered only in its thinking: set think = false …`: the counts and what to do."""
+    if not reasons:
+        return None
+    counts = ", ".join(f"{k} {n}" for k, n in reasons.items())
+    return f"{counts} — {reason_text(commonest(reasons))}"
 
 
 def format_compare(result: dict[str, Any]) -> str:

@@ -72,13 +72,13 @@ def test_server_list_text_and_json_with_a_down_server(tmp_path, server):
     res = run_cli("server", "list", env=env)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["SERVER", "FROM", "STATE", "VERSION", "RTT", "LOADED"]
-    assert lines[1].startswith("gpu-a") and " up " in lines[1] and "llama3:latest 4.7 GB until" in lines[1]
+    assert lines[0].split() == ["SERVER", "FROM", "KIND", "STATE", "VERSION", "RTT", "LOADED"]
+    assert lines[1].startswith("gpu-a") and " ollama  up " in lines[1] and "llama3:latest 4.7 GB until" in lines[1]
     assert "127.0.0.1:9" in lines[2] and "down: refused" in lines[2]
     doc = json.loads(run_cli("server", "list", "--json", env=env).stdout)
     assert [d["state"] for d in doc] == ["up", "down"] and doc[0]["name"] == "gpu-a"
     assert doc[0]["loaded"][0]["name"] == "llama3:latest" and doc[1]["reason"] == "refused"
-    assert doc[0]["version"] == "0.11.10" and doc[0]["rtt_ms"] > 0
+    assert doc[0]["version"] == "0.11.10" and doc[0]["rtt_ms"] > 0 and doc[0]["kind"] == "ollama"
 
 
 def test_server_add_saves_refuses_duplicates_and_bad_urls(tmp_path, server):

@@ -161,6 +161,9 @@ def test_what_notes_tui_creates_is_private(tmp_path, monkeypatch):
             server.stop()
         assert live == {p: 0o600 for p in live}, live
         assert mode(ledger) == 0o700 and mode(ledger / "journal") == 0o700
+        from ledger import Ledger
+
+        Ledger(ledger).sync()  # a run writes only its journal; the first reader builds the index
         assert mode(ledger / "ledger.db") == 0o600 and mode(journal) == 0o600
         assert not lock.exists() and not reserve.exists()  # a clean finish leaves neither behind
     finally:

@@ -67,6 +67,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path != "/api/chat":  # /api/show: a server this wrong lists no capabilities
+            self._send(404, b'{"error": "not found"}')
+            return
         srv: WrongServer = self.server  # type: ignore[assignment]
         with srv.lock:
             srv.chats += 1

@@ -1,4 +1,4 @@
-"""Backends by name. Optional ones (llama.cpp) are imported only when an experiment asks for them."""
+"""Backends by name, each imported only when an experiment asks for it (llama.cpp is an optional install)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ def make_backend(exp: Experiment) -> Backend:
         from app.backends.ollama import OllamaBackend
 
         return OllamaBackend(exp)
+    if exp.spec.model.backend == "openai-compatible":
+        from app.backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(exp)
     from app.backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(exp)

@@ -1,7 +1,8 @@
 """Who answers: a backend sends one rendered prompt with the answer's JSON schema and returns the raw reply.
 
 Backends raise `Busy` (the server's queue is full: lower the pressure, try again), `Transient` (a transport error or a
-5xx: try again, maybe elsewhere) or `BackendError` (the user must act: model not pulled, server unreachable at start).
+5xx: try again, maybe elsewhere), `PromptTooLong` (the server refused the prompt because it does not fit the context:
+retrying cannot help) or `BackendError` (the user must act: model not pulled, server unreachable at start).
 Validation of the reply is the engine's job, not the backend's.
 """
 
@@ -20,6 +21,8 @@ class Reply:
     tokens_out: int | None
     truncated: bool  # the prompt filled the whole context: the model did not see all of the note
     duration_ms: float | None = None
+    thought: bool = False  # the reply carried thinking (a reasoning model): an empty answer beside it means it never
+    #                        got past its thinking, which is a cause of its own, not "not JSON"
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,17 @@ class ModelInfo:
     server_version: str | None
     hosts: tuple[str, ...]
     details: dict[str, Any] = field(default_factory=dict)
+    # what each server says of itself and what the run sends it, as the run header records them: kind, version,
+    # context length, whether `think` and `truncate` are sent, a remote model allowed by the experiment
+    server: dict[str, Any] = field(default_factory=dict)
 
 
 class Busy(Exception):
     """HTTP 503: the server's queue is full."""
+
+
+class PromptTooLong(Exception):
+    """The server refused a prompt longer than its context (Ollama with `truncate: false`, an OpenAI server's 400)."""
 
 
 class Transient(Exception):
@@ -58,6 +68,11 @@ class Backend(ABC):
 
     @abstractmethod
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply: ...
+
+    async def facts(self) -> dict[str, Any]:
+        """What the servers told us during the run (e.g. the context the model was loaded with), for the close
+        record; empty when there is nothing beyond the header."""
+        return {}
 
     async def close(self) -> None:
         return None

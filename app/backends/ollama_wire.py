@@ -1,10 +1,13 @@
-"""How a run talks to one Ollama server: JSON in, a `Response` out, failures as the `lean_http.HTTPFailure` kinds.
-Plain-http hosts go through the lean client; https and proxied hosts through httpx, imported only then."""
+"""How a run talks to one server (Ollama's API or an OpenAI-compatible one): JSON in, a `Response` out, failures as the
+`lean_http.HTTPFailure` kinds. Plain-http hosts go through the lean client; https and proxied hosts through httpx,
+imported only then. Also what both backends read from answers the same way: JSON bodies, integers, one-line
+failures, and a check of every host at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -98,3 +101,60 @@ def error_text(resp: Response) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         return doc["error"][:200]
     return resp.body[:200].decode("utf-8", "replace").strip() or f"HTTP {resp.status}"
+
+
+def json_doc(resp: Response) -> dict[str, Any]:
+    """The body as a JSON object, or {} for anything else."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def short_failure(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, HTTPFailure):
+        return failure_text(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return text[:200]
+
+
+async def probe_each(hosts: Sequence[str], probe: Callable[[str], Awaitable[dict[str, Any]]], timeout_s: float,
+                     user_error: type[Exception]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every host at once: (what each host that answered said, "host (why)" for each that did not). A user error
+    (model missing, key refused) from any host is raised: it is the user's to fix, not a host being down."""
+    results = await asyncio.gather(*(probe(h) for h in hosts), return_exceptions=True)
+    up: dict[str, dict[str, Any]] = {}
+    problems = []
+    for host, res in zip(hosts, results):
+        if isinstance(res, user_error):
+            raise res
+        if isinstance(res, BaseException):
+            problems.append(f"{host} ({short_failure(res, timeout_s)})")
+        else:
+            up[host] = res
+    return up, problems
+
+
+def chat_messages(system: str, user: str) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+
+
+async def post_for_answer(wire: Wire, path: str, payload: Any, timeout_s: float) -> Response:
+    """One request for an answer; a failure in transport is `Transient` (down when nothing could be reached)."""
+    from app.backends.base import Transient
+
+    try:
+        return await wire.call("POST", path, payload)
+    except (ConnectFailed, ConnectTimedOut) as exc:
+        raise Transient(failure_text(exc), down=True) from None
+    except ReadTimedOut:
+        raise Transient(f"no answer within timeout_s = {timeout_s:g}") from None
+    except HTTPFailure as exc:
+        raise Transient(failure_text(exc)) from None

@@ -1,4 +1,4 @@
-"""`hosts = "auto"`: an experiment's servers are the user's running, healthy Ollama server jobs. For any run, the
+"""`hosts = "auto"`: an experiment's servers are the user's running, healthy server jobs of its backend's kind. For any run, the
 server jobs behind its hosts are recorded in the run header (`server_jobs`), so the ledger can state GPU-hours."""
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def _describe_others(jobs: list[ServerJob]) -> str:
 def resolve_hosts(exp: Experiment, cluster: str | None = None, jobs: ServerJobs | None = None,
                   environ: dict[str, str] | None = None) -> Experiment:
     """The experiment with its hosts found (hosts = "auto") and the server jobs behind its hosts named."""
-    if exp.spec.model.backend != "ollama":
+    if not exp.uses_servers:
         return exp
+    kind = exp.spec.model.backend
     if not exp.auto_hosts:
         known = [tokens.record_for_url(h, environ) for h in exp.hosts]
         return replace(exp, server_jobs=tuple(job_entry(None, r) for r in known if r))
@@ -58,15 +59,20 @@ def resolve_hosts(exp: Experiment, cluster: str | None = None, jobs: ServerJobs 
     if jobs.error:
         raise ConfigError(exp.path, "model.hosts", f'hosts = "auto": {jobs.error}',
                           'check that Slurm answers here (squeue --me), or list the servers: hosts = ["http://HOST:PORT"]')
+    others_kind = [j for j in found if j.kind != kind]
+    found = [j for j in found if j.kind == kind]  # an openai-compatible experiment cannot use an Ollama job
     running = [j for j in found if j.url]
     health = asyncio.run(probe_all(j.url for j in running if j.url)) if running else {}
     up = [j for j in running if j.url and health[j.url].answers]
     if not up:
         others = [j for j in found if j not in up]
         what = f" ({_describe_others(others)})" if others else ""
+        if others_kind:
+            what += f"; {len(others_kind)} job{'s' if len(others_kind) != 1 else ''} of another kind than {kind}"
         down = [f"job {j.job_id}: {health[j.url].reason}" for j in running if j.url and j not in up]
         why = f"; {', '.join(down)}" if down else ""
-        raise ConfigError(exp.path, "model.hosts", f'hosts = "auto": no server job of yours is up{what}{why}', HINT)
+        raise ConfigError(exp.path, "model.hosts", f'hosts = "auto": no {kind} server job of yours is up{what}{why}',
+                          HINT)
     entries = tuple(job_entry(j, tokens.job_record(j.job_id, j.cluster, environ)) for j in up)
     return replace(exp, hosts=tuple(j.url for j in up if j.url), server_jobs=entries)
 

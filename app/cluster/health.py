@@ -1,5 +1,7 @@
-"""Is a server up? `/api/version` (with its round trip) and `/api/ps` (the models loaded now), each with a short
-timeout, at most one request in flight per server: a dead or hung server costs a timeout, never a frozen screen."""
+"""Is a server up? `/api/version` (with its round trip) and `/api/ps` (the models loaded now) for Ollama; an
+OpenAI-compatible server (vLLM, SGLang, llama-server) is known by its `/v1/models` (the models it serves) when
+`/api/version` is not there. Each with a short timeout, at most one request in flight per server: a dead or hung
+server costs a timeout, never a frozen screen."""
 
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ class Health:
     rtt_ms: float | None = None
     loaded: tuple[LoadedModel, ...] = ()
     checked_at: float = field(default=0.0, compare=False)
+    kind: str | None = None  # ollama | openai-compatible, once it answered
+
+    @property
+    def kind_text(self) -> str:
+        return {"ollama": "ollama", "openai-compatible": "openai"}.get(self.kind or "", "-")
 
     @property
     def answers(self) -> bool:
@@ -73,6 +80,8 @@ class Prober:
         self.timeout_s = timeout_s
         self.clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._kinds: dict[str, str] = {}  # a server's kind, once seen: later checks ask it the right way at once
+        self._versions: dict[str, str | None] = {}
 
     def _client(self, url: str) -> httpx.AsyncClient:
         client = self._clients.get(url)
@@ -85,23 +94,57 @@ class Prober:
 
     async def probe(self, url: str) -> Health:
         client = self._client(url)
-        t0 = self.clock()
         try:
+            if self._kinds.get(url) == "openai-compatible":
+                return await self._probe_openai(client, url)
+            t0 = self.clock()
             resp = await client.get("/api/version")
             rtt_ms = (self.clock() - t0) * 1000
-            if resp.status_code != 200:
-                return Health("down", reason=f"HTTP {resp.status_code} on /api/version", checked_at=time.monotonic())
-            version = _json(resp).get("version")
+            version = _json(resp).get("version") if resp.status_code == 200 else None
             if not isinstance(version, str):
-                return Health("down", reason="not an Ollama server", checked_at=time.monotonic())
+                openai = await self._probe_openai(client, url)
+                if openai.answers or resp.status_code == 200:
+                    return openai
+                return Health("down", reason=f"HTTP {resp.status_code} on /api/version", checked_at=time.monotonic())
+            self._kinds[url] = "ollama"
             ps = await client.get("/api/ps")
             loaded = _loaded(_json(ps)) if ps.status_code == 200 else ()
         except httpx.HTTPError as exc:
             await self._forget(url)  # a broken connection must not be reused by the next probe
-            return Health("down", reason=down_reason(exc, self.timeout_s), checked_at=time.monotonic())
-        slow = rtt_ms > SLOW_MS
-        return Health("slow" if slow else "up", reason=f"answers in {rtt_ms:.0f} ms" if slow else "",
-                      version=version, rtt_ms=rtt_ms, loaded=loaded, checked_at=time.monotonic())
+            return Health("down", reason=down_reason(exc, self.timeout_s), checked_at=time.monotonic(),
+                          kind=self._kinds.get(url))
+        return _answered(version, rtt_ms, loaded, "ollama")
+
+    async def _probe_openai(self, client: httpx.AsyncClient, url: str) -> Health:
+        """An OpenAI-compatible server: `/v1/models` is its health and its round trip; the version where it tells
+        (vLLM's `/version`, llama-server's `/props`), asked once."""
+        t0 = self.clock()
+        resp = await client.get("/v1/models")
+        rtt_ms = (self.clock() - t0) * 1000
+        data = _json(resp).get("data") if resp.status_code == 200 else None
+        if not isinstance(data, list):
+            if resp.status_code == 401:
+                return Health("down", reason="wants an API key (HTTP 401)", checked_at=time.monotonic())
+            return Health("down", reason="not an Ollama or OpenAI-compatible server", checked_at=time.monotonic())
+        first_time = self._kinds.get(url) != "openai-compatible"
+        self._kinds[url] = "openai-compatible"
+        if first_time or url not in self._versions:
+            self._versions[url] = await self._openai_version(client)
+        served = tuple(LoadedModel(name=str(m.get("id")), size_vram=0, expires_at=None)
+                       for m in data if isinstance(m, dict) and m.get("id"))
+        return _answered(self._versions.get(url), rtt_ms, served, "openai-compatible")
+
+    @staticmethod
+    async def _openai_version(client: httpx.AsyncClient) -> str | None:
+        for path, key in (("/version", "version"), ("/props", "build_info")):
+            try:
+                resp = await client.get(path)
+            except httpx.HTTPError:
+                return None
+            value = _json(resp).get(key) if resp.status_code == 200 else None
+            if isinstance(value, str) and value:
+                return value if key == "version" else f"llama.cpp {value}"
+        return None
 
     async def _forget(self, url: str) -> None:
         client = self._clients.pop(url, None)
@@ -111,6 +154,12 @@ class Prober:
     async def aclose(self) -> None:
         for url in list(self._clients):
             await self._forget(url)
+
+
+def _answered(version: str | None, rtt_ms: float, loaded: tuple[LoadedModel, ...], kind: str) -> Health:
+    slow = rtt_ms > SLOW_MS
+    return Health("slow" if slow else "up", reason=f"answers in {rtt_ms:.0f} ms" if slow else "", version=version,
+                  rtt_ms=rtt_ms, loaded=loaded, checked_at=time.monotonic(), kind=kind)
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Which Ollama servers notes-tui knows of: the servers saved in the user config, the user's running Slurm server
-jobs, `$OLLAMA_HOST`, and the hosts the workspace's experiments name. One entry per URL, with every place it came
-from (a server job's origin reads "job 1234")."""
+"""Which model servers (Ollama or OpenAI-compatible) notes-tui knows of: the servers saved in the user config, the
+user's running Slurm server jobs, `$OLLAMA_HOST`, and the hosts the workspace's experiments name. One entry per URL,
+with every place it came from (a server job's origin reads "job 1234")."""
 
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ def experiment_hosts(workspace: Path) -> list[tuple[str, str]]:
         if isinstance(hosts, str):
             hosts = [] if hosts == "auto" else [hosts]
         for host in hosts if isinstance(hosts, list) else []:
+            text = str(host).strip().rstrip("/")
             try:
-                out.append((server_url(str(host)), path.name))
+                out.append((server_url(text.removesuffix("/v1")), path.name))  # an OpenAI server's API root
             except ValueError:
                 continue
     return out

@@ -19,6 +19,14 @@ def size(n: int | float | None) -> str:
     return f"{int(n)} B"
 
 
+CLOUD_NOTE = "runs on ollama.com: a run sends it no note unless the experiment sets allow_remote = true"
+
+
+def model_size(model) -> str:
+    """A model's size as a list shows it: a cloud model's few hundred bytes are a pointer, not a model."""
+    return "cloud" if getattr(model, "cloud", False) else "-" if getattr(model, "served", False) else size(model.size)
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -83,8 +91,10 @@ def advice(health: Health) -> str:
         return "the server or its node does not respond: is the job still running, is the node up?"
     if reason == "unknown host":
         return "no such host name: check the spelling, or use the node's full name"
-    if reason == "not an Ollama server":
+    if reason == "not an Ollama or OpenAI-compatible server":
         return "something else listens at that port: check the port (squeue --me shows the job's)"
+    if reason.startswith("wants an API key"):
+        return "an OpenAI-compatible server with its own key: name it in the experiment (api_key_env)"
     return "check the server job's log"
 
 

@@ -21,7 +21,11 @@ from app.errors import UserError
 SQUEUE_MIN_INTERVAL_S = 15.0  # sites treat `watch squeue` as an RPC storm
 COMMAND_TIMEOUT_S = 30.0
 JOB_NAME_PREFIX = "ollama"  # our server jobs are ollama-<profile>; the SOP's are ollama_0.11.10_server_job
+# OpenAI-compatible servers (vLLM, SGLang, llama-server) run as llmserver-<profile>: a name no other job of the user
+# is likely to have, since a pending job is known as ours by its name alone
+OPENAI_JOB_PREFIX = "llmserver-"
 COMMENT_PREFIX = "ollama:"
+COMMENT_PREFIXES = {"ollama:": "ollama", "openai:": "openai-compatible"}  # the job's Comment: KIND:NODE:PORT
 
 # -O pads and cuts every field at 20 characters, so an explicit -o with a delimiter. The job name is the one field a
 # user may fill with anything, the delimiter too: the parser splits the fields before it from the left and those
@@ -53,6 +57,7 @@ class ServerJob:
     gres: str
     partition: str
     cluster: str | None = None
+    kind: str = "ollama"  # ollama | openai-compatible: what the server speaks
 
     @property
     def url(self) -> str | None:
@@ -81,7 +86,7 @@ class ServerJob:
         return {"job_id": self.job_id, "name": self.name, "state": self.state, "phase": self.phase,
                 "reason": self.reason or None, "node": self.node or None, "url": self.url,
                 "time_left_s": self.time_left_s, "gpus": self.gpus, "gres": self.gres or None,
-                "partition": self.partition, "cluster": self.cluster}
+                "partition": self.partition, "cluster": self.cluster, "kind": self.kind}
 
 
 def parse_time(text: str) -> int | None:
@@ -101,11 +106,17 @@ def parse_time(text: str) -> int | None:
     return None if total >= _UNLIMITED_AFTER_S else total
 
 
+def comment_kind(comment: str) -> str | None:
+    return next((kind for prefix, kind in COMMENT_PREFIXES.items() if comment.startswith(prefix)), None)
+
+
 def parse_comment(comment: str, node: str) -> tuple[str | None, int | None]:
-    """`ollama:PORT` (the node is the host) or `ollama:HOST:PORT`; `(null)` while the job has not set it."""
-    if not comment.startswith(COMMENT_PREFIX):
+    """`ollama:PORT` (the node is the host) or `ollama:HOST:PORT` (`openai:` for an OpenAI-compatible server);
+    `(null)` while the job has not set it."""
+    prefix = next((p for p in COMMENT_PREFIXES if comment.startswith(p)), None)
+    if prefix is None:
         return None, None
-    rest = comment[len(COMMENT_PREFIX):]
+    rest = comment[len(prefix):]
     host, _, port = rest.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
         return None, None
@@ -113,7 +124,7 @@ def parse_comment(comment: str, node: str) -> tuple[str | None, int | None]:
 
 
 def is_server_job(name: str, comment: str) -> bool:
-    return name.startswith(JOB_NAME_PREFIX) or comment.startswith(COMMENT_PREFIX)
+    return name.startswith((JOB_NAME_PREFIX, OPENAI_JOB_PREFIX)) or comment_kind(comment) is not None
 
 
 def _split(line: str, keys: list[str]) -> dict[str, str] | None:
@@ -151,11 +162,12 @@ def parse_squeue(text: str, cluster: str | None = None, fmt: str = SQUEUE_FORMAT
             continue
         left, gres, partition = row.get("left", ""), row.get("gres", ""), row.get("partition", "")
         host, port = parse_comment(comment, node)
+        kind = comment_kind(comment) or ("openai-compatible" if name.startswith(OPENAI_JOB_PREFIX) else "ollama")
         pending = state == "PENDING"
         jobs.append(ServerJob(job_id=row["job_id"], name=name, state=state, reason=reason if pending else "",
                               node=node, host=host if not pending else None, port=port if not pending else None,
                               time_left_s=parse_time(left), gres="" if gres in ("N/A", "(null)") else gres,
-                              partition=partition, cluster=cluster))
+                              partition=partition, cluster=cluster, kind=kind))
     return jobs
 
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.cluster.slurm import JOB_NAME_PREFIX, Slurm
+from app.cluster.slurm import JOB_NAME_PREFIX, OPENAI_JOB_PREFIX, Slurm
 from app.errors import UserError
 from app.userconfig import SLURM_TIME, Profile, RunJobSettings
 
@@ -75,7 +75,9 @@ def log_dir(ledger_dir: Path) -> Path:
 
 def server_submission(name: str, profile: Profile, ledger_dir: Path, environ: dict[str, str],
                       cluster: str | None, time: str | None = None) -> Submission:
-    opts = [f"--job-name={JOB_NAME_PREFIX}-{name}", f"--output={log_dir(ledger_dir) / '%x-%j.out'}"]
+    kind = profile.server_kind
+    job_name = f"{JOB_NAME_PREFIX}-{name}" if kind == "ollama" else f"{OPENAI_JOB_PREFIX}{name}"
+    opts = [f"--job-name={job_name}", f"--output={log_dir(ledger_dir) / '%x-%j.out'}"]
     opts += _common(profile.partition, profile.account, profile.mem, profile.cpus, check_time(time) or profile.time)
     if profile.gres:
         opts.append(f"--gres={profile.gres}")
@@ -84,11 +86,13 @@ def server_submission(name: str, profile: Profile, ledger_dir: Path, environ: di
     opts += profile.extra
     env = _job_env(environ, cluster)
     env["NOTES_TUI_SERVER_COMMAND"] = profile.command
+    env["NOTES_TUI_SERVER_KIND"] = kind
     env["NOTES_TUI_READY_TIMEOUT_S"] = f"{profile.ready_timeout_s:g}"
     if profile.models_dir:
         env["OLLAMA_MODELS"] = os.path.expanduser(profile.models_dir)
     if profile.num_parallel:
         env["OLLAMA_NUM_PARALLEL"] = str(profile.num_parallel)
+        env["NOTES_TUI_NUM_PARALLEL"] = str(profile.num_parallel)  # recorded with the job: `server list` shows it
     return Submission(SERVER_SCRIPT, tuple(opts), env)
 
 

@@ -15,7 +15,8 @@ PUBLIC_TYPES = {"choice", "bool", "int", "number"}
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of checking one reply: `values` when valid, else an `error` kind (json, schema, cutoff) and, for
+    """The outcome of checking one reply: `values` when valid, else an `error` kind (json, schema, cutoff, blank,
+    thinking; the run adds too_long for a prompt the server refused; ledger.reasons says each in words) and, for
     people (`notes-tui try`), what was wrong — the field and pydantic's message, never the reply's text. The engine
     records only the kind."""
 
@@ -32,7 +33,11 @@ class AnswerSpec:
         self.public_fields = tuple(n for n, f in section.fields.items() if f.type in PUBLIC_TYPES)
         self.fallback = {name: section.fallback.get(name) for name in section.fields}
 
-    def check(self, content: str, cut_off: bool = False) -> Verdict:
+    def check(self, content: str, cut_off: bool = False, thought: bool = False) -> Verdict:
+        if not content.strip():
+            if thought:
+                return Verdict(None, "thinking", "the model answered only in its thinking: no answer after it")
+            return Verdict(None, "cutoff" if cut_off else "blank", "the reply was empty")
         try:
             answer = self.model.model_validate_json(content)
         except ValidationError as exc:

@@ -31,7 +31,7 @@ class ConsolePrinter:
             h = event.header
             digest = (h.get("model_digest") or "").removeprefix("sha256:")[:12] or "unknown"
             hosts = h.get("hosts") or []
-            where = f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}" if h.get("backend") == "ollama" else "in-process"
+            where = f"{len(hosts)} host{'s' if len(hosts) != 1 else ''}" if h.get("backend") != "llamacpp" else "in-process"
             self.say(f"run {event.run_id}: {event.experiment!r} with {h.get('model')} (digest {digest}) "
                      f"{where}, {event.total} notes to do")
             self._last = time.monotonic()
@@ -74,6 +74,12 @@ class ConsolePrinter:
         if c.errors:
             lines.append(f"  {c.errors} notes got no answer (server errors, or a duplicated id) and have no row: "
                          "run again to retry them")
+        reasons = f.extra.get("reasons") or {}
+        if c.invalid and reasons:
+            from ledger.reasons import commonest, reason_text
+
+            counted = ", ".join(f"{k} {n}" for k, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  invalid answers by reason: {counted}; most: {reason_text(commonest(reasons))}")
         if c.truncated:
             lines.append("  truncated notes filled the whole context: raise [model.options].num_ctx and rerun them")
         if f.last_error:

@@ -52,7 +52,8 @@ class LiveFeed:
         elif isinstance(event, RunFinished) and self.writer is not None:
             self._cancel_timer()
             self.writer.add("end", {"status": event.status, "reason": event.reason,
-                                    "counts": event.counts.as_dict(), "elapsed_s": round(event.elapsed_s, 3)})
+                                    "counts": event.counts.as_dict(), "elapsed_s": round(event.elapsed_s, 3),
+                                    "reasons": event.extra.get("reasons") or {}})
             self.writer.close()
 
     def _flush_soon(self) -> None:

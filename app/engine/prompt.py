@@ -27,7 +27,12 @@ class Template:
         return "".join(out)
 
 
-def prompt_hash(system: str, user: str, schema: dict[str, Any], options: dict[str, Any]) -> str:
-    canonical = json.dumps({"system": system, "user": user, "schema": schema, "options": options},
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def prompt_hash(system: str, user: str, schema: dict[str, Any], options: dict[str, Any],
+                think: bool | str = False) -> str:
+    """`think` changes what a reasoning model answers, so it is part of the prompt; left out of the hash while it is
+    false (the default), so the hash of every experiment written before the key existed stays what it was."""
+    parts: dict[str, Any] = {"system": system, "user": user, "schema": schema, "options": options}
+    if think is not False:
+        parts["think"] = think
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

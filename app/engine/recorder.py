@@ -65,7 +65,9 @@ class JournalRecorder:
                 self._last_checkpoint = now
                 self.journal.checkpoint(self._counts(event.counts))
         elif isinstance(event, RunFinished):
-            self.journal.close(event.status, self._counts(event.counts), event.last_error)
+            server = event.extra.get("server")
+            self.journal.close(event.status, self._counts(event.counts), event.last_error,
+                               facts={"server": server} if server else None)
 
     def _counts(self, live: Counts) -> dict[str, int]:
         out = self.saved.as_dict()

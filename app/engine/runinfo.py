@@ -57,6 +57,10 @@ def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema:
         "model_digest": info.digest,
         "model_details": info.details,
         "server_version": info.server_version,
+        # what the servers say of themselves and what the run sends them: kind, context length, think, truncate
+        "server": info.server,
+        "think": spec.model.think,
+        "allow_remote": spec.model.allow_remote,
         "hosts": list(info.hosts),
         # the Slurm server jobs that answered (job_id, cluster, url, node, gpus, partition): GPU-hours = run time x gpus
         "server_jobs": [j for j in exp.server_jobs if j.get("url") in used],

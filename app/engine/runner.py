@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.backends.base import Backend, Busy, ModelInfo, Transient
+from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
 from app.config import Experiment
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
@@ -47,6 +48,7 @@ class RunResult:
     reason: str | None = None
     last_error: str | None = None
     exception: BaseException | None = None  # what failed the run, for a bug report
+    reasons: dict[str, int] = field(default_factory=dict)  # invalid answers by reason (ledger.reasons)
 
 
 class _Stop(Exception):
@@ -70,6 +72,7 @@ class Runner:
         self._hurry = asyncio.Event()
         self._pending: list[tuple[UnitDone, ResultRow | None, tuple]] = []
         self._last_error: str | None = None
+        self.reasons: Counter[str] = Counter()
         self._fatal: BaseException | None = None
         self._unrecorded = False  # set by abort(): batches still to commit are dropped, their notes stay to do
         self._tasks: set[asyncio.Task] = set()
@@ -120,10 +123,11 @@ class Runner:
         self.counts.total = total
         schema = self.answer.schema
         options = self.exp.spec.model.options.as_dict()
-        phash = prompt_hash(self.system, self.exp.spec.prompt.user, schema, options)
+        phash = prompt_hash(self.system, self.exp.spec.prompt.user, schema, options, self.exp.spec.model.think)
         per_host = self.exp.spec.run.concurrency or self.backend.default_concurrency
         self.stamp = RunStamp(experiment=self.exp.name, run_id=run_id, model=info.model, prompt_hash=phash)
         header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host, self.source.shard)
+        self.info = info
         self.bus.emit(RunStarted(run_id=run_id, experiment=self.exp.name, total=total, header=header))
         for notice in notices:
             self.bus.emit(Notice(notice))
@@ -166,13 +170,18 @@ class Runner:
         elif self.stop_reason is not None:
             status = "interrupted"
         elapsed = time.monotonic() - t0
+        try:
+            facts = await self.backend.facts()
+        except Exception:  # noqa: BLE001 - what the server said of itself must never cost the run its close
+            facts = {}
         self.bus.emit(RunFinished(run_id=run_id, status=status, counts=self.counts.snapshot(), elapsed_s=elapsed,
-                                  last_error=self._last_error, reason=self.stop_reason))
+                                  last_error=self._last_error, reason=self.stop_reason,
+                                  extra={"reasons": dict(self.reasons), **({"server": facts} if facts else {})}))
         await self.backend.close()
         if isinstance(self._fatal, UserError):
             raise self._fatal
         return RunResult(run_id, status, self.counts.snapshot(), elapsed, self.stop_reason, self._last_error,
-                         self._fatal)
+                         self._fatal, dict(self.reasons))
 
     async def _forget_unrecorded(self, killed: str) -> list[str]:
         """Rows of a killed run that its journal does not record (killed between the database's commit and the
@@ -319,6 +328,12 @@ class Runner:
                 await asyncio.sleep(BUSY_BACKOFF_S[min(busy, len(BUSY_BACKOFF_S) - 1)])
                 busy += 1
                 continue
+            except PromptTooLong:
+                # the server answered, it just cannot take this note: another attempt would be refused the same way
+                self.pool.ok(slot)
+                self._finish(unit, "invalid", None, attempts + 1, _ms(started), tokens_in or None, tokens_out or None,
+                             True, "too_long", host)
+                return
             except Transient as exc:
                 self.pool.failed(slot, str(exc), exc.down)
                 slot = None
@@ -340,7 +355,7 @@ class Runner:
             tokens_in += reply.tokens_in or 0
             tokens_out += reply.tokens_out or 0
             truncated = truncated or reply.truncated
-            verdict = self.answer.check(reply.content, cut_off=reply.done_reason == "length")
+            verdict = self.answer.check(reply.content, cut_off=reply.done_reason == "length", thought=reply.thought)
             if verdict.values is not None:
                 self._finish(unit, "valid", verdict.values, attempts, _ms(started), tokens_in, tokens_out,
                              truncated, None, host)
@@ -355,6 +370,8 @@ class Runner:
                 tokens_in: int | None, tokens_out: int | None, truncated: bool, error: str | None,
                 host: str | None) -> None:
         self.counts.tally(outcome, attempts, truncated, tokens_in, tokens_out)
+        if outcome == "invalid" and error:
+            self.reasons[error] += 1
         self.counts.replaced_bytes += unit.replaced_bytes
         event = UnitDone(id=unit.uid, outcome=outcome, answer=self.answer.public(values), attempts=attempts,
                          latency_ms=round(latency_ms, 1), tokens_in=tokens_in, tokens_out=tokens_out,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.backends import make_backend
-from app.backends.base import Backend, Busy, ModelInfo, Transient
+from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
 from app.config import Experiment
 from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
@@ -35,7 +35,7 @@ class TriedNote:
     raw: str | None = None  # the last reply, as the model wrote it
     replies: list[Attempt] = field(default_factory=list)  # every attempt's reply and what was wrong with it
     answer: dict[str, Any] | None = None  # the validated answer
-    error: str | None = None  # json | schema | cutoff | transport
+    error: str | None = None  # json | schema | cutoff | blank | thinking | too_long | transport
     error_detail: str | None = None  # which field and what was wrong, or the transport failure
     attempts: int = 0
     tokens_in: int | None = None
@@ -99,6 +99,12 @@ async def ask_one(exp: Experiment, backend: Backend, answer: AnswerSpec, templat
             await asyncio.sleep(BUSY_BACKOFF_S[min(busy, len(BUSY_BACKOFF_S) - 1)])
             busy += 1
             continue
+        except PromptTooLong as exc:
+            note.attempts += 1
+            note.truncated = True
+            note.outcome, note.error = "invalid", "too_long"
+            note.error_detail = f"the server refused the prompt: it does not fit the context ({exc}); raise num_ctx"
+            break
         except Transient as exc:
             failures += 1
             if failures >= MAX_TRANSPORT_FAILURES:
@@ -111,7 +117,7 @@ async def ask_one(exp: Experiment, backend: Backend, answer: AnswerSpec, templat
         note.tokens_in = (note.tokens_in or 0) + (reply.tokens_in or 0)
         note.tokens_out = (note.tokens_out or 0) + (reply.tokens_out or 0)
         note.truncated = note.truncated or reply.truncated
-        verdict = answer.check(reply.content, cut_off=reply.done_reason == "length")
+        verdict = answer.check(reply.content, cut_off=reply.done_reason == "length", thought=reply.thought)
         note.replies.append(Attempt(reply.content, verdict.error, verdict.detail))
         if verdict.values is not None:
             note.outcome, note.answer, note.error, note.error_detail = "valid", verdict.values, None, None
@@ -125,6 +131,7 @@ async def ask_one(exp: Experiment, backend: Backend, answer: AnswerSpec, templat
 
 def report_for(exp: Experiment, info: ModelInfo, picked: str, notes: list[TriedNote]) -> TryReport:
     schema = AnswerSpec(exp.spec.answer).schema
-    phash = prompt_hash(exp.spec.prompt.system, exp.spec.prompt.user, schema, exp.spec.model.options.as_dict())
+    phash = prompt_hash(exp.spec.prompt.system, exp.spec.prompt.user, schema, exp.spec.model.options.as_dict(),
+                        exp.spec.model.think)
     return TryReport(experiment=exp.name, model=info.model, model_digest=info.digest, hosts=list(info.hosts),
                      prompt_hash=phash, picked=picked, notes=notes)

@@ -17,6 +17,7 @@ from ..chain import head
 from ..clock import parse_iso
 from ..evals import evals_for
 from ..runs import load_run_set, safe_host
+from ..serverfacts import remote_text, server_rows
 from .tripod import tripod_items
 
 PERCENTILES = (50, 90, 95, 99)
@@ -57,6 +58,11 @@ def build_report(db: Any, run_ids: list[str]) -> dict[str, Any]:
         "timeline": [_timeline(conn, run) for run in runs],
         "evals": evals_for(conn, [r["run_id"] for r in runs]),
     }
+    remote = [r for r in runs if (r.get("header") or {}).get("allow_remote")]
+    if remote:  # one run that may have sent notes outside the cluster is said of the whole report
+        rows = [row for row in report["model"]["server"] if row[0] != "remote"]
+        report["model"]["server"] = rows + [["remote", f"{remote_text(remote[0]['header'])} "
+                                                       f"({len(remote)} of {len(runs)} runs)"]]
     report["tripod"] = tripod_items(report)
     return report
 
@@ -73,6 +79,7 @@ def _model(run: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
         "format": details.get("format"),
         "server_version": run.get("server_version"),
         "hosts": sorted({safe_host(h) for r in [run] for h in (r.get("hosts") or [])}),
+        "server": [list(row) for row in server_rows(header) if row[0] != "server"],  # think, context, remote, …
     }
 
 

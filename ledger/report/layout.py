@@ -197,7 +197,7 @@ def _model(report: dict[str, Any]) -> list[Block]:
     rows = [["name", m["name"]], ["digest", m["digest"] or "not recorded"], ["quantization", m["quantization"] or "–"],
             ["parameter size", m["parameter_size"] or "–"], ["family", m["family"] or "–"],
             ["format", m["format"] or "–"], ["backend", m["backend"]], ["server version", m["server_version"] or "–"],
-            ["hosts", ", ".join(m["hosts"]) or "–"]]
+            ["hosts", ", ".join(m["hosts"]) or "–"], *m.get("server", [])]
     return [("table", ["", ""], [[k, str(v)] for k, v in rows])]
 
 

@@ -26,11 +26,11 @@ async def test_every_origin_listed_with_state_version_and_loaded_models(tmp_path
             await until(pilot, lambda: all(app.health(s.url).state != "unknown" for s in app.servers), what="probes")
             table = rows(app, "servers-table")
             assert list(table) == [standin.url, other.url, down]
-            name, origin, state, version, rtt, left, loaded = table[standin.url]
-            assert (name, origin, state, version) == ("gpu-a", "config, pna.toml", "up", "0.11.10")
+            name, origin, state, kind, version, rtt, left, loaded = table[standin.url]
+            assert (name, origin, state, kind, version) == ("gpu-a", "config, pna.toml", "up", "ollama", "0.11.10")
             assert rtt.endswith(" ms") and left == "" and loaded.startswith("llama3:latest 4.7 GB until ")
-            assert table[other.url][1:4] == ("$OLLAMA_HOST", "up", "0.12.1")
-            assert table[down][2] == "down: refused" and table[down][3] == ""
+            assert table[other.url][1:5] == ("$OLLAMA_HOST", "up", "ollama", "0.12.1")
+            assert table[down][2] == "down: refused" and table[down][3:5] == ("", "")
             text = screen_text(app)
             assert "gpu-a" in text and "down: refused" in text and "Ollama 0.11.10" in text
             await pilot.press("down", "down")  # the down server's detail says what to do
@@ -122,7 +122,7 @@ async def test_the_cursor_stays_on_its_server_across_refreshes_and_additions(tmp
                 assert table.selected_key == second.url
             second.configure(version="0.12.0")  # a changed cell is redrawn, the cursor does not move
             app.poll_servers()
-            await until(pilot, lambda: rows(app, "servers-table")[second.url][3] == "0.12.0", what="new version")
+            await until(pilot, lambda: rows(app, "servers-table")[second.url][4] == "0.12.0", what="new version")
             assert table.selected_key == second.url
             assert "gpu-b" in app.screen.query_one("#server-detail").render().plain
     finally:
@@ -134,7 +134,7 @@ async def test_add_server_checks_the_url_saves_it_and_shows_it(tmp_path, standin
     config = tmp_path / "user-config.toml"
     app = build_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
-        assert "No Ollama server is known yet" in screen_text(app)
+        assert "No model server is known yet" in screen_text(app)
         await pilot.press("a")
         await pilot.press(*"gpu-n57")  # no port: refused with the fix
         await pilot.press("enter")

@@ -12,7 +12,7 @@ from textual.widgets import DataTable
 
 from app.backends.ollama import full_name
 from app.cluster import present
-from app.cluster.models import ModelEntry, ServerError, delete_model
+from app.cluster.models import OPENAI_NO_MANAGEMENT, ModelEntry, ServerError, delete_model
 from app.cluster.pulls import PULLING, QUEUED
 from app.tui.tones import state_tone
 from app.tui.widgets.app_header import AppHeader
@@ -106,14 +106,20 @@ class ModelsScreen(Screen):
             status.say("no Ollama server is known yet — press 1, then a to add one")
             return
         state = self.app.model_list(self.url)
-        self.query_one(QuotaBar).display = True
+        served = self.served()
+        self.query_one(QuotaBar).display = not served
         key, default_reverse = SORTS[self.sort_key]
         entries = sorted(state.entries, key=key, reverse=default_reverse != self.sort_reverse)
-        self.table.set_rows([(m.name, (m.name, present.size(m.size), m.parameter_size or "-", m.quantization or "-",
-                                        m.family or "-", present.modified(m.modified_at), m.short_digest))
-                             for m in entries])
+        self.table.set_rows([(m.name, (Text(m.name, style="italic") if m.cloud else m.name, present.model_size(m),
+                                        m.parameter_size or "-", m.quantization or "-", m.family or "-",
+                                        present.modified(m.modified_at), m.short_digest)) for m in entries])
+        cloud = [m.name for m in entries if m.cloud]
         if state.error:
             status.say(state.error, error=True)
+        elif served:
+            status.say(f"served models — {OPENAI_NO_MANAGEMENT}")
+        elif cloud:
+            status.say(f"cloud: {', '.join(cloud)} {present.CLOUD_NOTE}")
         elif state.loaded_once and not state.entries:
             status.say("no model on this server yet — press p to pull one (e.g. llama3.1:8b)")
         self.render_pulls()
@@ -131,7 +137,7 @@ class ModelsScreen(Screen):
         text = Text.assemble(("Models", "bold"), " on ", (server.label, "bold"), " · ")
         text.append(present.state(h), style=state_tone(app, h.state))
         if h.version:
-            text.append(f" · Ollama {h.version}")
+            text.append(f" · {'Ollama ' if h.kind != 'openai-compatible' else ''}{h.version}")
         count = "loading…" if state.loading and not state.loaded_once else f"{len(state.entries)} models"
         text.append(f" · {count} · sort: {self.sort_key} {arrow}")
         title.show(text)
@@ -150,6 +156,13 @@ class ModelsScreen(Screen):
             if pull.over_quota and pull.id not in self._flagged:
                 self._flagged.add(pull.id)
                 self.notify(f"{pull.name}: {pull.over_quota}", title="quota", severity="warning", timeout=10)
+
+    def served(self) -> bool:
+        """An OpenAI-compatible server: it lists what it serves, and has nothing to pull or delete."""
+        if self.url is None:
+            return False
+        entries = self.app.model_list(self.url).entries
+        return bool(entries) and all(m.served for m in entries) or self.app.health(self.url).kind == "openai-compatible"
 
     # ---- actions ----
     def selected_model(self) -> ModelEntry | None:
@@ -183,6 +196,9 @@ class ModelsScreen(Screen):
         if self.url is None:
             self.query_one(StatusLine).say("no server to pull to — press 1, then a to add one", error=True)
             return
+        if self.served():
+            self.query_one(StatusLine).say(OPENAI_NO_MANAGEMENT, error=True)
+            return
         from app.tui.screens.pull_model import PullModelScreen
 
         url = self.url
@@ -215,6 +231,10 @@ class ModelsScreen(Screen):
         model = self.selected_model()
         if model is None or self.url is None:
             return
+        if model.served:
+            self.query_one(StatusLine).say(f"{model.name}: an OpenAI-compatible server tells no more than the id it "
+                                           "serves; a run records what it says of itself (ledger show)")
+            return
         from app.tui.screens.model_details import ModelDetailsScreen
 
         self.app.push_screen(ModelDetailsScreen(self.url, model))
@@ -223,6 +243,9 @@ class ModelsScreen(Screen):
         model = self.selected_model()
         if model is None or self.url is None:
             self.query_one(StatusLine).say("no model selected")
+            return
+        if model.served:
+            self.query_one(StatusLine).say(OPENAI_NO_MANAGEMENT, error=True)
             return
         if any(p.url == self.url and full_name(p.name) == model.name for p in self.app.pulls.active()):
             self.query_one(StatusLine).say(f"{model.name} is being pulled — cancel the pull first (c)", error=True)

@@ -99,6 +99,7 @@ class Followed:
         self.ended: dict | None = None
         self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
         self.labels: dict[str, collections.Counter] = {}
+        self.reasons: collections.Counter[str] = collections.Counter()  # invalid answers by reason (ledger.reasons)
         self.seen = 0
         self.start_error: str | None = None  # a run started here that ended before its feed did: why (its log)
         # one read of the feed at a time: a read slower than the poll interval (NFS, a busy node) would otherwise
@@ -295,6 +296,8 @@ class RunsScreen(Screen):
         f.ended = update.ended or f.ended
         if update.units:
             for u in update.units:
+                if u.get("outcome") == "invalid" and u.get("error"):
+                    f.reasons[str(u["error"])] += 1
                 for field in f.fields:
                     value = (u.get("answer") or {}).get(field.name)
                     if value is not None:
@@ -339,12 +342,27 @@ class RunsScreen(Screen):
         warning = self._job_warning(f, eta)
         if warning:
             text.append(f"\n{warning}", style=tone(app, "bad"))
+        why = self._why_invalid(f, c)
+        if why:
+            text.append(f"\n{why}", style=tone(app, "bad"))
         self.query_one("#run-progress", Shown).show(text)
         trunc, err = ("truncated", "errors") if self.size.width >= 100 else ("trunc", "err")
         self.query_one("#run-counters", Shown).show(
             f"done {c.done:,} · valid {c.valid:,} · invalid {c.invalid:,} · retried {c.retried:,} · {trunc} "
             f"{c.truncated:,} · empty {c.empty:,} · {err} {c.errors:,}")
         self.query_one("#run-labels", Shown).show(self._labels_text(f))
+
+    @staticmethod
+    def _why_invalid(f: Followed, c: Counts) -> str:
+        """Once most answers fail validation (or the run ended with some that did), the cause and what to do: the
+        same words as the run's closing lines and ledger show."""
+        from ledger.reasons import commonest, reason_text
+
+        reasons = (f.ended or {}).get("reasons") or f.reasons
+        answered = c.valid + c.invalid
+        if not reasons or not c.invalid or (f.ended is None and 2 * c.invalid <= answered):
+            return ""
+        return f"{c.invalid:,} invalid: {reason_text(commonest(reasons))}"
 
     def _labels_text(self, f: Followed) -> Text:
         text = Text()

@@ -29,6 +29,7 @@ COLUMNS = (
     Col("server", "Server", None, min_width=12, max_width=32),
     Col("from", "From", None, min_width=8, max_width=24),
     Col("state", "State", None, min_width=13, max_width=28, grow=1),
+    Col("kind", "Kind", 6, hide_below=100),
     Col("version", "Version", 7, hide_below=100),
     Col("rtt", "RTT", 6, right=True),
     Col("left", "Left", 8, right=True, hide_empty=True),  # time left of server jobs
@@ -92,11 +93,13 @@ class ServersScreen(Screen):
         for s in app.servers:
             h, job = app.health(s.url), app.job_of(s.url)
             loaded = ", ".join(present.loaded(m, app.now()) for m in h.loaded) or ("-" if h.answers else "")
-            rows.append((s.url, (s.label, s.origin_text, status_cell(app, h, job), h.version or "",
+            rows.append((s.url, (s.label, s.origin_text, status_cell(app, h, job), h.kind_text if h.kind else "",
+                                 h.version or "",
                                  self._rtt.text(s.url, h), time_left_text(job) if job else "", loaded)))
         waiting = [j for j in app.job_list if not j.url]
         for job in waiting:
-            rows.append((JOB_ROW + job.job_id, (job.name, job.origin, status_cell(app, UNKNOWN, job), "", "",
+            rows.append((JOB_ROW + job.job_id, (job.name, job.origin, status_cell(app, UNKNOWN, job),
+                                                "openai" if job.kind == "openai-compatible" else "ollama", "", "",
                                                 time_left_text(job), "")))
         jobs = f" · {len(app.job_list)} server job{'s' if len(app.job_list) != 1 else ''}" if app.jobs.available \
             else ""
@@ -128,7 +131,7 @@ class ServersScreen(Screen):
         if server is None and job is None:
             slurm = " or start a server job with s" if app.jobs.available else ""
             detail.show(Text.assemble(
-                ("No Ollama server is known yet. ", "bold"),
+                ("No model server is known yet. ", "bold"),
                 f"Press a to add one (http://HOST:PORT){slurm}, export OLLAMA_HOST before starting notes-tui, "
                 f"or name hosts in an experiment in {short_path(app.ctx.workspace / 'experiments')}/."))
             return
@@ -141,7 +144,8 @@ class ServersScreen(Screen):
             text.append(f"  (from {server.origin_text})\n", style=tone(app, "quiet"))
             text.append_text(status_cell(app, h, job))
             if h.answers:
-                text.append(f" · Ollama {h.version} · {self._rtt.text(server.url, h)}")
+                what = f"Ollama {h.version}" if h.kind == "ollama" else f"OpenAI-compatible {h.version or ''}".rstrip()
+                text.append(f" · {what} · {self._rtt.text(server.url, h)}")
             elif h.state == "down":
                 text.append(f" — {present.advice(h)}")
         if job is not None:
