@@ -58,7 +58,7 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
         facts = {"server": info.server, "allow_remote": spec.model.allow_remote, "backend": spec.model.backend}
         for label, text in server_rows(facts):
             if label != "server":
-                yield f"{label + ':':<8} {text}", label == "remote" and spec.model.allow_remote
+                yield f"{label + ':':<8} {text}", label == "remote" and bool(spec.model.allow_remote)
         for problem in info.details.get("unreachable", []):
             yield f"warning: host {problem} does not answer; the run will use the others", True
         options = spec.model.options.as_dict()

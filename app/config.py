@@ -22,7 +22,6 @@ from app.errors import UserError
 from app.server_url import server_url
 
 DEFAULT_NUM_CTX = 8192  # long CT reports pass 4096 tokens; Ollama cuts silently above num_ctx
-DEFAULT_CONCURRENCY = 6  # Ollama's usual 4 parallel slots + 2 waiting, so no slot idles between requests
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 QUALIFIED_IDENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -120,7 +119,7 @@ class ResultsSection(_Strict):
 
 
 class RunSection(_Strict):
-    concurrency: int | None = Field(None, ge=1, le=256)
+    concurrency: int | None = Field(None, ge=1, le=256)  # a cap: the run finds each server's own (engine/limit.py)
     grace_s: float = Field(15.0, ge=0)
     give_up_s: float = Field(60.0, gt=0)  # no server answered for this long: stop as interrupted
 

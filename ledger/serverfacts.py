@@ -39,7 +39,7 @@ def remote_text(header: dict[str, Any]) -> str:
         return f"ALLOWED (allow_remote = true): notes may have been sent outside the cluster{where}"
     if header.get("backend") == "llamacpp":
         return "none: the model ran in-process"
-    return "none: no note was sent outside the cluster"
+    return "none: the model and every host are inside the cluster"
 
 
 def server_rows(header: dict[str, Any]) -> list[tuple[str, str]]:
@@ -55,7 +55,9 @@ def server_rows(header: dict[str, Any]) -> list[tuple[str, str]]:
             values = sorted(set(loaded.values()))
             rows.append(("context", f"{', '.join(str(v) for v in values)} tokens (as the server loaded the model)"))
         elif server.get("context_length"):
-            rows.append(("context", f"{server['context_length']} tokens (as the server said at the start)"))
+            how = "loaded so before the run; each note asks for num_ctx" if server.get("kind") == "ollama" and \
+                "capabilities" in server else "the server's own: num_ctx cannot be sent to it"
+            rows.append(("context", f"{server['context_length']} tokens ({how})"))
         if server.get("model_identity"):
             rows.append(("model file", str(server["model_identity"])))
         for label, text in (("think", _think_text(server)), ("truncate", _truncate_text(server))):
@@ -63,5 +65,14 @@ def server_rows(header: dict[str, Any]) -> list[tuple[str, str]]:
                 rows.append((label, text))
         if server.get("digest") and not header.get("model_digest"):
             rows.append(("digest", str(server["digest"])))
+    limits = (header.get("at_end") or {}).get("in_flight") if isinstance(header.get("at_end"), dict) else None
+    if isinstance(limits, dict) and limits:
+        rows.append(("in flight", ", ".join(f"{_host(url)} {v.get('min')}/{v.get('median')}/{v.get('max')}"
+                                            for url, v in limits.items() if isinstance(v, dict))
+                     + " (min/median/max of the limit the run found per host)"))
     rows.append(("remote", remote_text(header)))
     return rows
+
+
+def _host(url: str) -> str:
+    return str(url).split("://", 1)[-1].split("@")[-1]

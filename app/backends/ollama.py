@@ -33,7 +33,7 @@ from app.backends.ollama_wire import (
 )
 from app.backends.remote import ALLOW_FIX, cloud_tag, refuse_remote_hosts, remote_host_of
 from app.cluster.tokens import auth_headers
-from app.config import DEFAULT_CONCURRENCY, Experiment
+from app.config import Experiment
 from app.errors import BackendError
 
 PREPARE_TIMEOUT_S = 15.0
@@ -62,7 +62,7 @@ def too_long(message: str) -> bool:
 
 class OllamaBackend(Backend):
     name = "ollama"
-    default_concurrency = DEFAULT_CONCURRENCY
+    default_concurrency = 1  # Ollama answers one request at a time unless OLLAMA_NUM_PARALLEL says otherwise
 
     def __init__(self, exp: Experiment):
         self.exp = exp
@@ -82,6 +82,14 @@ class OllamaBackend(Backend):
         # a server job's proxy wants its token (found by URL in the user's own 0600 job records)
         self.wires: dict[str, Wire] = {h: open_wire(h, self.timeout, tuple(auth_headers(h).items()))
                                        for h in self.hosts}
+
+    def initial_in_flight(self, host: str) -> int:
+        """A server job started from a profile with num_parallel answers that many at once; others start at one."""
+        from app.cluster.tokens import record_for_url
+
+        record = record_for_url(host) or {}
+        parallel = record.get("num_parallel")
+        return parallel if isinstance(parallel, int) and parallel > 0 else self.default_concurrency
 
     async def prepare(self) -> ModelInfo:
         m = self.exp.spec.model

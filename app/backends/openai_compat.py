@@ -25,8 +25,8 @@ from app.config import Experiment
 from app.errors import BackendError
 
 PREPARE_TIMEOUT_S = 15.0
-# Continuous-batching servers answer many requests at once; until the in-flight limit adapts by itself, keep this
-# many in flight per host (a llama-server says how many slots it has, and gets one more than that).
+# Continuous-batching servers (vLLM, SGLang) run dozens of requests at once: the run starts each at this many in
+# flight and finds the rest (app.engine.limit); a llama-server says how many slots it has, and starts at those.
 DEFAULT_IN_FLIGHT = 16
 NO_DIGEST = "none: an OpenAI-compatible server gives no model digest"
 
@@ -42,6 +42,7 @@ class OpenAIBackend(Backend):
         self.model = m.name
         self.hosts = exp.hosts
         self.timeout = m.timeout_s
+        self.slots: dict[str, int] = {}  # what a llama-server says of its parallel slots
         o = m.options
         self.params: dict[str, Any] = {"temperature": o.temperature, "seed": o.seed, "max_tokens": o.num_predict}
         if o.top_p is not None:
@@ -63,9 +64,7 @@ class OpenAIBackend(Backend):
                                f"{', '.join(problems)} — is the server job running? (squeue --me) check host and port")
         self.hosts = tuple(up)
         first = next(iter(up.values()))
-        slots = [i["slots"] for i in up.values() if i["slots"]]
-        if slots and self.exp.spec.run.concurrency is None:
-            self.default_concurrency = min(slots) + 1
+        self.slots = {h: i["slots"] for h, i in up.items() if i["slots"]}
         server = {"kind": first["kind"], "version": first["version"], "context_length": first["context_length"],
                   "model_identity": first["identity"], "slots": first["slots"],
                   "think": self.exp.spec.model.think,
@@ -79,6 +78,9 @@ class OpenAIBackend(Backend):
             details["identity"] = first["identity"]
         return ModelInfo(model=self.model, digest=None, server_version=first["version"], hosts=self.hosts,
                          details=details, server=server)
+
+    def initial_in_flight(self, host: str) -> int:
+        return self.slots.get(host) or self.default_concurrency
 
     async def _get(self, host: str, path: str) -> Response | None:
         try:

@@ -71,10 +71,12 @@ def refuse_remote_hosts(exp: Any, hosts: Iterable[str]) -> None:
 
     if exp.spec.model.allow_remote:
         return
-    inside = networks(load_user_config(config_path()).network.cluster_networks)
+    inside: tuple | None = None  # the site's own networks, read only when a host looks public (the rare case)
     for host in hosts:
-        if record_for_url(host) is not None:
+        if record_for_url(host) is not None or public_address(host) is None:
             continue
+        if inside is None:
+            inside = networks(load_user_config(config_path()).network.cluster_networks)
         address = public_address(host, inside)
         if address is not None:
             raise BackendError(f"{exp.path}: model.hosts: {host} is outside the cluster (it resolves to the public "

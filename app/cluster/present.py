@@ -109,7 +109,9 @@ def until(when: datetime | None, now: datetime | None = None) -> str:
 
 
 def loaded(model: LoadedModel, now: datetime | None = None) -> str:
-    return " ".join(p for p in (model.name, size(model.size_vram), until(model.expires_at, now)) if p)
+    """`llama3:latest 4.7 GB until 14:05`; an OpenAI-compatible server's served model is its name alone."""
+    vram = size(model.size_vram) if model.size_vram else ""
+    return " ".join(p for p in (model.name, vram, until(model.expires_at, now)) if p)
 
 
 def loaded_summary(health: Health) -> str:

@@ -58,8 +58,9 @@ class ConsolePrinter:
         answered = c.valid + c.invalid
         valid = f"{100.0 * c.valid / answered:.1f}%" if answered else "-"
         eta = clock((c.total - c.done) / rate) if rate > 0 else "--:--:--"
+        limit = f" of {sum(p.limits.values())}" if p.limits else ""
         return (f"[{clock(p.elapsed_s)}] {c.done}/{c.total} ({pct:.1f}%)  valid {valid}  {rate:.1f} notes/s  "
-                f"ETA {eta}  in flight {p.in_flight}")
+                f"ETA {eta}  in flight {p.in_flight}{limit}")
 
     @staticmethod
     def summary(f: RunFinished) -> str:
@@ -82,6 +83,10 @@ class ConsolePrinter:
             lines.append(f"  invalid answers by reason: {counted}; most: {reason_text(commonest(reasons))}")
         if c.truncated:
             lines.append("  truncated notes filled the whole context: raise [model.options].num_ctx and rerun them")
+        limits = f.extra.get("in_flight") or {}
+        if limits and any(v["max"] > 1 for v in limits.values()):
+            lines.append("  in flight per host (min/median/max of the limit the run found): " + ", ".join(
+                f"{host} {v['min']}/{v['median']}/{v['max']}" for host, v in limits.items()))
         if f.last_error:
             lines.append(f"  last error: {f.last_error}")
         return "\n".join(lines)

@@ -88,6 +88,7 @@ class Progress:
     counts: Counts
     elapsed_s: float
     in_flight: int
+    limits: dict[str, int] = field(default_factory=dict)  # each host's in-flight limit now
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class LiveFeed:
         elif isinstance(event, Progress):
             if self.writer is not None:
                 c = event.counts
-                self.writer.add("progress", {"counts": c.as_dict(), "in_flight": event.in_flight,
+                self.writer.add("progress", {"counts": c.as_dict(), "in_flight": event.in_flight, "limits": event.limits,
                                              "elapsed_s": round(event.elapsed_s, 3),
                                              "rate": round(c.done / event.elapsed_s, 3) if event.elapsed_s > 0 else 0.0})
                 self._flush_soon()

@@ -1,17 +1,21 @@
-"""Per-host in-flight limits that adapt: fewer requests when a server says it is busy, more again once it copes.
+"""The servers of a run and how many requests each gets at once: an adaptive limit per host (`limit.AdaptiveLimit`)
+that finds the server's parallelism from how fast its answers come back, capped by the experiment's `concurrency`;
+a refused connection takes the host out for a growing pause while the other hosts carry the work.
 
-A request that waits in the server's own queue hides the client's round trip, so the ceiling sits a little above the
-server's parallel slots. A 503 lowers that host's limit by one (never below one) and a run of successes raises it
-again; a refused connection takes the host out for a growing pause while the other hosts carry the work.
+Each request holds a `Lease`: the host, when it was sent and how many were in flight then, so its answer can say
+what that level of in-flight did to the server's latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
-RAISE_AFTER = 20  # successes in a row before a lowered limit goes up by one
+from app.engine.limit import MAX_IN_FLIGHT, AdaptiveLimit
+
 DOWN_BASE_S = 0.5
 DOWN_MAX_S = 15.0
 
@@ -23,45 +27,75 @@ class AllHostsDown(Exception):
 @dataclass
 class HostSlot:
     url: str
-    ceiling: int
-    limit: int
+    limiter: AdaptiveLimit
     in_flight: int = 0
-    ok_streak: int = 0
     down_until: float = 0.0
     down_count: int = 0
     last_error: str = ""
+    seen_limits: Counter = field(default_factory=Counter)  # the limit at each answer: its min/median/max of the run
+
+    @property
+    def limit(self) -> int:
+        return self.limiter.in_flight
 
     def free(self, now: float) -> int:
         return 0 if now < self.down_until else self.limit - self.in_flight
 
+    def limits_summary(self) -> dict[str, int] | None:
+        if not self.seen_limits:
+            return None
+        values = sorted(self.seen_limits.elements())
+        return {"min": values[0], "median": int(statistics.median_low(values)), "max": values[-1]}
+
+
+@dataclass
+class Lease:
+    """One request's hold on a host."""
+
+    slot: HostSlot
+    n_at_send: int
+    epoch: int
+    sent: float
+
+    @property
+    def url(self) -> str:
+        return self.slot.url
+
 
 class HostPool:
-    def __init__(self, hosts: tuple[str, ...], per_host: int, give_up_after_s: float = 120.0,
-                 on_state=None):
-        self.slots = [HostSlot(url=h, ceiling=per_host, limit=per_host) for h in hosts]
+    def __init__(self, hosts: tuple[str, ...], initial: int | dict[str, int] = 1, cap: int | None = None,
+                 give_up_after_s: float = 120.0, on_state=None, clock=time.monotonic):
+        """`initial`: in flight at the start, per host or for all; `cap`: never more (the experiment's
+        concurrency), MAX_IN_FLIGHT when it says nothing."""
+        start = initial if isinstance(initial, dict) else dict.fromkeys(hosts, initial)
+        self.slots = [HostSlot(url=h, limiter=AdaptiveLimit(start.get(h, 1), cap or MAX_IN_FLIGHT)) for h in hosts]
         self._changed = asyncio.Event()
         self.give_up_after_s = give_up_after_s
-        self.last_ok = time.monotonic()
+        self.clock = clock
+        self.last_ok = clock()
         self._on_state = on_state or (lambda *a: None)
 
     @property
     def in_flight(self) -> int:
         return sum(s.in_flight for s in self.slots)
 
-    def try_acquire(self) -> HostSlot | None:
-        now = time.monotonic()
+    def limits(self) -> dict[str, int]:
+        return {s.url: s.limit for s in self.slots}
+
+    def try_acquire(self) -> Lease | None:
+        now = self.clock()
         best = max(self.slots, key=lambda s: s.free(now))
         if best.free(now) > 0:
             best.in_flight += 1
-            return best
+            return Lease(best, best.in_flight, best.limiter.epoch, now)
         return None
 
-    async def acquire(self) -> HostSlot:
+    async def acquire(self) -> Lease:
         while True:
-            slot = self.try_acquire()
-            if slot is not None:
-                return slot
-            now = time.monotonic()
+            lease = self.try_acquire()
+            if lease is not None:
+                return lease
+            now = self.clock()
             if all(now < s.down_until for s in self.slots) and now - self.last_ok > self.give_up_after_s:
                 raise AllHostsDown("; ".join(f"{s.url}: {s.last_error}" for s in self.slots))
             wake = min((s.down_until for s in self.slots if s.down_until > now), default=now + 1.0)
@@ -71,39 +105,44 @@ class HostPool:
             except TimeoutError:
                 pass
 
-    def _release(self, slot: HostSlot) -> None:
-        slot.in_flight -= 1
+    def _release(self, lease: Lease) -> None:
+        lease.slot.in_flight -= 1
         self._changed.set()
 
-    def ok(self, slot: HostSlot) -> None:
-        self._release(slot)
-        self.last_ok = time.monotonic()
+    def ok(self, lease: Lease) -> None:
+        """An answer came back (valid or not: the server did its work)."""
+        slot = lease.slot
+        self._release(lease)
+        now = self.clock()
+        self.last_ok = now
         if slot.down_count:
             slot.down_count = 0
             self._on_state(slot, "up", "")
-        slot.ok_streak += 1
-        if slot.limit < slot.ceiling and slot.ok_streak >= RAISE_AFTER:
-            slot.limit += 1
-            slot.ok_streak = 0
-            self._on_state(slot, "up", f"in-flight limit raised to {slot.limit}")
+        slot.limiter.sample(now - lease.sent, lease.n_at_send, lease.epoch)
+        slot.seen_limits[slot.limit] += 1
 
-    def busy(self, slot: HostSlot) -> None:
-        self._release(slot)
-        slot.ok_streak = 0
-        if slot.limit > 1:
-            slot.limit -= 1
-            self._on_state(slot, "busy", f"server busy (503): in-flight limit lowered to {slot.limit}")
+    def busy(self, lease: Lease) -> None:
+        slot = lease.slot
+        self._release(lease)
+        before = slot.limit
+        slot.limiter.busy(lease.n_at_send)
+        if slot.limit < before:
+            self._on_state(slot, "busy", f"server busy: in-flight limit lowered to {slot.limit}")
 
-    def failed(self, slot: HostSlot, error: str, down: bool) -> None:
+    def failed(self, lease: Lease, error: str, down: bool) -> None:
         """A request failed in transport. `down` (connection refused) takes the host out for a growing pause."""
-        self._release(slot)
-        slot.ok_streak = 0
+        slot = lease.slot
+        self._release(lease)
         slot.last_error = error
         if down:
             slot.down_count += 1
             pause = min(DOWN_MAX_S, DOWN_BASE_S * 2 ** (slot.down_count - 1))
-            slot.down_until = time.monotonic() + pause
+            slot.down_until = self.clock() + pause
             self._on_state(slot, "down", f"{error}; next try in {pause:.1f} s")
 
-    def cancelled(self, slot: HostSlot) -> None:
-        self._release(slot)
+    def cancelled(self, lease: Lease) -> None:
+        self._release(lease)
+
+    def limits_summary(self) -> dict[str, dict[str, int]]:
+        """Each host's in-flight limit over the run, as its answers saw it: min, median, max."""
+        return {s.url: summary for s in self.slots if (summary := s.limits_summary()) is not None}

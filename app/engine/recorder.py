@@ -65,9 +65,8 @@ class JournalRecorder:
                 self._last_checkpoint = now
                 self.journal.checkpoint(self._counts(event.counts))
         elif isinstance(event, RunFinished):
-            server = event.extra.get("server")
-            self.journal.close(event.status, self._counts(event.counts), event.last_error,
-                               facts={"server": server} if server else None)
+            facts = {k: event.extra[k] for k in ("server", "in_flight") if event.extra.get(k)}
+            self.journal.close(event.status, self._counts(event.counts), event.last_error, facts=facts or None)
 
     def _counts(self, live: Counts) -> dict[str, int]:
         out = self.saved.as_dict()

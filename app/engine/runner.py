@@ -18,7 +18,7 @@ from app.config import Experiment
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
 from app.engine.events import BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted, UnitDone
-from app.engine.hosts import AllHostsDown, HostPool, HostSlot
+from app.engine.hosts import AllHostsDown, HostPool, HostSlot, Lease
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header
 from app.errors import UserError
@@ -124,9 +124,11 @@ class Runner:
         schema = self.answer.schema
         options = self.exp.spec.model.options.as_dict()
         phash = prompt_hash(self.system, self.exp.spec.prompt.user, schema, options, self.exp.spec.model.think)
-        per_host = self.exp.spec.run.concurrency or self.backend.default_concurrency
+        cap = min(self.exp.spec.run.concurrency or self.backend.max_in_flight, self.backend.max_in_flight)
+        initial = {h: min(cap, self.backend.initial_in_flight(h)) for h in info.hosts}
         self.stamp = RunStamp(experiment=self.exp.name, run_id=run_id, model=info.model, prompt_hash=phash)
-        header = run_header(self.exp, info, self.source.describe(), schema, phash, total, per_host, self.source.shard)
+        header = run_header(self.exp, info, self.source.describe(), schema, phash, total, cap, self.source.shard)
+        header["in_flight"] = {"adaptive": True, "initial": initial, "cap": cap}
         self.info = info
         self.bus.emit(RunStarted(run_id=run_id, experiment=self.exp.name, total=total, header=header))
         for notice in notices:
@@ -138,7 +140,7 @@ class Runner:
                                  "only the first note of each is answered"))
         self._dups = set(survey.duplicate_keys)
         self._dups_seen: set[tuple] = set()
-        self.pool = HostPool(info.hosts, per_host, self.exp.spec.run.give_up_s, on_state=self._host_state)
+        self.pool = HostPool(info.hosts, initial, cap, self.exp.spec.run.give_up_s, on_state=self._host_state)
         self._t0 = t0
         self._commit_queue: asyncio.Queue = asyncio.Queue()
         committer = asyncio.create_task(self._committer())
@@ -176,7 +178,8 @@ class Runner:
             facts = {}
         self.bus.emit(RunFinished(run_id=run_id, status=status, counts=self.counts.snapshot(), elapsed_s=elapsed,
                                   last_error=self._last_error, reason=self.stop_reason,
-                                  extra={"reasons": dict(self.reasons), **({"server": facts} if facts else {})}))
+                                  extra={"reasons": dict(self.reasons), "in_flight": self.pool.limits_summary(),
+                                         **({"server": facts} if facts else {})}))
         await self.backend.close()
         if isinstance(self._fatal, UserError):
             raise self._fatal
@@ -251,7 +254,7 @@ class Runner:
                 self._fatal = self._fatal or exc
                 self.request_stop("error")
 
-    async def _acquire(self) -> HostSlot | None:
+    async def _acquire(self) -> Lease | None:
         """A host with room, or None once a stop was requested while waiting."""
         if self._stopping.is_set():
             return None
@@ -304,7 +307,7 @@ class Runner:
             await asyncio.shield(asyncio.wrap_future(closing))
 
     # -- answering ------------------------------------------------------------------------------------------------
-    async def _answer(self, unit: Unit, slot: HostSlot | None) -> None:
+    async def _answer(self, unit: Unit, slot: Lease | None) -> None:
         prompt = self.template.render(unit.fields)
         started = time.monotonic()
         attempts = 0
@@ -432,13 +435,15 @@ class Runner:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-            self.bus.emit(Notice(f"{len(pending)} notes still in flight were left for the next run"))
+            n = len(pending)
+            self.bus.emit(Notice(f"{n} note{'s' if n != 1 else ''} still in flight {'were' if n != 1 else 'was'} left "
+                                 "for the next run"))
 
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
             self.bus.emit(Progress(counts=self.counts.snapshot(), elapsed_s=time.monotonic() - self._t0,
-                                   in_flight=self.pool.in_flight))
+                                   in_flight=self.pool.in_flight, limits=self.pool.limits()))
 
     def _host_state(self, slot: HostSlot, state: str, detail: str) -> None:
         self.bus.emit(HostState(host=slot.url, state=state, limit=slot.limit, detail=detail))

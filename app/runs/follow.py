@@ -37,6 +37,7 @@ class FeedUpdate:
     units: list[dict[str, Any]] = field(default_factory=list)
     counts: Counts | None = None
     in_flight: int | None = None
+    limits: dict[str, int] | None = None  # each host's in-flight limit, as the run found it (engine/limit.py)
     elapsed_s: float | None = None
     rate: float | None = None  # notes/s since the run started
     recent_rate: float | None = None  # notes/s over the last RATE_WINDOW_S of progress lines (sparkline, ETA)
@@ -74,8 +75,10 @@ class FeedFollower:
             if record is not None:
                 self._take(record, units)
         p = self._progress
+        limits = p.get("limits")
         return FeedUpdate(units=units, counts=self.counts.snapshot() if self.counts is not None else None,
-                          in_flight=p.get("in_flight"), elapsed_s=p.get("elapsed_s"), rate=p.get("rate"),
+                          in_flight=p.get("in_flight"), limits=limits if isinstance(limits, dict) else None,
+                          elapsed_s=p.get("elapsed_s"), rate=p.get("rate"),
                           recent_rate=self._recent_rate, header=self.header, ended=self.ended,
                           bytes_read=self.tail.bytes_read - before)
 

@@ -66,7 +66,7 @@ async def ask_all(exp: Experiment, units: Sequence[Unit], backend: Backend | Non
         info = await backend.prepare()
         answer = AnswerSpec(exp.spec.answer)
         template = Template(exp.spec.prompt.user)
-        per_host = exp.spec.run.concurrency or backend.default_concurrency
+        cap = exp.spec.run.concurrency or backend.max_in_flight
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(units)):
             queue.put_nowait(i)
@@ -77,7 +77,8 @@ async def ask_all(exp: Experiment, units: Sequence[Unit], backend: Backend | Non
                 i = queue.get_nowait()
                 tried[i] = await ask_one(exp, backend, answer, template, units[i], host)
 
-        await asyncio.gather(*(worker(h) for h in info.hosts for _ in range(per_host)))
+        # a handful of notes: as many at once as a run would start each server with
+        await asyncio.gather(*(worker(h) for h in info.hosts for _ in range(min(cap, backend.initial_in_flight(h)))))
         return info, [t for t in tried if t is not None]
     finally:
         await backend.close()

@@ -216,3 +216,29 @@ async def test_quit_asks_while_a_pull_runs_and_cancels_it(tmp_path, standin):
         await pilot.press("q", "y")
         await until(pilot, lambda: job.state == "cancelled", what="pull cancelled on quit")
     assert not app.is_running
+
+
+@run
+async def test_cloud_models_are_marked_and_an_openai_server_lists_what_it_serves(tmp_path):
+    """Ollama 0.13 lists a cloud model beside local ones: marked `cloud`, with the line that runs refuse it. A vLLM
+    server lists the models it serves: its kind on Servers, no quota, and pull or delete say why not."""
+    with StandinOllama(version="0.13.1", cloud_models=("gpt-oss:120b-cloud",)) as ollama, \
+            StandinOllama(flavor="vllm", models=("Qwen/Qwen2.5-7B-Instruct",)) as vllm:
+        write_config(tmp_path / "user-config.toml", [(ollama.url, "gpu-a"), (vllm.url, "vllm-b")])
+        app = build_app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.health(vllm.url).state == "up", what="both servers up")
+            assert rows(app, "servers-table")[vllm.url][3:5] == ("openai", "0.11.2")
+            await open_models(pilot, app, ollama.url)
+            table = rows(app, "models-table")
+            assert table["gpt-oss:120b-cloud"][1] == "cloud" and table["llama3:latest"][1] == "4.7 GB"
+            assert "cloud: gpt-oss:120b-cloud runs on ollama.com: a run sends it no note" in screen_text(app)
+            await pilot.press("1", "down", "enter")  # the vLLM server's models
+            await until(pilot, lambda: app.model_list(vllm.url).loaded_once, what="served models")
+            assert list(rows(app, "models-table")) == ["Qwen/Qwen2.5-7B-Instruct"]
+            text = screen_text(app)
+            assert "served models — an OpenAI-compatible server serves the model it was started with" in text
+            assert "of 75 GB" not in text  # no quota for a server that holds no pulled models
+            await pilot.press("p")
+            assert "nothing to pull or delete here" in screen_text(app)
+            assert vllm.stats()["requests"] >= 1 and ollama.stats()["pulls"] == 0

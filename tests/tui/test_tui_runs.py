@@ -207,3 +207,20 @@ async def test_try_shows_the_validation_error_and_writes_nothing(tmp_path):
             assert "CXR 0: streaky opacity" in text  # the note, because the user asked to see it
             assert "--- reply (attempt 1 of 2, " in text
     assert result_rows(exp) == 0 and not (tmp_path / "ledger" / "journal").exists()
+
+
+@run
+async def test_a_run_whose_answers_are_thinking_only_says_why_on_the_monitor(tmp_path):
+    """A reasoning model left to think on a current Ollama: the monitor names the cause while the run goes and once
+    it ends, in the words of the run's closing lines."""
+    with StandinOllama(latency=0.01, slots=4, version="0.13.1", models=("qwen3:8b",)) as server:
+        exp = workspace(tmp_path, server.url, n=60)
+        exp.write_text(exp.read_text().replace('name = "llama3"', 'name = "qwen3:8b"\nthink = true'))
+        app = build_app(tmp_path)
+        async with app.run_test(size=(120, 40)) as pilot:
+            followed = await run_here(pilot, app, exp)
+            await until(pilot, lambda: followed.ended is not None, timeout=60, what="the run to end")
+            await pilot.pause(0.3)
+            text = " ".join(screen_text(app).split())
+            assert "completed" in text and "60 invalid: the model answered only in its thinking: set think = false" \
+                in text

@@ -66,6 +66,10 @@ def log_line(unit: dict) -> str:
             f"a{unit.get('attempts', 0)} {took} {unit.get('tokens_in') or 0}/{unit.get('tokens_out') or 0} tok{extra}")
 
 
+def host_label(url: str) -> str:
+    return url.split("://", 1)[-1]
+
+
 def where(hostname: str | None, slurm: dict) -> str:
     """A run's host as its row says it: "here" for this host, and its Slurm job when it has one."""
     shown = "here" if hostname == this_host() else (hostname or "?")
@@ -95,6 +99,7 @@ class Followed:
         self.total: int | None = None
         self.rate: float | None = None
         self.in_flight: int | None = None
+        self.limits: dict[str, int] = {}  # each host's in-flight limit now
         self.elapsed_s: float | None = None
         self.ended: dict | None = None
         self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
@@ -208,7 +213,10 @@ class RunsScreen(Screen):
                                     self._progress_of(f.run_id, 0, 0), self._state_of(f.run_id))))
         for d in started:
             code = d.detached.exit_code()
+            end = f.ended if f is not None and f.run_id == d.detached.run_id else None
             state = "starting" if code is None else f"ended (exit {code})"
+            if code is not None and end and end.get("status"):  # the run's own word for how it ended
+                state = end["status"] + (", none valid" if code == 1 and end["status"] == "completed" else "")
             if code and f is not None and f.run_id == d.detached.run_id and f.ended is None and f.start_error is None:
                 f.start_error = last_line(d.detached.log) or f"ended with exit status {code}; l shows its log"
                 self._render_followed()
@@ -292,6 +300,7 @@ class RunsScreen(Screen):
             self.query_one("#rate", Sparkline).data = [0.0, *f.rates]
         f.rate = update.recent_rate if update.recent_rate is not None else (update.rate or f.rate)
         f.in_flight = update.in_flight if update.in_flight is not None else f.in_flight
+        f.limits = update.limits if update.limits is not None else f.limits
         f.elapsed_s = update.elapsed_s if update.elapsed_s is not None else f.elapsed_s
         f.ended = update.ended or f.ended
         if update.units:
@@ -338,7 +347,11 @@ class RunsScreen(Screen):
             text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
             text.append(f" · ETA {duration(eta)}" if eta is not None else "")
             if f.in_flight is not None and self.size.width >= 100:
-                text.append(f" · in flight {f.in_flight}")
+                text.append(f" · in flight {f.in_flight}" + (f" of {sum(f.limits.values())}" if f.limits else ""))
+            if len(f.limits) > 1:
+                # the limit the run found for each server (it grows while answers stay fast, shrinks when they queue)
+                text.append("\nlimit per host: " + " · ".join(f"{host_label(url)} {n}" for url, n in f.limits.items()),
+                            style=tone(app, "quiet"))
         warning = self._job_warning(f, eta)
         if warning:
             text.append(f"\n{warning}", style=tone(app, "bad"))

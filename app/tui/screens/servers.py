@@ -167,7 +167,9 @@ class ServersScreen(Screen):
                                 "loses this server — start another (s)", style=tone(app, "bad"))
         if server is not None:
             h = app.health(server.url)
-            if h.loaded:
+            if h.loaded and h.kind == "openai-compatible":
+                text.append("\nserves: " + ", ".join(m.name for m in h.loaded))
+            elif h.loaded:
                 width = max(len(m.name) for m in h.loaded)
                 for i, m in enumerate(h.loaded):
                     until = present.until(m.expires_at, app.now())

@@ -1,0 +1,127 @@
+"""How many requests one server gets at once: a limit that grows while answers come back as fast as before, and
+shrinks when they slow down because requests wait in the server's queue — so a 64-slot vLLM is kept full and a
+one-slot Ollama is not handed five to queue, without anyone knowing either number.
+
+In the spirit of TCP Vegas and Netflix's concurrency-limits (Vegas and Gradient limiters), with what a model server
+adds: answers take hundreds of milliseconds and vary with the note, so decisions are made per *round* (a limit's
+worth of answers, at least 8), on the round's mean latency against the *floor*, the mean latency when nothing
+waits. With `limit` in flight and a mean `ratio` times the floor, about `limit × (1 − 1/ratio)` of them waited
+(Little's law) — Vegas's estimate of the queue.
+
+- **Start**: from `initial` (1 for an Ollama server, which answers one request at a time unless told otherwise; the
+  slots a server says it has; 16 for a continuous-batching server), doubling a round below 16 in flight, then ×4,
+  as long as the round was at the limit and answers stayed at the floor.
+- **Grow**: by 1 a round below 8, then by √limit, while no more than a little room's worth waits (`headroom`: 10 %
+  of the limit, at least one request, so no slot idles while an answer travels back).
+- **Cut**: when more than 20 % of the limit (at least 1.5 requests) waited — at once when it is clear (answers 1.5 ×
+  the floor, or a limit under 8), after two rounds in a row otherwise, so a run of long notes is not mistaken for a
+  queue — to the requests that did not wait. The round after a cut is skipped (it waited behind what was queued
+  before it); the next one judges the cut. Answers back at the floor: it was a queue, and the headroom is added
+  back. Answers no faster: the server itself got slower (another user's run arrived, a bigger model): the floor is
+  now what it answers in, and the limit goes back to where it was.
+- **Busy** (503, 429): the limit drops below what was in flight when the server said so.
+- The floor follows a server that gets faster at once, and a slower one only through a cut that did not help, so a
+  queue that builds slowly is never taken for the floor.
+- A sample of a request sent before the last decision says nothing of the new limit, and is left out (`epoch`).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+MAX_IN_FLIGHT = 256  # per host, when the experiment sets no [run] concurrency
+TOLERANCE = 0.2  # answers up to 20 % above the floor count as not waiting
+CUT_SHARE = 0.2  # cut when more than this share of the limit waited …
+CUT_MIN = 1.5  # … and at least this many requests
+CLEAR_RATIO = 1.5  # answers this much slower than the floor: a queue for sure, cut without a second round
+START_GAIN = 4.0  # a round's growth in the start, once 16 are in flight (doubling before)
+START_DOUBLING_BELOW = 16
+MIN_ROUND = 8
+MAX_ROUND = 64
+CUT_HELPED = 0.6  # a cut that took less than 40 % off the excess latency did not help: the server slowed
+
+
+class AdaptiveLimit:
+    def __init__(self, initial: int = 1, cap: int = MAX_IN_FLIGHT):
+        self.cap = max(1, cap)
+        self.limit = float(max(1, min(initial, self.cap)))
+        self.floor: float | None = None  # the mean latency when nothing waits
+        self.starting = True
+        self.epoch = 0  # bumped at each decision: a request sent before it was sent under another limit
+        self._samples: list[tuple[float, int]] = []
+        self._cut: tuple[float, float] | None = None  # the ratio that made the last cut, and the limit before it
+        self._draining = False
+        self._suspect = False
+
+    @property
+    def in_flight(self) -> int:
+        """The whole requests allowed now."""
+        return int(self.limit)
+
+    def _round(self) -> int:
+        if self.starting:
+            return max(1, self.in_flight)
+        return max(MIN_ROUND, min(MAX_ROUND, self.in_flight))
+
+    def sample(self, latency_s: float, n_at_send: int, epoch: int) -> bool:
+        """One answer: how long it took and how many were in flight (itself included) when it was sent. True when
+        the limit was decided again."""
+        if epoch != self.epoch:
+            return False
+        self._samples.append((latency_s, n_at_send))
+        if len(self._samples) < self._round():
+            return False
+        at_limit = max(n for _, n in self._samples) >= self.in_flight
+        mean = statistics.fmean(lat for lat, _ in self._samples)
+        self._samples = []
+        self.epoch += 1
+        if self._draining:
+            self._draining = False
+            return True
+        self._decide(mean, at_limit)
+        return True
+
+    def _decide(self, mean: float, at_limit: bool) -> None:
+        if self.floor is None or mean < self.floor:
+            # the first round, or a faster one: the floor comes down (gently: one fast round can be luck)
+            self.floor = mean if self.floor is None else 0.8 * self.floor + 0.2 * mean
+        ratio = mean / self.floor
+        headroom = max(1.0, 0.1 * self.limit)
+        if self._cut is not None:
+            cut_ratio, before = self._cut
+            self._cut = None
+            if ratio <= 1 + TOLERANCE:  # it was a queue: what is left is the server's pace, plus a little room
+                self.limit = min(self.cap, self.limit + headroom)
+                return
+            if ratio - 1 > CUT_HELPED * (cut_ratio - 1):
+                self.floor = mean  # fewer in flight, answers no faster: the server got slower, not fuller
+                self.limit = before
+                return
+            # faster but still waiting: the estimate of what waited was short, judged again below
+        waited = self.limit * (1 - 1 / ratio)
+        over = waited > max(CUT_MIN, CUT_SHARE * self.limit)
+        if over and (self._suspect or ratio > CLEAR_RATIO or self.limit < MIN_ROUND):
+            self._suspect = False
+            self.starting = False
+            before = self.limit
+            self.limit = max(1.0, self.limit - waited)
+            if self.in_flight < int(before):
+                self._cut = (ratio, before)
+                self._draining = True
+            return
+        self._suspect = over
+        if over or ratio > 1 + TOLERANCE or not at_limit:
+            return
+        if self.starting:
+            self.limit = min(self.cap, self.limit * (2.0 if self.limit < START_DOUBLING_BELOW else START_GAIN))
+        else:
+            self.limit = min(self.cap, self.limit + (1.0 if self.limit < MIN_ROUND else self.limit ** 0.5))
+
+    def busy(self, n_at_send: int) -> None:
+        """The server refused for being busy with `n_at_send` of ours in flight: fewer than that from now on."""
+        self.starting = False
+        self.epoch += 1
+        self._samples = []
+        self._cut = None
+        self._draining = False
+        self.limit = max(1.0, min(self.limit, n_at_send - 1.0))
