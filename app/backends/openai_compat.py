@@ -25,9 +25,10 @@ from app.config import Experiment
 from app.errors import BackendError
 
 PREPARE_TIMEOUT_S = 15.0
-# Continuous-batching servers (vLLM, SGLang) run dozens of requests at once: the run starts each at this many in
-# flight and finds the rest (app.engine.limit); a llama-server says how many slots it has, and starts at those.
+# Where the run starts each server (app.engine.limit finds the rest): a llama-server at the slots it says it has,
+# vLLM at 64 (it runs up to 256 sequences at once by default), Ollama's own /v1 at 1, any other at 16.
 DEFAULT_IN_FLIGHT = 16
+VLLM_IN_FLIGHT = 64
 NO_DIGEST = "none: an OpenAI-compatible server gives no model digest"
 
 
@@ -42,7 +43,7 @@ class OpenAIBackend(Backend):
         self.model = m.name
         self.hosts = exp.hosts
         self.timeout = m.timeout_s
-        self.slots: dict[str, int] = {}  # what a llama-server says of its parallel slots
+        self.slots: dict[str, int | None] = {}  # how many to start each host at, where its kind tells
         o = m.options
         self.params: dict[str, Any] = {"temperature": o.temperature, "seed": o.seed, "max_tokens": o.num_predict}
         if o.top_p is not None:
@@ -64,7 +65,8 @@ class OpenAIBackend(Backend):
                                f"{', '.join(problems)} — is the server job running? (squeue --me) check host and port")
         self.hosts = tuple(up)
         first = next(iter(up.values()))
-        self.slots = {h: i["slots"] for h, i in up.items() if i["slots"]}
+        start = {"vllm": VLLM_IN_FLIGHT, "ollama": 1}  # Ollama's /v1 answers one at a time unless told otherwise
+        self.slots = {h: i["slots"] or start.get(i["kind"]) for h, i in up.items()}
         server = {"kind": first["kind"], "version": first["version"], "context_length": first["context_length"],
                   "model_identity": first["identity"], "slots": first["slots"],
                   "think": self.exp.spec.model.think,

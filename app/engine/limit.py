@@ -17,8 +17,9 @@ waits. With `limit` in flight and a mean `ratio` times the floor, about `limit Ã
   the floor, or a limit under 8), after two rounds in a row otherwise, so a run of long notes is not mistaken for a
   queue â€” to the requests that did not wait. The round after a cut is skipped (it waited behind what was queued
   before it); the next one judges the cut. Answers back at the floor: it was a queue, and the headroom is added
-  back. Answers no faster: the server itself got slower (another user's run arrived, a bigger model): the floor is
-  now what it answers in, and the limit goes back to where it was.
+  back. Answers faster but still slow: more waited than estimated, cut again. Answers no faster: the server itself
+  got slower (another user's run arrived): the floor is now what it answers in, and the limit goes back to where it
+  was before the cuts began.
 - **Busy** (503, 429): the limit drops below what was in flight when the server said so.
 - The floor follows a server that gets faster at once, and a slower one only through a cut that did not help, so a
   queue that builds slowly is never taken for the floor.
@@ -50,6 +51,7 @@ class AdaptiveLimit:
         self.epoch = 0  # bumped at each decision: a request sent before it was sent under another limit
         self._samples: list[tuple[float, int]] = []
         self._cut: tuple[float, float] | None = None  # the ratio that made the last cut, and the limit before it
+        self._before_cuts: float | None = None  # the limit before a run of cuts began (restored if they did not help)
         self._draining = False
         self._suspect = False
 
@@ -91,10 +93,14 @@ class AdaptiveLimit:
             cut_ratio, before = self._cut
             self._cut = None
             if ratio <= 1 + TOLERANCE:  # it was a queue: what is left is the server's pace, plus a little room
+                self._before_cuts = None
                 self.limit = min(self.cap, self.limit + headroom)
                 return
             if ratio - 1 > CUT_HELPED * (cut_ratio - 1):
-                self.floor = mean  # fewer in flight, answers no faster: the server got slower, not fuller
+                # fewer in flight, answers no faster: the server got slower, not fuller. The limit goes back to
+                # where it was before the cuts began, judged from now on against the server's new pace
+                self._before_cuts = None
+                self.floor = mean
                 self.limit = before
                 return
             # faster but still waiting: the estimate of what waited was short, judged again below
@@ -103,9 +109,10 @@ class AdaptiveLimit:
         if over and (self._suspect or ratio > CLEAR_RATIO or self.limit < MIN_ROUND):
             self._suspect = False
             self.starting = False
-            before = self.limit
+            before = self.limit if self._before_cuts is None else self._before_cuts
             self.limit = max(1.0, self.limit - waited)
             if self.in_flight < int(before):
+                self._before_cuts = before
                 self._cut = (ratio, before)
                 self._draining = True
             return
@@ -122,6 +129,6 @@ class AdaptiveLimit:
         self.starting = False
         self.epoch += 1
         self._samples = []
-        self._cut = None
+        self._cut = self._before_cuts = None
         self._draining = False
         self.limit = max(1.0, min(self.limit, n_at_send - 1.0))
