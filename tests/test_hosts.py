@@ -158,12 +158,19 @@ def test_a_64_slot_server_is_found_and_kept_full():
 
 
 def test_a_one_slot_ollama_gets_at_most_two_waiting():
-    out = simulate(servers(dict(slots=1, latency=0.2)), 300)
+    """Started at 3, as an Ollama server is (two wait from the first moment), and never more after that."""
+    out = simulate(servers(dict(slots=1, latency=0.2)), 300, initial=3)
     assert out["share"] >= 0.95 and out["hosts"][0]["max_queue"] <= 2
+    assert out["hosts"][0]["limiter"].floor == pytest.approx(0.2)  # the first floor from the first request sent
+
+
+def test_a_four_slot_ollama_is_full_after_one_round():
+    out = simulate(servers(dict(slots=4, latency=0.2)), 200, initial=3)
+    assert out["share"] >= 0.98 and out["hosts"][0]["max_queue"] <= 4
 
 
 def test_two_hosts_of_unequal_speed_share_the_notes_by_speed():
-    out = simulate(servers(dict(slots=4, latency=0.2), dict(slots=4, latency=0.8)), 2000)
+    out = simulate(servers(dict(slots=4, latency=0.2), dict(slots=4, latency=0.8)), 2000, initial=3)
     fast, slow = out["hosts"]
     assert out["share"] >= 0.95
     assert fast["max_queue"] <= 4 and slow["max_queue"] <= 4  # the slow host does not hoard notes in its queue

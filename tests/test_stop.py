@@ -91,14 +91,14 @@ def test_a_second_stop_request_stops_without_waiting(tmp_path, private_ledger, m
         exp.write_text(experiment_toml(source=SOURCE, hosts=[server.url], run="concurrency = 2"))
         run_id = new_run_id()
         proc = spawn_run(exp, "--run-id", run_id)
-        wait_for(lambda: server.stats()["active"] == 1)  # an Ollama server starts at one in flight (engine/limit.py)
+        wait_for(lambda: server.stats()["active"] == 2)
         monkeypatch.setattr(stopping, "this_host", lambda: "another-node")
         assert request_stop(private_ledger, run_id).how == "request"
         wait_for(lambda: stop_path(private_ledger, run_id).stat().st_size > 0)
         assert request_stop(private_ledger, run_id).how == "request"
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err
-    assert "stop requested again" in err and "1 note still in flight was left for the next run" in out
+    assert "stop requested again" in err and "2 notes still in flight were left for the next run" in out
     assert [r["status"] for r in ledger_runs(private_ledger)] == ["interrupted"]
 
 

@@ -62,7 +62,9 @@ def too_long(message: str) -> bool:
 
 class OllamaBackend(Backend):
     name = "ollama"
-    default_concurrency = 1  # Ollama answers one request at a time unless OLLAMA_NUM_PARALLEL says otherwise
+    # Ollama answers one request at a time unless OLLAMA_NUM_PARALLEL says otherwise: three to start with keeps at
+    # most two waiting on such a server, and fills a four-slot one after a round (app.engine.limit)
+    default_concurrency = 3
 
     def __init__(self, exp: Experiment):
         self.exp = exp

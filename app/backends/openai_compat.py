@@ -26,7 +26,7 @@ from app.errors import BackendError
 
 PREPARE_TIMEOUT_S = 15.0
 # Where the run starts each server (app.engine.limit finds the rest): a llama-server at the slots it says it has,
-# vLLM at 64 (it runs up to 256 sequences at once by default), Ollama's own /v1 at 1, any other at 16.
+# vLLM at 64 (it runs up to 256 sequences at once by default), Ollama's own /v1 at 3, any other at 16.
 DEFAULT_IN_FLIGHT = 16
 VLLM_IN_FLIGHT = 64
 NO_DIGEST = "none: an OpenAI-compatible server gives no model digest"
@@ -65,7 +65,7 @@ class OpenAIBackend(Backend):
                                f"{', '.join(problems)} — is the server job running? (squeue --me) check host and port")
         self.hosts = tuple(up)
         first = next(iter(up.values()))
-        start = {"vllm": VLLM_IN_FLIGHT, "ollama": 1}  # Ollama's /v1 answers one at a time unless told otherwise
+        start = {"vllm": VLLM_IN_FLIGHT, "ollama": 3}  # Ollama's /v1 answers one at a time unless told otherwise
         self.slots = {h: i["slots"] or start.get(i["kind"]) for h, i in up.items()}
         server = {"kind": first["kind"], "version": first["version"], "context_length": first["context_length"],
                   "model_identity": first["identity"], "slots": first["slots"],

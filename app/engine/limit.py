@@ -8,12 +8,14 @@ worth of answers, at least 8), on the round's mean latency against the *floor*, 
 waits. With `limit` in flight and a mean `ratio` times the floor, about `limit × (1 − 1/ratio)` of them waited
 (Little's law) — Vegas's estimate of the queue.
 
-- **Start**: from `initial` (1 for an Ollama server, which answers one request at a time unless told otherwise; the
-  slots a server says it has; 16 for a continuous-batching server), doubling a round below 16 in flight, then ×4,
-  as long as the round was at the limit and answers stayed at the floor.
+- **Start**: from `initial` (3 for an Ollama server, which answers one request at a time unless told otherwise: at
+  most two wait; the slots a server says it has; 64 for vLLM, 16 for another continuous-batching server), doubling
+  a round below 16 in flight, then ×4, as long as the round was at the limit and answers stayed at the floor. The
+  first floor is the mean of the first quarter of the first round's requests in the order sent.
 - **Grow**: by 1 a round below 8, then by √limit, while no more than a little room's worth waits (`headroom`: 10 %
-  of the limit, at least one request, so no slot idles while an answer travels back).
-- **Cut**: when more than 20 % of the limit (at least 1.5 requests) waited — at once when it is clear (answers 1.5 ×
+  of the limit, at least two requests, so no slot idles while an answer travels back: DESIGN's "a little more in
+  flight than the server has slots").
+- **Cut**: when more than 20 % of the limit (and at least three requests) waited — at once when it is clear (answers 1.5 ×
   the floor, or a limit under 8), after two rounds in a row otherwise, so a run of long notes is not mistaken for a
   queue — to the requests that did not wait. The round after a cut is skipped (it waited behind what was queued
   before it); the next one judges the cut. Answers back at the floor: it was a queue, and the headroom is added
@@ -33,7 +35,7 @@ import statistics
 MAX_IN_FLIGHT = 256  # per host, when the experiment sets no [run] concurrency
 TOLERANCE = 0.2  # answers up to 20 % above the floor count as not waiting
 CUT_SHARE = 0.2  # cut when more than this share of the limit waited …
-CUT_MIN = 1.5  # … and at least this many requests
+CUT_MIN = 2.5  # … and at least three requests: two waiting is the room a small server should have
 CLEAR_RATIO = 1.5  # answers this much slower than the floor: a queue for sure, cut without a second round
 START_GAIN = 4.0  # a round's growth in the start, once 16 are in flight (doubling before)
 START_DOUBLING_BELOW = 16
@@ -75,6 +77,11 @@ class AdaptiveLimit:
             return False
         at_limit = max(n for _, n in self._samples) >= self.in_flight
         mean = statistics.fmean(lat for lat, _ in self._samples)
+        if self.floor is None:
+            # the first floor from the first quarter sent: those cannot have waited behind our own requests (the
+            # first of three on a one-slot server answers at its pace, the other two behind it)
+            first = sorted(self._samples, key=lambda s: s[1])[:max(1, len(self._samples) // 4)]
+            self.floor = statistics.fmean(lat for lat, _ in first)
         self._samples = []
         self.epoch += 1
         if self._draining:
@@ -84,11 +91,11 @@ class AdaptiveLimit:
         return True
 
     def _decide(self, mean: float, at_limit: bool) -> None:
-        if self.floor is None or mean < self.floor:
-            # the first round, or a faster one: the floor comes down (gently: one fast round can be luck)
-            self.floor = mean if self.floor is None else 0.8 * self.floor + 0.2 * mean
+        assert self.floor is not None
+        if mean < self.floor:  # a faster round: the floor comes down (gently: one fast round can be luck)
+            self.floor = 0.8 * self.floor + 0.2 * mean
         ratio = mean / self.floor
-        headroom = max(1.0, 0.1 * self.limit)
+        headroom = max(2.0, 0.1 * self.limit)
         if self._cut is not None:
             cut_ratio, before = self._cut
             self._cut = None
