@@ -8,7 +8,7 @@ in processes of their own. Each line prints the share of the servers' capacity a
 - vllm:     one vLLM-shaped server, 64 slots at 200 ms (capacity 320 notes/s), 4,000 notes, openai-compatible
 - ollama1:  one Ollama with one slot (OLLAMA_NUM_PARALLEL unset) at 200 ms, 300 notes
 - two:      two Ollama servers of 4 slots at 200 ms and 800 ms (25 notes/s together), 2,000 notes
-- storm:    4 slots and a queue of 2 (503 beyond it), 1,000 notes: every note must still be answered
+- storm:    4 slots and a queue of 1 (503 beyond it), 1,000 notes: every note must still be answered
 - slowdown: 64 slots at 200 ms, answers twice as slow from the 5th second on (another user's run), 6,000 notes
 - holdout:  two hosts of 4 slots at 200 ms (the engine's own throughput holdout, 0.96 of slot time or better)
 """
@@ -105,7 +105,7 @@ SCENARIOS = {
                              fixed_notes=1000),
     "ollama1": lambda: scenario("ollama1", [dict(slots=1, latency=0.2)], 300, "ollama"),
     "two": lambda: scenario("two", [dict(slots=4, latency=0.2), dict(slots=4, latency=0.8)], 2000, "ollama"),
-    "storm": lambda: scenario("storm", [dict(slots=4, latency=0.2, queue=2)], 1000, "ollama", concurrency=10),
+    "storm": lambda: scenario("storm", [dict(slots=4, latency=0.2, queue=1)], 1000, "ollama", concurrency=10),
     "slowdown": lambda: scenario("slowdown", [dict(slots=64, latency=0.2, context_length=8192)], 6000,
                                  "openai-compatible", slow_down_at=5.0, fixed_notes=600),
     "holdout": lambda: scenario("holdout", [dict(slots=4, latency=0.2), dict(slots=4, latency=0.2)], 2000, "ollama"),

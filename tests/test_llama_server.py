@@ -55,7 +55,7 @@ def test_the_demo_notes_go_through_a_real_llama_cpp_server(tmp_path, server, cap
     server_facts = header["server"]
     assert server_facts["kind"] == "llama-server" and server_facts["context_length"] == CTX
     assert server_facts["slots"] == 2 and server_facts["model_identity"].endswith(".gguf")
-    assert header["concurrency_per_host"] == 3  # its two slots and one waiting
+    assert header["in_flight"]["initial"] == {server.url: 2}  # the run starts it at the slots it says it has
     run = ledger_runs(private_ledger)[0]
     assert run["counts"]["done"] == 51 and run["counts"]["tokens_in"] > 51 * 100
     shown = cli(capsys, "ledger", "show", run["run_id"])[1]

@@ -150,7 +150,8 @@ def test_group_by_joins_a_patients_notes_into_one_unit(tmp_path, server, capsys)
 
 def test_503_storm_every_note_still_answered(tmp_path, capsys):
     make_db(tmp_path / "notes.db", n=60)
-    with StandinOllama(latency=0.02, slots=2, queue=1) as server:
+    # no queue at all: the third request the run starts with is refused (the limit then stays at 2)
+    with StandinOllama(latency=0.02, slots=2, queue=0) as server:
         exp = write_exp(tmp_path, server, run="concurrency = 8")
         code, out, _ = cli(capsys, "--run", str(exp))
         stats = server.stats()
