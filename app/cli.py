@@ -18,17 +18,29 @@ SUPPRESS = argparse.SUPPRESS
 class _Parser(argparse.ArgumentParser):
     """A command-line mistake is one line with the fix, like every other user error."""
 
+    #: the shared options' defaults, filled in after parsing (see Shared); set on the top parser only
+    shared_defaults: dict[str, object] = {}
+
     def error(self, message: str):  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(ExitCode.USER_ERROR)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = super().parse_known_args(args, namespace)
+        for key, value in self.shared_defaults.items():
+            if not hasattr(parsed, key):
+                setattr(parsed, key, value)
+        return parsed, extra
 
 
 class Shared:
     """Options accepted on every level of the command tree.
 
-    They are declared with default=SUPPRESS everywhere and get their defaults once, on the top parser: a subparser
-    that does not see the option then leaves alone what an earlier level parsed (`notes-tui --ledger D ledger list`
-    and `notes-tui ledger list --ledger D` mean the same)."""
+    They are declared with default=SUPPRESS everywhere, so a subparser that does not see the option leaves alone what
+    an earlier level parsed (`notes-tui --ledger D ledger list`, `notes-tui ledger --ledger D list` and `notes-tui
+    ledger list --ledger D` mean the same), and get their defaults after parsing. Not through set_defaults: the
+    action objects are shared between the parsers (parents=), and set_defaults on one parser rewrites their default
+    for every parser, which made each subparser reset what the level above had parsed."""
 
     def __init__(self) -> None:
         self.places = argparse.ArgumentParser(add_help=False)
@@ -65,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     # hidden: who starts a detached run (the TUI) names it first, to follow it before it has written anything
     # dest apart from the ledger commands' RUN argument (run_id), which a run id given to --run must not be taken for
     parser.add_argument("--run-id", type=run_id, metavar="ID", dest="preset_run_id", help=SUPPRESS)
-    parser.set_defaults(**shared.defaults, handler=None)
+    parser.set_defaults(handler=None)
+    parser.shared_defaults = shared.defaults
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = shared.add(sub, "check", help="validate an experiment, reach its source and servers, show the first prompt")
     check.add_argument("file", metavar="FILE")

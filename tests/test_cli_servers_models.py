@@ -169,14 +169,48 @@ def test_rm_asks_on_a_terminal_and_refuses_without_one(server):
 
 
 @pytest.mark.parametrize("args", [
-    ["ledger", "list", "--ledger", "{d}"],
-    ["ledger", "--ledger", "{d}", "list"],
-    ["--ledger", "{d}", "ledger", "list"],
     ["ledger", "list", "--json", "--ledger", "{d}"],
+    ["ledger", "--ledger", "{d}", "list", "--json"],
+    ["--ledger", "{d}", "ledger", "list", "--json"],
     ["ledger", "--json", "list", "--ledger", "{d}"],
+    ["--ledger", "{d}", "ledger", "--json", "list"],
 ])
-def test_ledger_option_works_where_it_is_typed(tmp_path, args):
-    res = run_cli(*[a.format(d=tmp_path / "led") for a in args])
+def test_ledger_option_works_where_it_is_typed(tmp_path, args, private_ledger):
+    """The ledger named on the command line is the one read, wherever --ledger stands (an auditor's verify of a copy
+    must not answer for another ledger): that ledger holds one run, the default one (private_ledger) none."""
+    from ledger import Journal
+
+    named = tmp_path / "led"
+    Journal.create(named, {"experiment": "audited", "total": 0}).close("completed", {"done": 0, "total": 0})
+    res = run_cli(*[a.format(d=named) for a in args])
     assert res.returncode == 0, res.stderr
-    if "--json" in args:
-        assert json.loads(res.stdout) == []
+    assert [r["experiment"] for r in json.loads(res.stdout)] == ["audited"]
+
+
+@pytest.mark.parametrize("args", [["--ledger", "{d}", "ledger", "verify"], ["ledger", "--ledger", "{d}", "verify"],
+                                  ["ledger", "verify", "--ledger", "{d}"]])
+def test_verify_reads_the_ledger_it_is_given(tmp_path, args, private_ledger):
+    from ledger import Journal
+
+    named = tmp_path / "copy"
+    Journal.create(named, {"experiment": "audited", "total": 0}).close("completed", {"done": 0, "total": 0})
+    res = run_cli(*[a.format(d=named) for a in args])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"ledger {named}: OK") and "checked: 1 sealed runs" in res.stdout
+
+
+@pytest.mark.parametrize("argv,where", [
+    (["--ledger", "L", "submit", "x.toml"], "L"), (["submit", "--ledger", "L", "x.toml"], "L"),
+    (["submit", "x.toml", "--ledger", "L"], "L"), (["--ledger", "L", "server", "start", "--profile", "p"], "L"),
+    (["server", "--ledger", "L", "start", "--profile", "p"], "L"), (["--workspace", "W", "server", "list"], "W"),
+    (["server", "list", "--workspace", "W"], "W"), (["--ledger", "L", "ledger", "rebuild"], "L"),
+    (["submit", "x.toml"], None), (["ledger", "list"], None),
+])
+def test_shared_options_are_parsed_at_every_level(argv, where):
+    """set_defaults on the top parser used to rewrite the shared actions' default, so every subparser reset what the
+    level above had parsed: `notes-tui --ledger L ledger verify` verified the default ledger."""
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    got = args.workspace if "--workspace" in argv else args.ledger
+    assert got == where and args.json is False
