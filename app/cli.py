@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("notes-tui: interrupted", file=sys.stderr)
         return ExitCode.SIGINT
+    except BrokenPipeError:  # `notes-tui ledger list | head`: the reader had enough; end quietly, as cat does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
 
 
 if __name__ == "__main__":

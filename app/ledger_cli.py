@@ -92,10 +92,18 @@ def _open(args: argparse.Namespace):
     return Ledger(resolve_ledger_dir(args.ledger))
 
 
+def _index_is_a_file(led) -> None:
+    if led.db_path.exists() and not led.db_path.is_file():
+        raise UserError(f"{led.db_path} is not a file (a directory?) — it is the ledger's index: move it away, and "
+                        "notes-tui ledger rebuild makes it again from the journals")
+
+
 def _read(led, fn):
     """One import, then fn(db) on one connection; the ledger's lookup errors become the user's one line."""
     from ledger.index import AmbiguousRun, RunNotFound
     from ledger.runs import MixedRuns
+
+    _index_is_a_file(led)
 
     try:
         result = led.read(fn, None)
@@ -144,7 +152,9 @@ def list_runs(args: argparse.Namespace) -> int:
             since = parse_since(args.since)
         except ValueError:
             raise UserError(f"--since {args.since!r} is not a date — write 2024-05-01, 2024-05-01T10:30 or 7d") from None
-    runs = _open(args).list_runs(experiment=args.experiment, status=args.status, model=args.model, since=since)
+    led = _open(args)
+    _index_is_a_file(led)
+    runs = led.list_runs(experiment=args.experiment, status=args.status, model=args.model, since=since)
     print(runs_to_json(runs) if args.json else format_runs_table(runs))
     return 0
 
@@ -231,7 +241,12 @@ def verify(args: argparse.Namespace) -> int:
     led = _open(args)
     if not led.ledger_dir.is_dir():
         raise UserError(f"no ledger at {led.ledger_dir} — pass --ledger DIR or set NOTES_TUI_LEDGER")
-    led.sync(wait_s=5.0)  # seal what finished, so the head printed is today's
+    _index_is_a_file(led)
+    try:
+        led.sync(wait_s=5.0)  # seal what finished, so the head printed is today's
+    except OSError as exc:  # a copy on a read-only mount: verify reads the files, it needs no index
+        print(f"notes-tui: the ledger at {led.ledger_dir} cannot be written ({exc.strerror or exc}): verifying its "
+              "files as they are, without sealing what finished since", file=sys.stderr)
     indexed = led.read(lambda db: db.conn.execute("select seq, line_hash from chain order by seq").fetchall(), [])
     result = verify_ledger(led.ledger_dir, head=head, indexed=indexed)
     print(_json(result.as_dict()) if args.json else format_verify(result))

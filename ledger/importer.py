@@ -211,11 +211,19 @@ class Importer:
                 if state is not None and state.error is not None:
                     continue  # a broken chain stays broken; `ledger rebuild` re-reads it
                 try:
-                    size = entry.stat().st_size  # the cheap test that skips the thousands of finished journals
+                    # the cheap test that skips the thousands of finished journals; a link or a FIFO is no journal
+                    # (a link to /dev/zero, a FIFO that never ends), and is never read
+                    regular = entry.is_file(follow_symlinks=False)
+                    size = entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue
                 if state is None:
                     state = JournalState(entry.name, entry.name[: -len(SUFFIX)])
+                if not regular:
+                    self._begin()
+                    state.error = "not a regular file (a link, a FIFO or a device): never read"
+                    self._save(state)
+                    continue
                 if size == state.offset:
                     continue
                 touched += 1
@@ -240,8 +248,10 @@ class Importer:
 
     def _import_file(self, path: Path, state: JournalState, size: int) -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        except OSError:  # swapped for a link since it was listed
             return
         try:
             max_seq: int | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,52 @@ class Verification:
         return out
 
 
+MAX_FILE_BYTES = 4 << 30  # a journal of millions of notes is hundreds of MB; past this it is not a journal
+
+
+class Unreadable(Exception):
+    """A file where a journal should be that verify will not read: a link, a FIFO, a device, a directory, too big."""
+
+
 def _lines(path: Path) -> list[bytes] | None:
+    """The file's lines, read from a regular file only (never through a link: a journal that is a link to /dev/zero
+    drove verify to 24 GB; a FIFO would hang it), at most MAX_FILE_BYTES. None when there is no such file."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    lines = data.split(b"\n")
+    except OSError as exc:
+        if path.is_symlink():
+            raise Unreadable("is a symbolic link, not a journal: verify does not follow links") from None
+        raise Unreadable(f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable("is not a regular file (a FIFO, a device or a directory), not a journal")
+        if st.st_size > MAX_FILE_BYTES:
+            raise Unreadable(f"is {st.st_size} bytes, more than any journal ({MAX_FILE_BYTES} at most)")
+        chunks, left = [], st.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    lines = b"".join(chunks).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     return lines
+
+
+def _read(path: Path, what: str, file: str, problems: list[Problem]) -> list[bytes] | None:
+    """_lines, with a file verify will not read reported as a problem (and treated as empty)."""
+    try:
+        return _lines(path)
+    except Unreadable as exc:
+        problems.append(Problem(what, file, None, f"{file} {exc}"))
+        return []
 
 
 def _record_kind(line: bytes) -> str:
@@ -119,7 +157,10 @@ def _check_sealed(ledger_dir: Path, seal: dict[str, Any]) -> Problem | None:
     kind, ident = seal["kind"], seal["id"]
     what = f"{kind} {ident}"
     path, file = _journal_path(ledger_dir, kind, ident)
-    lines = _lines(path)
+    try:
+        lines = _lines(path)
+    except Unreadable as exc:
+        return Problem(what, file, None, f"{file} {exc}")
     if lines is None:
         return Problem(what, file, None, f"the journal is gone (sealed with {seal['records']} records): it was deleted "
                                          "or renamed")
@@ -143,7 +184,7 @@ def verify_ledger(ledger_dir: Path, head: str | None = None, indexed: list[tuple
     index lives beside it, but a rebuild replaces it: only a head kept elsewhere survives that)."""
     ledger_dir = Path(ledger_dir)
     result = Verification(str(ledger_dir))
-    chain_lines = _lines(ledger_dir / CHAIN_FILE) or []
+    chain_lines = _read(ledger_dir / CHAIN_FILE, "chain", CHAIN_FILE, result.problems) or []
     seals: list[dict[str, Any]] = []
     chain_broken = walk(chain_lines, None, "chain", CHAIN_FILE)
     if chain_broken is not None:
@@ -208,7 +249,7 @@ def _check_unsealed(ledger_dir: Path, seen: set[tuple[str, str]], result: Verifi
             if (kind, ident) in seen:
                 continue
             result.unsealed.append(f"{folder}/{name}")
-            lines = _lines(ledger_dir / folder / name) or []
+            lines = _read(ledger_dir / folder / name, f"{kind} {ident}", f"{folder}/{name}", result.problems) or []
             if lines and not lines[-1].endswith(b"}"):
                 lines = lines[:-1]  # a line still being written by a live run
             problem = walk(lines, ident, f"{kind} {ident}", f"{folder}/{name}")
