@@ -226,3 +226,39 @@ def test_killed_read_and_write_connections_lose_and_double_nothing(tmp_path, mys
     assert run["counts"]["done"] == 3000 and run["counts"]["valid"] == 3000
     units = Ledger(private_ledger).units(run["run_id"])
     assert len(units) == 3000
+
+
+def test_ids_the_databases_collation_takes_for_one_are_answered_once(tmp_path, mysql_db, capsys, private_ledger):
+    """`ACC1`/`acc1` and `B2`/`B2 ` are distinct to Python but one key to utf8mb4_general_ci: only the first note of
+    each is sent, every later one is a duplicate_id, and the ledger's answered notes equal the table's rows (before:
+    both sent, both recorded valid, the second overwrote the first's row)."""
+    db, connect = mysql_db
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE notes (accession VARCHAR(32) COLLATE utf8mb4_general_ci, note_text TEXT)")
+        cur.executemany("INSERT INTO notes VALUES (%s, %s)", [
+            ("ACC1", "RLL consolidation, air bronchograms."), ("acc1", "completely normal study"),
+            ("B2", "Left basilar opacity."), ("B2 ", "No acute findings."), ("C3", "Clear lungs.")])
+    conn.close()
+    env = write_env(tmp_path / ".env", db)
+    with StandinOllama(latency=0.0, slots=2) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=f'kind = "mysql"\nenv_file = "{env.name}"\ntable = "notes"\n'
+                                              'id_columns = ["accession"]\ntext_column = "note_text"',
+                                       hosts=[server.url], results='table = "pna_results"\nbatch_size = 10'))
+        code, out, err = cli(capsys, "--run", str(exp))
+        sent = server.stats()["chat"]
+    assert code == 0, err
+    assert "2 ids occur more than once in the source" in out
+    assert sent == 3  # ACC1, B2, C3: the copies are never sent
+    units = [u for rec in journal_records(private_ledger) for u in rec.get("units", [])]
+    copies = sorted(u["id"] for u in units if u["outcome"] == "error" and u["error"] == "duplicate_id")
+    assert len(copies) == 2 and {c.strip().lower() for c in copies} == {"acc1", "b2"}  # whichever of each came later
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM pna_results")
+        rows = cur.fetchone()[0]
+    conn.close()
+    run = ledger_runs(private_ledger)[0]
+    c = run["counts"]
+    assert rows == 3 == c["valid"] + c["invalid"] + c["empty"] and c["errors"] == 2

@@ -138,7 +138,7 @@ class Runner:
         if survey.duplicate_keys:
             self.bus.emit(Notice(f"{len(survey.duplicate_keys)} ids occur more than once in the source; "
                                  "only the first note of each is answered"))
-        self._dups = set(survey.duplicate_keys)
+        self._dups = dict(survey.duplicate_groups)  # a note's key -> its id's group, as the database compares ids
         self._dups_seen: set[tuple] = set()
         self.pool = HostPool(info.hosts, initial, cap, self.exp.spec.run.give_up_s, on_state=self._host_state)
         self._t0 = t0
@@ -226,11 +226,12 @@ class Runner:
                 for unit in chunk:
                     if self._stopping.is_set():
                         break
-                    if unit.key in self._dups:
-                        if unit.key in self._dups_seen:
+                    group = self._dups.get(unit.key)
+                    if group is not None:
+                        if group in self._dups_seen:
                             self._finish(unit, "error", None, 0, 0.0, None, None, False, "duplicate_id", None)
                             continue
-                        self._dups_seen.add(unit.key)
+                        self._dups_seen.add(group)
                     if unit.text is None:
                         self._finish(unit, "empty", None, 0, 0.0, None, None, False, None, None)
                         continue

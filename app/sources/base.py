@@ -60,8 +60,15 @@ class RunStamp:
 class SourceSurvey:
     todo: int
     null_ids: int
-    duplicate_keys: frozenset[tuple]
+    # every key of a note whose id occurs more than once, as the database compares ids (`ACC1` and `acc1` are one id
+    # under utf8mb4_general_ci, and one row of the results table), mapped to one key for all of them
+    duplicate_groups: dict[tuple, tuple]
     results_table_exists: bool
+
+    @property
+    def duplicate_keys(self) -> frozenset[tuple]:
+        """One key for each id that occurs more than once."""
+        return frozenset(self.duplicate_groups.values())
 
 
 _local = threading.local()
@@ -135,14 +142,22 @@ class Source(ABC):
         inner = self.inner_sql()
         any_null = " OR ".join(f"{self.q(c)} IS NULL" for c in self.key_columns)
         null_ids = self.fetch_all(f"SELECT COUNT(*) FROM ({inner}) s WHERE {any_null}")[0][0]
-        dups: frozenset[tuple] = frozenset()
+        dups: dict[tuple, tuple] = {}
         if not self.grouped:
-            dups = frozenset(tuple(r) for r in self.fetch_all(
-                f"SELECT {keys} FROM ({inner}) s WHERE NOT ({any_null}) GROUP BY {keys} HAVING COUNT(*) > 1"))
+            # grouped and joined by the database itself, so ids its collation takes for one (case, trailing spaces)
+            # are one id here too: each note's own key, and the key of its group
+            n = len(self.key_columns)
+            d_keys = ", ".join(f"d.{self.q(c)}" for c in self.key_columns)
+            s_keys = ", ".join(f"s.{self.q(c)}" for c in self.key_columns)
+            same = " AND ".join(f"s.{self.q(c)} = d.{self.q(c)}" for c in self.key_columns)
+            rows = self.fetch_all(
+                f"SELECT {s_keys}, {d_keys} FROM ({inner}) s JOIN (SELECT {keys} FROM ({inner}) s2 "
+                f"WHERE NOT ({any_null}) GROUP BY {keys} HAVING COUNT(*) > 1) d ON {same}")
+            dups = {tuple(r[:n]): tuple(r[n:]) for r in rows}
         todo = self.fetch_all(f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM "
                               f"({self.todo_sql(rerun_invalid, exists)}) t) u",
                               self.todo_params(exists, rerun_invalid, None))[0][0]
-        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_keys=dups, results_table_exists=exists)
+        return SourceSurvey(todo=todo, null_ids=null_ids, duplicate_groups=dups, results_table_exists=exists)
 
     @abstractmethod
     def iter_chunks(self, rerun_invalid: bool, limit: int | None, run_id: str | None = None,
