@@ -262,3 +262,55 @@ def test_ids_the_databases_collation_takes_for_one_are_answered_once(tmp_path, m
     run = ledger_runs(private_ledger)[0]
     c = run["counts"]
     assert rows == 3 == c["valid"] + c["invalid"] + c["empty"] and c["errors"] == 2
+
+
+def test_a_results_table_without_its_unique_key_or_with_unfit_columns_is_refused_up_front(tmp_path, mysql_db, capsys):
+    """A table restored without its keys turned every upsert into an insert (--rerun-invalid added second rows), and
+    an INT `response` or a VARCHAR(5) `explanation` failed only at the first batch, after the model had answered."""
+    db, connect = mysql_db
+    fill(connect, 6)
+    env = write_env(tmp_path / ".env", db)
+    with StandinOllama(latency=0.0) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source=sop_source(env.name), hosts=[server.url]))
+        assert cli(capsys, "--run", str(exp), "--limit", "2")[0] == 0
+        conn = connect()
+        with conn.cursor() as cur:  # what a dump restored without indexes leaves
+            cur.execute("CREATE TABLE keyless AS SELECT * FROM pna_results")
+            cur.execute("DROP TABLE pna_results")
+            cur.execute("RENAME TABLE keyless TO pna_results")
+        conn.close()
+        sent = server.stats()["chat"]
+        code, out, err = cli(capsys, "--run", str(exp), "--rerun-invalid")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "has no unique key on (`experiment`, `patientvisitid`, `accession`)" in err and "ADD UNIQUE KEY" in err
+        conn = connect()
+        with conn.cursor() as cur:
+            cur.execute("ALTER TABLE pna_results ADD UNIQUE KEY uq_experiment_unit (experiment, patientvisitid, "
+                        "accession)")
+            cur.execute("UPDATE pna_results SET explanation = LEFT(explanation, 5)")
+            cur.execute("ALTER TABLE pna_results MODIFY explanation VARCHAR(5)")
+        conn.close()
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 2 and "column explanation holds 5 characters, and a explanation answer may have 200" in err
+        assert server.stats()["chat"] == sent  # nothing was sent for either
+        assert result_rows(connect) and len(result_rows(connect)) == 2
+
+
+def test_a_sqlite_results_table_without_its_unique_key_is_refused(tmp_path, capsys):
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
+    conn.execute("INSERT INTO notes VALUES (1, 'clear')")
+    conn.execute("CREATE TABLE pna_results (experiment TEXT, note_id INTEGER, response TEXT, explanation TEXT, "
+                 "valid INTEGER, attempts INTEGER, truncated INTEGER, run_id TEXT, model TEXT, prompt_hash TEXT, "
+                 "created_at TEXT)")
+    conn.commit()
+    conn.close()
+    with StandinOllama(latency=0.0) as server:
+        exp = tmp_path / "exp.toml"
+        exp.write_text(experiment_toml(source='kind = "sqlite"\npath = "notes.db"\ntable = "notes"\n'
+                                              'id_columns = ["note_id"]\ntext_column = "note_text"', hosts=[server.url]))
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 2 and "has no unique key on" in err and server.stats()["chat"] == 0

@@ -340,7 +340,27 @@ class Source(ABC):
         if missing:
             raise SourceError(f"{self.exp.path}: results.table: {self.results_table} exists but has no column "
                               f"{', '.join(missing)} — it was made for other answers; name a new results table")
+        key = ["experiment", *self.key_columns]
+        if not any(set(cols) == {c.lower() for c in key} for cols in self.unique_keys()):
+            # an upsert is an insert without it: --rerun-invalid would add a second row for every note it redoes
+            names = ", ".join(self.q(c) for c in key)
+            raise SourceError(f"{self.exp.path}: results.table: {self.results_table} has no unique key on ({names}) "
+                              "(restored without its keys?) — add it: ALTER TABLE "
+                              f"{self.qualified(self.results_table)} ADD UNIQUE KEY uq_experiment_unit ({names}); or "
+                              "name a new results table")
+        wrong = self.unfit_answer_columns()
+        if wrong:
+            raise SourceError(f"{self.exp.path}: results.table: {self.results_table}: {wrong[0]} — it was made for "
+                              "other answers; name a new results table (or fix the column's type)")
         return True
+
+    def unique_keys(self) -> list[list[str]]:
+        """The results table's unique keys (the primary key among them), as lists of lower-case column names."""
+        return []
+
+    def unfit_answer_columns(self) -> list[str]:
+        """What is wrong with answer columns that cannot hold these answers (too short, not a number), in words."""
+        return []
 
     def missing_result_columns(self, existing: set[str]) -> list[str]:
         return [c for c in self.result_columns() if c.lower() not in existing]

@@ -218,6 +218,45 @@ class MySQLSource(Source):
         self.reader.commit()
         return existing
 
+    def _schema_and_name(self) -> tuple[str, str]:
+        parts = self.results_table.split(".")
+        return (parts[0], parts[1]) if len(parts) == 2 else (self.creds.database, parts[0])
+
+    def unique_keys(self) -> list[list[str]]:
+        schema, name = self._schema_and_name()
+        with self.reader.cursor() as cur:
+            cur.execute("SELECT index_name, column_name FROM information_schema.statistics WHERE table_schema = %s "
+                        "AND table_name = %s AND non_unique = 0 ORDER BY index_name, seq_in_index", (schema, name))
+            rows = cur.fetchall()
+        self.reader.commit()
+        keys: dict[str, list[str]] = {}
+        for index, column in rows:
+            keys.setdefault(index, []).append(column.lower())
+        return list(keys.values())
+
+    def unfit_answer_columns(self) -> list[str]:
+        """Answer columns found only at the first batch before (an INT `response`, a VARCHAR(5) `explanation`)."""
+        schema, name = self._schema_and_name()
+        with self.reader.cursor() as cur:
+            cur.execute("SELECT column_name, data_type, character_maximum_length FROM information_schema.columns "
+                        "WHERE table_schema = %s AND table_name = %s", (schema, name))
+            types = {c.lower(): (t.lower(), n) for c, t, n in cur.fetchall()}
+        self.reader.commit()
+        out = []
+        texts = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
+        numbers = {"tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "float", "double"}
+        for field, spec in self.answer.fields.items():
+            kind, length = types.get(field.lower(), ("", None))
+            if spec.type in ("choice", "text"):
+                need = max(len(c) for c in spec.choices or [""]) if spec.type == "choice" else spec.max_length or 0
+                if kind not in texts:
+                    out.append(f"column {field} is {kind.upper()}, and {field} answers are text")
+                elif length is not None and length < need:
+                    out.append(f"column {field} holds {length} characters, and a {field} answer may have {need}")
+            elif kind not in numbers:
+                out.append(f"column {field} is {kind.upper()}, and {field} answers are {spec.type}s")
+        return out
+
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
         try:

@@ -140,6 +140,14 @@ class SqliteSource(Source):
             return None
         return {r[1].lower() for r in self.conn.execute(f"PRAGMA table_info({self.qualified(self.results_table)})")}
 
+    def unique_keys(self) -> list[list[str]]:
+        table = self.qualified(self.results_table)
+        out = []
+        for row in self.conn.execute(f"PRAGMA index_list({table})"):
+            if row[2]:  # unique (a UNIQUE constraint, or the primary key's index)
+                out.append([r[2].lower() for r in self.conn.execute(f"PRAGMA index_info({self.q(row[1])})")])
+        return out
+
     def ensure_results_table(self) -> None:
         table = self.qualified(self.results_table)
         if self.check_results_table():
