@@ -408,3 +408,19 @@ def test_a_second_sigint_stops_without_waiting_for_the_notes_in_flight(tmp_path,
     assert waited < 5.0  # it did not sit out the grace period
     assert results(tmp_path / "notes.db") == []
     assert [r["status"] for r in ledger_runs(private_ledger)] == ["interrupted"]
+
+
+def test_done_never_exceeds_total_when_ids_repeat(tmp_path, server, capsys, private_ledger):
+    """Three ids in five rows: the survey counts three notes to do, the read hands out five units (two copies, each a
+    duplicate_id). The counts said "5/3 notes"; the copies now count in the total as they are met."""
+    conn = sqlite3.connect(tmp_path / "notes.db")
+    conn.execute("CREATE TABLE notes (note_id INTEGER, patient TEXT, note_text BLOB)")
+    conn.executemany("INSERT INTO notes VALUES (?, 'p', ?)", [(1, "a"), (2, "b"), (2, "b again"), (3, "c"), (3, "c!")])
+    conn.commit()
+    conn.close()
+    exp = write_exp(tmp_path, server)
+    code, out, err = cli(capsys, "--run", str(exp))
+    assert code == 0, err
+    assert "5/5 notes" in out and "5/3" not in out
+    c = ledger_runs(private_ledger)[0]["counts"]
+    assert (c["done"], c["total"], c["errors"]) == (5, 5, 2)

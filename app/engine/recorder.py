@@ -71,6 +71,7 @@ class JournalRecorder:
     def _counts(self, live: Counts) -> dict[str, int]:
         out = self.saved.as_dict()
         out["replaced_bytes"] = live.replaced_bytes  # a property of the notes read, not of the rows written
+        out["total"] = max(self.saved.total, live.total)  # a duplicated id's copies are units the survey counted once
         return out
 
 

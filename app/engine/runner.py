@@ -229,6 +229,8 @@ class Runner:
                     group = self._dups.get(unit.key)
                     if group is not None:
                         if group in self._dups_seen:
+                            # the count of notes to do counted this id once: its copy is one more unit, never "5/3"
+                            self.counts.total += 1
                             self._finish(unit, "error", None, 0, 0.0, None, None, False, "duplicate_id", None)
                             continue
                         self._dups_seen.add(group)
