@@ -24,7 +24,7 @@ from app.sources import open_source
 from ledger import new_run_id, resolve_ledger_dir
 from ledger.journal import JOURNAL_DIR, SUFFIX, ensure_private_dir
 from ledger.reasons import commonest, reason_text
-from ledger.stop import StopChannel
+from ledger.stop import SHARED_ENV, StopChannel
 
 STOP_POLL_S = 2.0  # how often a run looks for a stop request in the ledger dir (one open + fstat)
 STOP_REQUESTED = "stop requested"
@@ -94,12 +94,17 @@ async def _run_with_signals(runner: Runner, stop: StopChannel) -> RunResult:
 
 async def _watch_stop_requests(runner: Runner, stop: StopChannel) -> None:
     """A stop request in the ledger dir (`notes-tui` on another host) stops the run as SIGTERM does."""
+    told = 0
     while True:
         await asyncio.sleep(STOP_POLL_S)
         try:
             requests = stop.poll()
         except OSError:
             continue  # a ledger dir that hiccups (NFS) is asked again next time
+        if stop.ignored > told:
+            told = stop.ignored
+            print(f"notes-tui: ignored a stop request in {stop.path}: the file is not yours (someone replaced it); "
+                  f"set {SHARED_ENV}=1 where the ledger dir is shared on purpose", file=sys.stderr, flush=True)
         for request in requests:
             who = _who(request)
             _stop(runner, STOP_REQUESTED, f"{STOP_REQUESTED}{who} (its stop file in the ledger dir)",
@@ -107,9 +112,9 @@ async def _watch_stop_requests(runner: Runner, stop: StopChannel) -> None:
 
 
 def _who(request: dict) -> str:
-    """' by alice@login1' from a request notes-tui wrote; '' for bytes written by hand."""
-    names = [str(request[k]) for k in ("user", "host") if request.get(k)]
-    return " by " + "@".join(names) if names else ""
+    """' by alice (from login1)': the stop file's owner, and the host its line claims."""
+    who = f" by {request['user']}" if request.get("user") else ""
+    return who + (f" (from {request['claimed_host']})" if request.get("claimed_host") else "")
 
 
 def _stop(runner: Runner, reason: str, said: str, said_again: str, how_again: str) -> None:

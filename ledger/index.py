@@ -24,6 +24,7 @@ from .migrations import COUNT_KEYS, migrate, up_to_date
 from .reader import Reader
 from .runs import load_run, run_summary
 from .status import STALE_AFTER_S, display_status
+from .stop import sweep_stop_files
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -226,6 +227,7 @@ class Ledger:
             path.unlink(missing_ok=True)
         sweep_graves(self.lease_path)
         sweep_reserves(self.journal_dir, self._finished)
+        sweep_stop_files(self.ledger_dir, self._finished)
 
     def _finished(self, run_id: str) -> bool:
         """Closed or crashed (a killed run's disk reserve is swept once the index knows it is gone)."""

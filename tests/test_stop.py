@@ -111,7 +111,9 @@ def test_a_run_still_starting_is_asked_through_its_stop_file(tmp_path):
     sent = request_stop(tmp_path, run_id)
     assert sent.how == "request" and sent.sent
     (request,) = channel.poll()
-    assert {"host", "user", "pid", "at"} <= set(request)
+    import getpass
+
+    assert request["user"] == getpass.getuser() and request["claimed_host"] and request["at"]  # the owner, the host
     assert channel.poll() == []  # each request is seen once
     channel.close()
     assert not stop_path(tmp_path, run_id).exists()
@@ -138,3 +140,51 @@ def test_a_run_id_already_in_the_ledger_is_refused(tmp_path, private_ledger):
         _, err = again.communicate(timeout=60)
     assert again.returncode == 2
     assert err.count("\n") == 1 and f"run {run_id} is already in the ledger" in err
+
+
+def test_a_stop_file_someone_else_put_in_place_is_ignored_and_names_its_owner(tmp_path, private_ledger, monkeypatch):
+    """In a ledger dir others can write to, a stop file replaced by another user's (here `nobody`'s) is not obeyed,
+    and says so; where the dir is shared on purpose (NOTES_TUI_SHARED_LEDGER=1) the request is obeyed and the run
+    names the file's owner, not the name written in the request."""
+    import json
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    with StandinOllama(latency=0.1, slots=2) as server:  # ~6 s of run: the stop file is looked at every 2 s
+        exp, run_id, proc = start_run(tmp_path, server, private_ledger)
+        path = stop_path(private_ledger, run_id)
+        path.unlink()
+        path.write_text(json.dumps({"user": "the-pi", "host": "login1"}) + "\n")
+        os.chown(path, nobody, -1)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err  # it ran to the end
+    assert "ignored a stop request" in err and "the file is not yours" in err
+    assert len(results(tmp_path / "notes.db")) == N
+
+    monkeypatch.setenv("NOTES_TUI_SHARED_LEDGER", "1")
+    (tmp_path / "notes.db").unlink()
+    with StandinOllama(latency=0.05, slots=2) as server:
+        exp, run_id, proc = start_run(tmp_path, server, private_ledger)
+        path = stop_path(private_ledger, run_id)
+        path.unlink()
+        path.write_text(json.dumps({"user": "the-pi", "host": "login1"}) + "\n")
+        os.chown(path, nobody, -1)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "stop requested by nobody (from login1)" in err and "the-pi" not in err
+
+
+def test_a_killed_runs_stop_file_is_swept_by_the_next_reader(tmp_path, private_ledger):
+    import signal
+
+    with StandinOllama(latency=0.05, slots=2) as server:
+        exp, run_id, proc = start_run(tmp_path, server, private_ledger)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert stop_path(private_ledger, run_id).exists()  # nobody removed it
+    assert [r["status"] for r in ledger_runs(private_ledger)] == ["crashed"]
+    ledger_runs(private_ledger)  # the next read sweeps what the crash left
+    assert not stop_path(private_ledger, run_id).exists()
