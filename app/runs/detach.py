@@ -58,8 +58,14 @@ def start_detached(file: str | Path, ledger_dir: Path, *, limit: int | None = No
     ledger_dir = Path(ledger_dir)
     run_id = new_run_id()
     log = log_path(ledger_dir, run_id)
-    ensure_private_dir(log.parent)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        ensure_private_dir(log.parent)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # a file named logs, a folder that is not ours, a full disk: said, not swallowed
+        from app.errors import UserError
+
+        raise UserError(f"cannot write the run's log in {log.parent} ({exc.strerror or exc}) — fix that folder, or "
+                        "point the app at another ledger (--ledger DIR)") from None
     try:
         os.fchmod(fd, 0o600)
         run_env = dict(os.environ if env is None else env)

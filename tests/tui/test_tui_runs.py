@@ -224,3 +224,19 @@ async def test_a_run_whose_answers_are_thinking_only_says_why_on_the_monitor(tmp
             text = " ".join(screen_text(app).split())
             assert "completed" in text and "60 invalid: the model answered only in its thinking: set think = false" \
                 in text
+
+
+@run
+async def test_run_here_that_cannot_start_says_why(tmp_path, slow_server):
+    """A file named `logs` where the run's log folder goes: the app says so instead of doing nothing."""
+    exp = workspace(tmp_path, slow_server.url, n=5)
+    app = build_app(tmp_path)
+    app.ledger_dir.mkdir(parents=True, exist_ok=True)
+    (app.ledger_dir / "logs").write_text("not a folder")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        app.screen.query_one("#experiments-table").select_key(str(exp))
+        await pilot.press("g", "enter")
+        await until(pilot, lambda: any("cannot write the run's log" in str(n.message) for n in app._notifications),
+                    timeout=10, what="the reason on screen")
+        assert not app.started and slow_server.stats()["chat"] == 0
