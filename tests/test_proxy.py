@@ -160,3 +160,65 @@ def test_auth_headers_find_the_newest_record_for_a_url(user_config):
     assert tokens.auth_headers(url) == {"Authorization": "Bearer new"}
     assert tokens.auth_headers("http://elsewhere:1") == {}
     assert json.loads(new.read_text())["job_id"] == "2"
+
+
+class HeaderSpy:
+    """Whatever takes a job's port after the job: a plain HTTP server that notes every Authorization it is sent."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                seen.append((self.path, self.headers.get("Authorization")))
+                body = b'{"version": "0.13.1", "models": []}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_a_server_that_cannot_prove_it_is_the_job_gets_no_note_and_no_token(user_config, tmp_path, capsys):
+    """A job record (its token) for a URL where another process now listens: the run asks the proof first, without
+    the token, and refuses in one line; the impostor never sees the token nor a note."""
+    from support import make_notes_db
+
+    spy = HeaderSpy()
+    token = tokens.new_token()
+    tokens.write_record(tokens.record_path("5151"), {"job_id": "5151", "url": spy.url, "token": token})
+    make_notes_db(tmp_path / "notes.db")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_toml(source=SQLITE_SOURCE, hosts=[spy.url]))
+    for args in (("--run", str(exp)), ("try", str(exp))):
+        code, out, err = cli(capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{spy.url} is not your server job 5151: it cannot prove it holds the job's token" in err
+    assert spy.seen and all(auth is None for _, auth in spy.seen)  # asked for the proof, never given the token
+    assert all(path.startswith("/_notes-tui/proof?nonce=") for path, _ in spy.seen)
+    spy.server.shutdown()
+
+
+def test_the_job_proves_itself_and_an_ended_jobs_address_is_refused(guarded, tmp_path, capsys, private_ledger):
+    from support import make_notes_db
+
+    server, proxy, token, record = guarded
+    make_notes_db(tmp_path / "notes.db")
+    exp = tmp_path / "exp.toml"
+    exp.write_text(experiment_toml(source=SQLITE_SOURCE, hosts=[proxy.url]))
+    assert cli(capsys, "--run", str(exp))[0] == 0  # the real proxy answers the nonce
+    tokens.record_ended(tokens.read_record(record))  # what the job does when it ends
+    record.unlink()
+    code, out, err = cli(capsys, "--run", str(exp), "--rerun-invalid")
+    assert code == 2 and f"{proxy.url} was server job 4242, which has ended" in err
+    assert token not in tokens.ended_path("4242").read_text()  # the address is kept, never the token

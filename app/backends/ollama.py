@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Reply, Transient
+from app.backends.jobproof import prove_jobs
 from app.backends.lean_http import HTTPFailure, Response
 from app.backends.ollama_wire import (
     Wire,
@@ -98,6 +99,7 @@ class OllamaBackend(Backend):
         if cloud_tag(self.model) and not m.allow_remote:
             raise BackendError(self._cloud(self.model, "its tag says it runs on ollama.com"))
         await asyncio.to_thread(refuse_remote_hosts, self.exp, self.hosts)
+        await prove_jobs(self.exp, self.hosts)  # before the job's token goes to whoever holds the port
         up, problems = await probe_each(self.hosts, self._probe, PREPARE_TIMEOUT_S, BackendError)
         if not up:
             raise BackendError(f"{self.exp.path}: model.hosts: no Ollama server answers: {', '.join(problems)} — "

@@ -16,6 +16,7 @@ import asyncio
 from typing import Any
 
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Reply, Transient
+from app.backends.jobproof import prove_jobs
 from app.backends.lean_http import HTTPFailure, Response
 from app.backends.ollama import too_long
 from app.backends.ollama_wire import Wire, as_int, chat_messages, json_doc, open_wire, post_for_answer, probe_each
@@ -59,6 +60,7 @@ class OpenAIBackend(Backend):
 
     async def prepare(self) -> ModelInfo:
         await asyncio.to_thread(refuse_remote_hosts, self.exp, self.hosts)
+        await prove_jobs(self.exp, self.hosts)  # before the job's token goes to whoever holds the port
         up, problems = await probe_each(self.hosts, self._probe, PREPARE_TIMEOUT_S, BackendError)
         if not up:
             raise BackendError(f"{self.exp.path}: model.hosts: no OpenAI-compatible server answers: "

@@ -33,6 +33,30 @@ _TOO_LARGE = _response("431 Request Header Fields Too Large", "request head too 
 _BAD_GATEWAY = _response("502 Bad Gateway", "the Ollama server behind the proxy is down")
 
 
+PROOF_PATH = b"/_notes-tui/proof"
+
+
+def proof_of(token: bytes, nonce: bytes) -> str:
+    """What only the holder of the job's token can answer to `nonce`."""
+    return hmac.new(token, b"notes-tui proof " + nonce, "sha256").hexdigest()
+
+
+def _proof_response(head: bytes, token: bytes) -> bytes | None:
+    """`GET /_notes-tui/proof?nonce=HEX` answered without the token: the client checks that the server it is about
+    to send notes to is the job it holds the token for (a port can be taken by another user's process once a job has
+    ended). The nonce is the client's, fresh each time, so an answer is worth nothing to anyone else."""
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or not parts[1].startswith(PROOF_PATH + b"?nonce="):
+        return None
+    nonce = parts[1][len(PROOF_PATH) + 7:]
+    if not 16 <= len(nonce) <= 128 or any(c not in b"0123456789abcdef" for c in nonce):
+        return _response("400 Bad Request", "the nonce is 16 to 128 hex digits")
+    body = json.dumps({"proof": proof_of(token, nonce)}).encode()
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
 def authorized(head: bytes, expected: bytes) -> bool:
     """Does the request head carry `Authorization: Bearer <token>`? Constant-time on the token."""
     for line in head.split(b"\r\n")[1:]:
@@ -127,6 +151,10 @@ class _Client(_Peer):
             return
         if self.timer is not None:
             self.timer.cancel()
+        proof = _proof_response(bytes(self.head[:end]), self.proxy.token)
+        if proof is not None:
+            self._reject(proof)
+            return
         if not authorized(bytes(self.head[:end]), self.proxy.token):
             self.proxy.refuse()
             self._reject(_UNAUTHORIZED)

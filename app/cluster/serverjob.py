@@ -133,7 +133,10 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
             return 1
         return 0
     finally:
+        written = tokens.read_record(record)
         record.unlink(missing_ok=True)
+        if written is not None:
+            tokens.record_ended(written, environ)
         if proxy is not None:
             await proxy.close()
             say(f"job {job_id}: stopped; {proxy.stats.connections} connections, "

@@ -84,3 +84,43 @@ def auth_headers(url: str, environ: dict[str, str] | None = None) -> dict[str, s
 def job_summary(rec: dict[str, Any]) -> dict[str, Any]:
     """What a run records about a server job it used (for GPU-hours): never the token."""
     return {k: rec.get(k) for k in ("job_id", "cluster", "url", "node", "gpus", "partition")}
+
+
+ENDED_DIR = "ended"  # the addresses of jobs that ended: what listens there later is not the user's server
+ENDED_KEEP_S = 30 * 86400
+
+
+def ended_path(job_id: str, cluster: str | None = None, environ: dict[str, str] | None = None) -> Path:
+    return jobs_dir(environ) / ENDED_DIR / (f"{cluster}-{job_id}.json" if cluster else f"{job_id}.json")
+
+
+def record_ended(record: dict[str, Any], environ: dict[str, str] | None = None) -> None:
+    """Keep the address of a job that ended (never its token): a URL saved or exported from it must not find another
+    user's process there later and hand it notes."""
+    import time
+
+    path = ended_path(str(record.get("job_id")), record.get("cluster"), environ)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(path, json.dumps({**job_summary(record), "ended_at": round(time.time())}))
+    try:  # and forget the ones that ended long ago
+        for old in path.parent.glob("*.json"):
+            if time.time() - old.stat().st_mtime > ENDED_KEEP_S:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def ended_job_for_url(url: str, environ: dict[str, str] | None = None) -> dict[str, Any] | None:
+    folder = jobs_dir(environ) / ENDED_DIR
+    try:
+        paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for p in paths:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("url") == url:
+            return data
+    return None
