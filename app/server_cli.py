@@ -40,7 +40,15 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
                        help="how long the server may take to answer (default 600)")
     proxy.add_argument("--kind", default="ollama", choices=("ollama", "openai-compatible"),
                        help="what the server speaks: how to tell it is ready, and what the job's Comment says")
+    proxy.add_argument("--isolate", default="1", choices=("0", "1"),
+                       help="1: the server in a network namespace of its own, reached through a Unix socket (default)")
     proxy.set_defaults(handler=proxy_server)
+    inner = shared.add(ssub, "inner", help=argparse.SUPPRESS)  # what `server proxy` runs inside the namespace
+    inner.add_argument("--unix", required=True)
+    inner.add_argument("--command", required=True)
+    inner.add_argument("--kind", default="ollama", choices=("ollama", "openai-compatible"))
+    inner.add_argument("--ready-timeout", type=float, default=600.0)
+    inner.set_defaults(handler=inner_server)
 
 
 def list_servers(args: argparse.Namespace) -> int:
@@ -181,4 +189,14 @@ def proxy_server(args: argparse.Namespace) -> int:
 
     from app.cluster.serverjob import serve
 
-    return asyncio.run(serve(args.command, dict(os.environ), args.ready_timeout, kind=args.kind))
+    return asyncio.run(serve(args.command, dict(os.environ), args.ready_timeout, kind=args.kind,
+                             isolated=args.isolate == "1"))
+
+
+def inner_server(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from app.cluster.serverjob import serve_inner
+
+    return asyncio.run(serve_inner(args.unix, args.command, dict(os.environ), args.ready_timeout, kind=args.kind))

@@ -78,6 +78,9 @@ class Profile(_Strict):
     num_parallel: int | None = Field(None, ge=1, le=64)  # OLLAMA_NUM_PARALLEL
     command: str = Field(DEFAULT_SERVER_COMMAND, min_length=1)  # runs with OLLAMA_HOST=127.0.0.1:PORT and PORT set
     kind: Literal["ollama", "openai-compatible"] | None = None  # default: from the command (vllm serve → openai)
+    # the server in a network namespace of its own, so no other user of the node reaches it (app/cluster/isolate.py);
+    # false only on a node to yourself (extra = ["--exclusive"]) or to pull models through the job (it has no network)
+    isolate: bool = True
     ready_timeout_s: float = Field(600.0, gt=0)  # a Singularity image on a cold node can take minutes
     extra: list[str] = []  # more sbatch options, e.g. ["--constraint=l40s"]
 

@@ -202,6 +202,68 @@ def test_an_openai_compatible_server_job_is_found_by_auto_and_answers_through_th
     assert "1 job of another kind than ollama" in refused.stderr
 
 
+SCAN = """
+import json, sys, urllib.request
+ports = set()
+for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        lines = open(name).read().splitlines()[1:]
+    except OSError:
+        continue
+    for line in lines:
+        fields = line.split()
+        if fields[3] == "0A":  # LISTEN
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+answered = []
+for port in sorted(ports):
+    for path in ("/api/tags", "/v1/models"):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                body = r.read(2000)
+            if r.status == 200 and (b'"models"' in body or b'"data"' in body):
+                answered.append(f"{port}{path}")
+        except Exception:
+            pass
+print(json.dumps({"ports": len(ports), "answered": answered}))
+"""
+
+
+def scan_as_nobody() -> dict:
+    """What another user of the node finds: every listening port, asked for its models without a token."""
+    # the system's Python: another user cannot run the one in root's home (the scan needs only the standard library)
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run(["runuser", "-u", "nobody", "--", python, "-c", SCAN], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_another_user_of_the_node_finds_no_port_of_the_job_that_answers(home, isolate):
+    """Issue 20, point 1: the server behind the proxy listened on the node's loopback, which every user shares. With
+    the server in a network namespace of its own, a scan by `nobody` of every listening port finds none that lists
+    the models without the token; with isolate = false it finds the server's own port (what the scan can see)."""
+    need(os.geteuid() == 0 and shutil.which("runuser") is not None, "runuser as root is needed to be another user")
+    config, submitted = home
+    profile = "standin" if isolate else "open"
+    if not isolate:
+        config.write_text(config.read_text() + f'\n[profiles.open]\ncpus = 1\nmem = "256M"\ntime = "0-00:15:00"\n'
+                          f'ready_timeout_s = 60\nisolate = false\ncommand = "{STANDIN_COMMAND}"\n')
+    started = app("server", "start", "--profile", profile, "--json")
+    assert started.returncode == 0, started.stderr
+    job_id = json.loads(started.stdout)["job_id"]
+    submitted.append(job_id)
+    job = wait_until(lambda: next((j for j in Slurm().server_jobs() if j.job_id == job_id and j.url), None), 60,
+                     "the port")
+    found = scan_as_nobody()
+    assert found["ports"] > 0
+    if isolate:
+        assert found["answered"] == [], found
+        assert httpx.get(f"{job.url}/api/tags", timeout=5).status_code == 401  # the proxy: the one port, token-only
+    else:
+        assert any(a.endswith("/api/tags") for a in found["answered"]), found
+
+
 def test_a_job_that_cannot_start_is_listed_pending_with_its_reason(home):
     _, submitted = home
     res = app("server", "start", "--profile", "wide", "--json")  # 64 CPUs on this node: accepted, pends forever

@@ -28,6 +28,14 @@ def start_server_job(config: UserConfig, config_path: Path, profile: str, ledger
         raise UserError(f"--profile {profile}: no such profile in {config_path} (have: {have}) — add "
                         f"[profiles.{profile}] (see slurm/config.example.toml)")
     slurm = _slurm(config)
+    if chosen.isolate:  # asked here, where the job's nodes run the same system: one line now, not a failed job later
+        from app.cluster.isolate import unavailable
+
+        why = unavailable()
+        if why is not None:
+            raise UserError(f"--profile {profile}: the server job could not be kept to you: {why} — ask the site to "
+                            f'allow them, or set isolate = false in [profiles.{profile}] with extra = ["--exclusive"] '
+                            "(a node to yourself)")
     job_id = server_submission(profile, chosen, ledger_dir, environ, config.slurm.cluster, time=time).submit(slurm)
     if jobs is not None:
         jobs.expire()

@@ -167,7 +167,11 @@ class _Client(_Peer):
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, upstream = await loop.create_connection(_Upstream, self.proxy.upstream_host, self.proxy.upstream_port)
+            if self.proxy.upstream_unix is not None:  # a server in a network namespace of its own (isolate.py)
+                _, upstream = await loop.create_unix_connection(_Upstream, self.proxy.upstream_unix)
+            else:
+                _, upstream = await loop.create_connection(_Upstream, self.proxy.upstream_host,
+                                                           self.proxy.upstream_port)
         except OSError:
             self.proxy.stats.upstream_errors += 1
             self._reject(_BAD_GATEWAY)
@@ -197,10 +201,12 @@ class _Client(_Peer):
 class AuthProxy:
     """Listens on (host, port) and forwards authenticated connections to the upstream Ollama."""
 
-    def __init__(self, token: str, upstream_host: str, upstream_port: int, log=sys.stderr):
+    def __init__(self, token: str, upstream_host: str, upstream_port: int, log=sys.stderr,
+                 upstream_unix: str | None = None):
         self.token = token.encode("ascii")
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
+        self.upstream_unix = upstream_unix  # a Unix socket path instead of host and port
         self.stats = ProxyStats()
         self.server: asyncio.Server | None = None
         self._log = log

@@ -77,8 +77,91 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
         await child.wait()
 
 
+def server_argv(command: str, port: int) -> list[str]:
+    return [word.replace("{port}", str(port)) for word in shlex.split(command)]
+
+
+def server_env(environ: dict[str, str], port: int) -> dict[str, str]:
+    env = dict(environ, OLLAMA_HOST=f"127.0.0.1:{port}", PORT=str(port))
+    env.setdefault("OLLAMA_NOPRUNE", "1")  # every job start is a server start: keep partly pulled blobs
+    return env
+
+
+async def serve_inner(unix_path: str, command: str, environ: dict[str, str], ready_timeout_s: float,
+                      kind: str = "ollama") -> int:
+    """Inside the job's own network namespace: the server on this namespace's loopback, bridged to `unix_path`;
+    prints READY once it answers, then serves until TERM."""
+    from app.cluster import isolate
+
+    isolate.loopback_up()
+    port = free_port("127.0.0.1")
+    argv = server_argv(command, port)
+    try:
+        # the server's own output goes to the job's log (stderr): our stdout says READY to the outside, nothing else
+        child = await asyncio.create_subprocess_exec(*argv, env=server_env(environ, port), start_new_session=True,
+                                                     stdout=sys.stderr.fileno())
+    except OSError as exc:
+        raise UserError(f"cannot start the server command {argv[0]!r} ({exc.strerror or exc}) — "
+                        "check the profile's command") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    bridge = None
+    try:
+        ready = asyncio.ensure_future(_ready(port, child, ready_timeout_s, kind))
+        woke = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({ready, woke}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            return 0
+        woke.cancel()
+        ready.result()
+        bridge = await isolate.bridge(unix_path, port)
+        print("READY", flush=True)
+        child_done = asyncio.ensure_future(child.wait())
+        woke = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({child_done, woke}, return_when=asyncio.FIRST_COMPLETED)
+        woke.cancel()
+        return 1 if child_done.done() else 0
+    finally:
+        if bridge is not None:
+            bridge.close()
+        await _stop(child)
+
+
+async def _start_isolated(job_id: str, command: str, environ: dict[str, str], ready_timeout_s: float, kind: str,
+                          stop: asyncio.Event) -> tuple[asyncio.subprocess.Process | None, str]:
+    """The server in a network namespace of its own (isolate.py): the inner process, and its Unix socket once the
+    server answers (None for the process when a stop came first)."""
+    import tempfile
+
+    from app.cluster import isolate
+
+    folder = tempfile.mkdtemp(prefix=f"notes-tui-job-{job_id}-")  # 0700: only the owner reaches the socket
+    sock = os.path.join(folder, "server.sock")
+    argv = isolate.isolated_command([sys.executable, "-m", "app", "server", "inner", "--unix", sock, "--command",
+                                     command, "--kind", kind, "--ready-timeout", f"{ready_timeout_s:g}"])
+    child = await asyncio.create_subprocess_exec(*argv, env=environ, start_new_session=True,
+                                                 stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    line = asyncio.ensure_future(child.stdout.readline())
+    woke = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({line, woke}, return_when=asyncio.FIRST_COMPLETED)
+    if not line.done():
+        line.cancel()
+        await _stop(child)
+        return None, sock
+    woke.cancel()
+    if line.result().strip() != b"READY":
+        code = await child.wait()
+        raise UserError(f"the server did not start in its own network namespace (exit status {code}) — see the "
+                        "lines above in this job's output")
+    return child, sock
+
+
 async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, slurm: Slurm | None = None,
-                kind: str = "ollama") -> int:
+                kind: str = "ollama", isolated: bool = True) -> int:
     job_id = environ.get("SLURM_JOB_ID")
     if not job_id:
         raise UserError("notes-tui server proxy runs inside a server job — start one with: "
@@ -89,32 +172,51 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
         raise UserError("the server command is empty — set command in the profile, e.g. \"ollama serve\"")
     cluster = environ.get("NOTES_TUI_CLUSTER") or None
     node = environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-    port = free_port("127.0.0.1")
-    argv = [word.replace("{port}", str(port)) for word in shlex.split(command)]
-    env = dict(environ, OLLAMA_HOST=f"127.0.0.1:{port}", PORT=str(port))
-    env.setdefault("OLLAMA_NOPRUNE", "1")  # every job start is a server start: keep partly pulled blobs
-    try:
-        child = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True)
-    except OSError as exc:
-        raise UserError(f"cannot start the server command {argv[0]!r} ({exc.strerror or exc}) — "
-                        "check the profile's command") from None
+    if isolated:
+        from app.cluster.isolate import unavailable
+
+        why = unavailable()
+        if why is not None:
+            raise UserError(f"cannot keep the server to you on this node: {why} — ask the site to allow them, or set "
+                            'isolate = false in the profile with extra = ["--exclusive"] (a node to yourself)')
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     record = tokens.record_path(job_id, cluster, environ)
     proxy: AuthProxy | None = None
+    child: asyncio.subprocess.Process | None = None
+    workdir: str | None = None
     try:
-        say(f"job {job_id}: started {argv[0]} (pid {child.pid}) on 127.0.0.1:{port}; waiting for it to answer")
-        ready = asyncio.ensure_future(_ready(port, child, ready_timeout_s, kind))
-        woke = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({ready, woke}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            return 0
-        woke.cancel()
-        ready.result()
-        proxy = AuthProxy(tokens.new_token(), "127.0.0.1", port)
+        if isolated:
+            say(f"job {job_id}: starting {shlex.split(command)[0]} in a network namespace of its own; waiting for it "
+                "to answer")
+            child, sock = await _start_isolated(job_id, command, environ, ready_timeout_s, kind, stop)
+            workdir = os.path.dirname(sock)
+            if child is None:
+                return 0
+            proxy = AuthProxy(tokens.new_token(), "127.0.0.1", 0, upstream_unix=sock)
+            say(f"job {job_id}: the server answers only through {sock} (0700): no port of it is open on the node")
+        else:
+            port = free_port("127.0.0.1")
+            argv = server_argv(command, port)
+            try:
+                child = await asyncio.create_subprocess_exec(*argv, env=server_env(environ, port),
+                                                             start_new_session=True)
+            except OSError as exc:
+                raise UserError(f"cannot start the server command {argv[0]!r} ({exc.strerror or exc}) — "
+                                "check the profile's command") from None
+            say(f"job {job_id}: started {argv[0]} (pid {child.pid}) on 127.0.0.1:{port} (isolate = false: other "
+                "users of this node can reach that port); waiting for it to answer")
+            ready = asyncio.ensure_future(_ready(port, child, ready_timeout_s, kind))
+            woke = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({ready, woke}, return_when=asyncio.FIRST_COMPLETED)
+            if not ready.done():
+                ready.cancel()
+                return 0
+            woke.cancel()
+            ready.result()
+            proxy = AuthProxy(tokens.new_token(), "127.0.0.1", port)
         public = await proxy.start("0.0.0.0", 0)
         url = f"http://{node}:{public}"
         tokens.write_record(record, {"job_id": job_id, "cluster": cluster, "url": url, "node": node,
@@ -141,7 +243,12 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
             await proxy.close()
             say(f"job {job_id}: stopped; {proxy.stats.connections} connections, "
                 f"{proxy.stats.refused} refused without the token")
-        await _stop(child)
+        if child is not None:
+            await _stop(child)
+        if workdir is not None:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -87,6 +87,7 @@ def server_submission(name: str, profile: Profile, ledger_dir: Path, environ: di
     env = _job_env(environ, cluster)
     env["NOTES_TUI_SERVER_COMMAND"] = profile.command
     env["NOTES_TUI_SERVER_KIND"] = kind
+    env["NOTES_TUI_ISOLATE"] = "1" if profile.isolate else "0"
     env["NOTES_TUI_READY_TIMEOUT_S"] = f"{profile.ready_timeout_s:g}"
     if profile.models_dir:
         env["OLLAMA_MODELS"] = os.path.expanduser(profile.models_dir)
