@@ -63,6 +63,20 @@ async def _ready(port: int, child: asyncio.subprocess.Process, timeout_s: float,
             await asyncio.sleep(READY_POLL_S)
 
 
+async def _ready_unless_stopped(port: int, child: asyncio.subprocess.Process, timeout_s: float, kind: str,
+                                stop: asyncio.Event) -> bool:
+    """True once the server answers; False when the job was told to stop first."""
+    ready = asyncio.ensure_future(_ready(port, child, timeout_s, kind))
+    woke = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({ready, woke}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
+        return False
+    woke.cancel()
+    ready.result()
+    return True
+
+
 async def _stop(child: asyncio.subprocess.Process) -> None:
     if child.returncode is not None:
         return
@@ -109,14 +123,8 @@ async def serve_inner(unix_path: str, command: str, environ: dict[str, str], rea
         loop.add_signal_handler(sig, stop.set)
     bridge = None
     try:
-        ready = asyncio.ensure_future(_ready(port, child, ready_timeout_s, kind))
-        woke = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({ready, woke}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
+        if not await _ready_unless_stopped(port, child, ready_timeout_s, kind, stop):
             return 0
-        woke.cancel()
-        ready.result()
         bridge = await isolate.bridge(unix_path, port)
         print("READY", flush=True)
         child_done = asyncio.ensure_future(child.wait())
@@ -208,14 +216,8 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
                                 "check the profile's command") from None
             say(f"job {job_id}: started {argv[0]} (pid {child.pid}) on 127.0.0.1:{port} (isolate = false: other "
                 "users of this node can reach that port); waiting for it to answer")
-            ready = asyncio.ensure_future(_ready(port, child, ready_timeout_s, kind))
-            woke = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({ready, woke}, return_when=asyncio.FIRST_COMPLETED)
-            if not ready.done():
-                ready.cancel()
+            if not await _ready_unless_stopped(port, child, ready_timeout_s, kind, stop):
                 return 0
-            woke.cancel()
-            ready.result()
             proxy = AuthProxy(tokens.new_token(), "127.0.0.1", port)
         public = await proxy.start("0.0.0.0", 0)
         url = f"http://{node}:{public}"
