@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -11,6 +13,38 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # support, runhelp and standin_ollama live here
 
 from support import MYSQL, mysql_up, need  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns xdist_group marks into the groups --dist loadgroup schedules
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("serial"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+@pytest.fixture(autouse=True)
+def machine_share(request, tmp_path_factory):
+    """Under xdist, a `serial` test runs while no other test does: a readers-writer lock over the workers of this
+    session (every other test holds it shared). The turnstile gives a waiting serial test precedence; without it
+    the other worker, taking the shared lock again after each of its tests, could keep it waiting to the end."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    session_dir = tmp_path_factory.getbasetemp().parent  # the workers' basetemps are popen-gwN inside it
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(session_dir / "machine.turnstile", "a") as turnstile, open(session_dir / "machine.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        finally:
+            if not serial:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if serial:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)
@@ -47,13 +81,33 @@ def mysql_db():
         admin.close()
 
 
+FAULT_TALLY: list[tuple[str, int, int, int]] = []  # (label, notes, lost, doubled) of every check, from every worker
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """faultkit.check_outcome tallies in the process that ran the test; the report carries the tally to the
+    process that prints the summary (under xdist, another one)."""
+    report = (yield).get_result()
+    faultkit = sys.modules.get("faultkit")
+    if faultkit is not None and faultkit.TALLY:
+        checks = [(label, o.notes, len(o.lost), len(o.doubled)) for label, o in faultkit.TALLY]
+        faultkit.TALLY.clear()
+        report.user_properties.append(("fault_tally", checks))
+
+
+def pytest_runtest_logreport(report):
+    for name, value in report.user_properties:
+        if name == "fault_tally":
+            FAULT_TALLY.extend(tuple(check) for check in value)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The figures of the fault scenarios that ran: every one ends in faultkit.check_outcome."""
-    faultkit = sys.modules.get("faultkit")
-    if faultkit is None or not faultkit.TALLY:
+    if not FAULT_TALLY:
         return
-    tally = faultkit.TALLY
-    scenarios = sorted({label for label, _ in tally})
+    scenarios = {label for label, *_ in FAULT_TALLY}
     terminalreporter.write_line(
-        f"fault scenarios: {len(scenarios)} checked ({len(tally)} checks), {sum(o.notes for _, o in tally)} notes, "
-        f"lost {sum(len(o.lost) for _, o in tally)}, doubled {sum(len(o.doubled) for _, o in tally)}")
+        f"fault scenarios: {len(scenarios)} checked ({len(FAULT_TALLY)} checks), "
+        f"{sum(notes for _, notes, _, _ in FAULT_TALLY)} notes, lost {sum(lost for *_, lost, _ in FAULT_TALLY)}, "
+        f"doubled {sum(doubled for *_, doubled in FAULT_TALLY)}")

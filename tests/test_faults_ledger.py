@@ -30,6 +30,7 @@ def write_exp(tmp_path, server, source, batch=10):
     return exp
 
 
+@pytest.mark.serial  # mounts a tmpfs
 @pytest.mark.parametrize("kind", ["mysql", "sqlite"])
 def test_the_ledger_disk_fills_up_mid_run(tmp_path, kind, request, server):
     notes, table, source = notes_source(kind, sop_notes(N), tmp_path, request)
@@ -62,6 +63,7 @@ def test_the_ledger_disk_fills_up_mid_run(tmp_path, kind, request, server):
         check_outcome(table, notes, ledger, label=f"ledger disk full mid-run ({kind})")
 
 
+@pytest.mark.serial  # mounts a tmpfs
 def test_a_full_ledger_disk_at_the_start_is_one_line(tmp_path, server):
     notes, table, source = notes_source("sqlite", sop_notes(20), tmp_path, None)
     exp = write_exp(tmp_path, server, source)

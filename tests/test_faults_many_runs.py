@@ -17,7 +17,7 @@ from runhelp import spawn_run
 from standin_ollama import spawn_standin
 from support import ROOT, experiment_toml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # 100 processes: the whole machine
 
 RUNS = 100
 NOTES = 6

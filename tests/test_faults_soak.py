@@ -14,7 +14,7 @@ from runhelp import ledger_runs, spawn_run
 from standin_ollama import spawn_standin
 from support import experiment_toml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # the kills land at chosen moments of a run, not of a busy machine
 
 ROUNDS = 20
 N = 1200

@@ -51,6 +51,7 @@ def test_a_journal_that_is_a_fifo_is_named_not_waited_for(tmp_path):
     assert cli("ledger", "list", "--ledger", str(tmp_path / "l"), timeout=30).returncode == 0
 
 
+@pytest.mark.serial  # mounts a tmpfs
 def test_a_ledger_on_a_read_only_mount_verifies_and_lists():
     with small_tmpfs("4m") as mount:
         copy = mount / "ledger"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
 
 import pytest
 from runhelp import cli, journal_records, ledger_runs, spawn_run
@@ -99,15 +100,16 @@ def test_password_never_reaches_ledger_journal_or_output(tmp_path, mysql_db, cap
     db, connect = mysql_db
     fill(connect, 5)
     password = "Zebra-Quartz-7731"
+    user = "nt_secret_" + uuid.uuid4().hex[:8]  # users are server-wide: another session's test must not drop ours
     admin = connect()
     with admin.cursor() as cur:
-        cur.execute("CREATE USER IF NOT EXISTS 'nt_secret'@'%%' IDENTIFIED BY %s", (password,))
-        cur.execute("CREATE USER IF NOT EXISTS 'nt_secret'@'localhost' IDENTIFIED BY %s", (password,))
-        cur.execute(f"GRANT ALL ON `{db}`.* TO 'nt_secret'@'%'")
-        cur.execute(f"GRANT ALL ON `{db}`.* TO 'nt_secret'@'localhost'")
+        cur.execute(f"CREATE USER IF NOT EXISTS '{user}'@'%%' IDENTIFIED BY %s", (password,))
+        cur.execute(f"CREATE USER IF NOT EXISTS '{user}'@'localhost' IDENTIFIED BY %s", (password,))
+        cur.execute(f"GRANT ALL ON `{db}`.* TO '{user}'@'%'")
+        cur.execute(f"GRANT ALL ON `{db}`.* TO '{user}'@'localhost'")
     try:
         env = tmp_path / ".env"
-        env.write_text(f"DB_USER=nt_secret\nDB_PASS={password}\nDB_HOST=127.0.0.1\nDB_NAME={db}\n")
+        env.write_text(f"DB_USER={user}\nDB_PASS={password}\nDB_HOST=127.0.0.1\nDB_NAME={db}\n")
         env.chmod(0o600)
         with StandinOllama(latency=0.0) as server:
             exp = tmp_path / "exp.toml"
@@ -125,8 +127,8 @@ def test_password_never_reaches_ledger_journal_or_output(tmp_path, mysql_db, cap
         assert "PORTABLE CHEST" not in out + err + "".join(p.read_text() for p in private_ledger.rglob("*.jsonl"))
     finally:
         with admin.cursor() as cur:
-            cur.execute("DROP USER IF EXISTS 'nt_secret'@'%'")
-            cur.execute("DROP USER IF EXISTS 'nt_secret'@'localhost'")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
         admin.close()
 
 

@@ -21,7 +21,8 @@ from support import ROOT, TESTS, experiment_toml, need, write_env
 from app.cluster import tokens
 from app.cluster.slurm import Slurm
 
-pytestmark = pytest.mark.slow
+# xdist: one worker at a time on the one-node test Slurm, where two tests' jobs would queue behind each other
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SQLITE_SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 # the stand-in honours --port; the profile's command hands it the port of OLLAMA_HOST, as `ollama serve` reads it

@@ -12,7 +12,8 @@ from support import need
 from test_slurm_cluster import STANDIN_COMMAND, cluster_up, queue_has, wait_until
 from tuikit import build_app, rows, run, screen_text, until
 
-pytestmark = pytest.mark.slow
+# xdist: one worker at a time on the one-node test Slurm, where two tests' jobs would queue behind each other
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from standin_ollama import StandinOllama
-from tuikit import build_app, until, write_config
+from tuikit import build_app, pinned_resources, until, write_config
 
 from app.cluster.health import Prober
 
@@ -22,6 +22,8 @@ PORTS = (47434, 47435)
 DOWN = "http://127.0.0.1:47436"  # nothing listens there
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SIZES = [(80, 24), (120, 40)]
+
+pytestmark = pytest.mark.xdist_group("pinned")  # the fixed ports, with test_tui_snapshots_more
 
 
 class PinnedRoundTrip(Prober):
@@ -32,6 +34,11 @@ class PinnedRoundTrip(Prober):
 
 @pytest.fixture
 def pinned(tmp_path, monkeypatch):
+    with pinned_resources():
+        yield from _pinned(tmp_path, monkeypatch)
+
+
+def _pinned(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     a = StandinOllama(port=PORTS[0], models=("llama3", "qwen2.5:7b", "mistral", "llama3.1:70b"),

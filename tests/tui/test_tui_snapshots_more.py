@@ -14,18 +14,25 @@ from pinned_ledger import pinned_ledger
 from standin_ollama import StandinOllama
 from support import experiment_toml
 from test_tui_snapshots import NOW, PinnedRoundTrip
-from tuikit import until, write_config
+from tuikit import pinned_resources, until, write_config
 
 from app.context import load_context
 from app.tui.app import make_app
 
 ROOT = Path("/tmp/notes-tui-snapshots")  # fixed: the header and the Experiments title show these paths
 SIZES = [(80, 24), (120, 40)]
+
+pytestmark = pytest.mark.xdist_group("pinned")  # the fixed port and ROOT, with test_tui_snapshots
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 
 
 @pytest.fixture
 def pinned(monkeypatch):
+    with pinned_resources():
+        yield from _pinned(monkeypatch)
+
+
+def _pinned(monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     shutil.rmtree(ROOT, ignore_errors=True)

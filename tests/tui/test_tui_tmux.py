@@ -19,6 +19,8 @@ from standin_ollama import spawn_standin
 from support import ROOT, need
 from tuikit import write_config
 
+pytestmark = pytest.mark.serial  # a real terminal: key presses and screen reads are timed, and the model run needs both cores
+
 
 class Tmux:
     """A tmux server of the test's own (its own socket): other tmux sessions on the machine are not touched."""

@@ -4,7 +4,10 @@ for conditions instead of sleeping for fixed times."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +19,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def pinned_resources():
+    """Held while a snapshot test uses its fixed ports and paths (they are on screen, so they cannot be random).
+    The xdist group keeps this session's snapshot tests on one worker; this keeps other sessions on the machine out."""
+    with open(Path(tempfile.gettempdir()) / "notes-tui-pinned-snapshots.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def closed_url() -> str:
