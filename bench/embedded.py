@@ -15,8 +15,8 @@ speed over a's (notes/s with and without the load, and model calls/s): 1.0 or mo
 (a) gets llama-cpp-python's default threads (cpu_count // 2 to generate, cpu_count for the prompt), as a script
 would. On a machine shared with other work the figures move with its load (printed), so run both more than once.
 
-    python bench/embedded.py                  # N = 12, once
-    python bench/embedded.py --notes 51 --repeat 3
+    python -m bench.embedded                  # N = 12, once
+    python -m bench.embedded --notes 51 --repeat 3
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app.backends.llamacpp import default_gguf
+from app.config import load_experiment
+from app.engine.answer import AnswerSpec
 
-from app.backends.llamacpp import default_gguf  # noqa: E402
-from app.config import load_experiment  # noqa: E402
-from app.engine.answer import AnswerSpec  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEMO = ROOT / "experiments" / "demo.toml"
 

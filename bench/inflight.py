@@ -2,8 +2,8 @@
 engine had before it (6 in flight per host), in one run: notes from MariaDB, results and ledger written, stand-ins
 in processes of their own. Each line prints the share of the servers' capacity and the server-side queue.
 
-    python bench/inflight.py              # every scenario
-    python bench/inflight.py vllm ollama1 # some: vllm, ollama1, two, storm, slowdown, holdout
+    python -m bench.inflight              # every scenario
+    python -m bench.inflight vllm ollama1 # some: vllm, ollama1, two, storm, slowdown, holdout
 
 - vllm:     one vLLM-shaped server, 64 slots at 200 ms (capacity 320 notes/s), 4,000 notes, openai-compatible
 - ollama1:  one Ollama with one slot (OLLAMA_NUM_PARALLEL unset) at 200 ms, 300 notes
@@ -16,20 +16,17 @@ in processes of their own. Each line prints the share of the servers' capacity a
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import app.engine.hosts as hosts_module
+from bench.servers import write_mysql_experiment
+from bench.throughput import prepare_db, run_engine
+from tests.standin.standin_ollama import spawn_standin
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
-
-from servers import write_mysql_experiment  # noqa: E402
-from standin_ollama import spawn_standin  # noqa: E402
-from throughput import prepare_db, run_engine  # noqa: E402
-
-import app.engine.hosts as hosts_module  # noqa: E402
 
 FIXED = 6  # what every host got before the limit adapted (config.DEFAULT_CONCURRENCY)
 

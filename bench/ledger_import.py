@@ -1,6 +1,6 @@
 """How long the ledger takes to import 200 journals x 1,000 units (batches of 100, a checkpoint after each).
 
-    python bench/ledger_import.py [--journals 200] [--units 1000] [--dir DIR]
+    python -m bench.ledger_import [--journals 200] [--units 1000] [--dir DIR]
 
 Not a test: prints timings for a first import, a no-op sync, a rebuild and a listing.
 """
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledger import Journal, Ledger
 

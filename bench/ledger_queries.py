@@ -1,7 +1,7 @@
 """How fast the audit commands answer on a big ledger: 10,000 runs and 2,000,000 unit outcomes.
 
-    python bench/ledger_queries.py [--dir DIR] [--keep] [--scale 1.0]
-    python bench/ledger_queries.py --reuse DIR      # the queries again, on a ledger an earlier --dir DIR built
+    python -m bench.ledger_queries [--dir DIR] [--keep] [--scale 1.0]
+    python -m bench.ledger_queries --reuse DIR      # the queries again, on a ledger an earlier --dir DIR built
 
 The ledger holds what a busy group's years look like: 9,988 small runs (~170 notes each) over 50 experiments, one
 study of 100,000 notes run as a 10-task array (10 shards of 10,000), and the same 100,000 notes answered by two
@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ledger import Ledger
+from ledger.ids import new_run_id
+from ledger.journal import encode_record, line_hash
 
-from ledger import Ledger  # noqa: E402
-from ledger.ids import new_run_id  # noqa: E402
-from ledger.journal import encode_record, line_hash  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LABELS = ("(1) Likely", "(2) Unlikely", "(3) Unable to say")
 SCHEMA = {"type": "object", "properties": {"response": {"enum": list(LABELS), "type": "string"},

@@ -1,10 +1,10 @@
 """The live feed, measured: how soon a finished note shows in the feed of a real headless run, and what following a
 feed costs a monitor that polls it.
 
-    python bench/live_feed.py                      # a run at ~200 notes/s (stand-in L=20 ms, 4 slots), batch 1000
-    python bench/live_feed.py --notes 4000 --poll 0.5
-    python bench/live_feed.py --synthetic 200000   # follower cost and RSS over 200,000 lines (~17 min at 200/s)
-    python bench/live_feed.py --subscriber 200000  # the run's side: CPU the feed adds to each note
+    python -m bench.live_feed                      # a run at ~200 notes/s (stand-in L=20 ms, 4 slots), batch 1000
+    python -m bench.live_feed --notes 4000 --poll 0.5
+    python -m bench.live_feed --synthetic 200000   # follower cost and RSS over 200,000 lines (~17 min at 200/s)
+    python -m bench.live_feed --subscriber 200000  # the run's side: CPU the feed adds to each note
 
 Latency is the time from the moment the run wrote a unit line's `t` (when the note finished) to the poll that
 returned it, on one host (one clock). Two figures: polled every 20 ms (what the feed itself adds: its 200 ms flush),
@@ -24,16 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.engine.events import UnitDone
+from app.runs.follow import FeedFollower
+from ledger import new_run_id
+from ledger.live import FeedWriter
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import spawn_standin
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from standin_ollama import spawn_standin  # noqa: E402
-from support import experiment_toml  # noqa: E402
-
-from app.engine.events import UnitDone  # noqa: E402
-from app.runs.follow import FeedFollower  # noqa: E402
-from ledger import new_run_id  # noqa: E402
-from ledger.live import FeedWriter  # noqa: E402
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 KEEP_LINES = 5000  # what a monitor keeps on screen

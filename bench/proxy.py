@@ -5,8 +5,8 @@ engine's: the official AsyncClient over the lean transport, structured-output ch
 The stand-in, the proxy and the client run as three processes, so each one's CPU is measured apart. Direct and
 proxied rounds alternate, to spread the noise of a shared machine over both.
 
-    python bench/proxy.py                     # 2 rounds of 1,200 requests each way
-    python bench/proxy.py --requests 600 --rounds 1
+    python -m bench.proxy                     # 2 rounds of 1,200 requests each way
+    python -m bench.proxy --requests 600 --rounds 1
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+import ollama
+
+from app.backends.transport import LeanTransport
+from tests.standin.standin_ollama import spawn_standin
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-import ollama  # noqa: E402
-from standin_ollama import spawn_standin  # noqa: E402
-
-from app.backends.transport import LeanTransport  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 SCHEMA = {"type": "object", "properties": {"response": {"type": "string", "enum": ["(1) Likely", "(2) Unlikely"]},

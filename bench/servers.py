@@ -1,14 +1,14 @@
 """notes-tui against each kind of server, side by side with what a researcher would write by hand on the same
 server and notes, in one run (so both meet the same machine):
 
-    python bench/servers.py real      # the real llama.cpp server (xllamacpp, SmolLM2-135M, 2 slots), the 51 demo notes:
+    python -m bench.servers real      # the real llama.cpp server (xllamacpp, SmolLM2-135M, 2 slots), the 51 demo notes:
                                       # notes-tui --run (whole process, results in SQLite, ledger) vs the official
                                       # `openai` client in a thread pool (writes nothing)
-    python bench/servers.py vllm      # a stand-in shaped like vLLM (64 slots, 200 ms a note, capacity 320 notes/s),
+    python -m bench.servers vllm      # a stand-in shaped like vLLM (64 slots, 200 ms a note, capacity 320 notes/s),
                                       # 3,000 notes from MariaDB with [run] concurrency = 72: the share of capacity
-    python bench/servers.py ollama    # a 200-note Ollama run end to end (whole process, MariaDB in and out) vs the
+    python -m bench.servers ollama    # a 200-note Ollama run end to end (whole process, MariaDB in and out) vs the
                                       # official `ollama` client in a thread pool that also writes its results
-    python bench/servers.py all
+    python -m bench.servers all
 
 The embedded model against the plain llama-cpp-python loop is bench/embedded.py. Figures go to the README; no test
 asserts them.
@@ -27,13 +27,13 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+import pymysql
 
-import pymysql  # noqa: E402
-from standin_ollama import spawn_standin  # noqa: E402
-from support import PNEUMONIA_ANSWER  # noqa: E402
-from throughput import DB, MYSQL, prepare_db, run_engine  # noqa: E402
+from bench.throughput import DB, MYSQL, prepare_db, run_engine
+from tests.helpers.support import PNEUMONIA_ANSWER
+from tests.standin.standin_ollama import spawn_standin
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SYSTEM = "You are a medical analysis assistant. Answer with JSON only."
 USER = "Does this note suggest pneumonia is a diagnosis? Note: {note}"
@@ -83,7 +83,7 @@ OPENAI_PEER = textwrap.dedent('''
 
 
 def bench_real(args: argparse.Namespace) -> None:
-    from llama_server import have_xllamacpp, spawn_llama_server
+    from tests.standin.llama_server import have_xllamacpp, spawn_llama_server
 
     if not have_xllamacpp():
         sys.exit("xllamacpp is not installed: pip install -e '.[test]'")

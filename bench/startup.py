@@ -1,7 +1,7 @@
 """What a headless run spends of its own: a one-note run against a server answering in 1 ms, whole process, start to
 exit (median of N). The interpreter's own start is printed beside it.
 
-    python bench/startup.py [--runs 15]
+    python -m bench.startup [--runs 15]
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import spawn_standin
 
-from standin_ollama import spawn_standin  # noqa: E402
-from support import experiment_toml  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 

@@ -2,11 +2,11 @@
 ledger written. Prints notes/s, efficiency = measured / (H*P/L), engine CPU ms per note, RSS, and the same notes
 done the SOP's way (one at a time, row-by-row insert) and the hand-written bar (official client, thread pool of 8).
 
-    python bench/throughput.py                          # L=200 ms, P=4, H=2, 2,000 notes
-    python bench/throughput.py --queue 2 --notes 1000   # a 503 storm: every note must still be answered
-    python bench/throughput.py --stream 200000          # RSS while streaming 200,000 notes (L=0, many slots)
-    python bench/throughput.py --llamacpp 20            # the embedded model on the demo notes
-    python bench/throughput.py --no-feed                # without the live feed (what the feed costs)
+    python -m bench.throughput                          # L=200 ms, P=4, H=2, 2,000 notes
+    python -m bench.throughput --queue 2 --notes 1000   # a 503 storm: every note must still be answered
+    python -m bench.throughput --stream 200000          # RSS while streaming 200,000 notes (L=0, many slots)
+    python -m bench.throughput --llamacpp 20            # the embedded model on the demo notes
+    python -m bench.throughput --no-feed                # without the live feed (what the feed costs)
 """
 
 from __future__ import annotations
@@ -16,28 +16,26 @@ import asyncio
 import csv
 import os
 import resource
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pymysql
+
+from app.backends import make_backend
+from app.config import load_experiment
+from app.engine.bus import EventBus
+from app.engine.events import Progress, RunStarted
+from app.engine.feed import LiveFeed
+from app.engine.recorder import JournalRecorder
+from app.engine.runner import Runner, RunOptions
+from app.sources import open_source
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import spawn_standin
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-import pymysql  # noqa: E402
-from standin_ollama import spawn_standin  # noqa: E402
-from support import experiment_toml  # noqa: E402
-
-from app.backends import make_backend  # noqa: E402
-from app.config import load_experiment  # noqa: E402
-from app.engine.bus import EventBus  # noqa: E402
-from app.engine.events import Progress, RunStarted  # noqa: E402
-from app.engine.feed import LiveFeed  # noqa: E402
-from app.engine.recorder import JournalRecorder  # noqa: E402
-from app.engine.runner import Runner, RunOptions  # noqa: E402
-from app.sources import open_source  # noqa: E402
 
 DB = "nt_bench"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}

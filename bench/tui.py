@@ -5,9 +5,9 @@ The app runs as a real process in a pseudo-terminal (120x40, TERM=xterm-256color
 processes of their own, so its CPU is measured apart from theirs; a key press is timed from the byte written to the
 terminal to the moment the screen it calls for has been drawn.
 
-    python bench/tui.py                 # all three: start-up, idle (60 s), key latency with four pulls streaming
-    python bench/tui.py --idle-s 20     # a shorter idle window
-    python bench/tui.py --only monitor --notes 100000   # a headless run at ~200 notes/s followed on screen 4
+    python -m bench.tui                 # all three: start-up, idle (60 s), key latency with four pulls streaming
+    python -m bench.tui --idle-s 20     # a shorter idle window
+    python -m bench.tui --only monitor --notes 100000   # a headless run at ~200 notes/s followed on screen 4
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.standin.standin_ollama import spawn_standin
 
-from standin_ollama import spawn_standin  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CLK = os.sysconf("SC_CLK_TCK")
 SERVERS_MARK = b"health every 5 s"
@@ -244,7 +243,7 @@ def bench_monitor(notes: int, presses: int) -> None:
     import sqlite3
     import subprocess
 
-    from support import experiment_toml
+    from tests.helpers.support import experiment_toml
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     # 8 slots at 40 ms: 200 notes/s of capacity, the engine kept just above it

@@ -6,13 +6,10 @@ import fcntl
 import os
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # support, runhelp and standin_ollama live here
-
-from support import MYSQL, mysql_up, need  # noqa: E402
+from tests.helpers.support import MYSQL, mysql_up, need
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist turns xdist_group marks into the groups --dist loadgroup schedules
@@ -89,7 +86,7 @@ def pytest_runtest_makereport(item, call):
     """faultkit.check_outcome tallies in the process that ran the test; the report carries the tally to the
     process that prints the summary (under xdist, another one)."""
     report = (yield).get_result()
-    faultkit = sys.modules.get("faultkit")
+    faultkit = sys.modules.get("tests.helpers.faultkit")
     if faultkit is not None and faultkit.TALLY:
         checks = [(label, o.notes, len(o.lost), len(o.doubled)) for label, o in faultkit.TALLY]
         faultkit.TALLY.clear()

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from support import ROOT, need
+from tests.helpers.support import ROOT, need
 
 
 def test_import_linter_contracts_hold():

@@ -11,8 +11,9 @@ import sys
 import time
 
 import pytest
-from standin_ollama import StandinOllama
-from support import ROOT
+
+from tests.helpers.support import ROOT
+from tests.standin.standin_ollama import StandinOllama
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

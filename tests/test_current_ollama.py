@@ -7,9 +7,10 @@ import json
 import sqlite3
 
 import pytest
-from runhelp import cli, journal_records, ledger_runs
-from standin_ollama import StandinOllama
-from support import experiment_toml
+
+from tests.helpers.runhelp import cli, journal_records, ledger_runs
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 CURRENT = "0.13.1"

@@ -12,13 +12,13 @@ import sys
 import termios
 
 import pytest
-from runhelp import ledger_runs
-from standin_ollama import StandinOllama
-from support import ROOT, experiment_toml
-from test_live_feed import wait_for
-from test_run_sqlite import SOURCE, make_db, results
 
 from ledger.procinfo import pid_alive
+from tests.helpers.notes import SOURCE, make_db, results
+from tests.helpers.runhelp import ledger_runs
+from tests.helpers.support import ROOT, experiment_toml
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import StandinOllama
 
 N = 40
 PARENT = """

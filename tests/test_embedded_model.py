@@ -9,8 +9,9 @@ import shutil
 import sqlite3
 
 import pytest
-from runhelp import cli, journal_records, ledger_runs
-from support import ROOT, need
+
+from tests.helpers.runhelp import cli, journal_records, ledger_runs
+from tests.helpers.support import ROOT, need
 
 pytestmark = pytest.mark.slow
 

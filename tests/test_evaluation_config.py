@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from auditkit import SOURCE, make_notes, spawn_cli
-from support import experiment_toml
+
+from tests.helpers.auditkit import SOURCE, make_notes, spawn_cli
+from tests.helpers.support import experiment_toml
 
 GROUPED = SOURCE.replace('id_columns = ["note_id"]', 'group_by = ["gold"]')
 

@@ -8,10 +8,12 @@ import sys
 import time
 
 import pytest
-from faultkit import WRITTEN, check_outcome, count_rows, fill_disk, notes_source, small_tmpfs, sop_notes, wait_for
-from runhelp import journal_records, ledger_runs, spawn_run
-from standin_ollama import spawn_standin
-from support import ROOT, experiment_toml
+
+from tests.helpers.faultkit import WRITTEN, check_outcome, count_rows, fill_disk, notes_source, small_tmpfs, sop_notes
+from tests.helpers.runhelp import journal_records, ledger_runs, spawn_run
+from tests.helpers.support import ROOT, experiment_toml
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import spawn_standin
 
 N = 400
 

@@ -12,10 +12,11 @@ import sys
 import time
 
 import pytest
-from faultkit import check_outcome, fill_mysql, mysql_source, mysql_table, private_mariadb, sop_notes
-from runhelp import spawn_run
-from standin_ollama import spawn_standin
-from support import ROOT, experiment_toml
+
+from tests.helpers.faultkit import check_outcome, fill_mysql, mysql_source, mysql_table, private_mariadb, sop_notes
+from tests.helpers.runhelp import spawn_run
+from tests.helpers.support import ROOT, experiment_toml
+from tests.standin.standin_ollama import spawn_standin
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # 100 processes: the whole machine
 

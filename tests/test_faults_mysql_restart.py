@@ -7,10 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from faultkit import check_outcome, count_rows, fill_mysql, mysql_source, mysql_table, private_mariadb, sop_notes, wait_for
-from runhelp import ledger_runs, spawn_run
-from standin_ollama import spawn_standin
-from support import experiment_toml
+
+from tests.helpers.faultkit import check_outcome, count_rows, fill_mysql, mysql_source, mysql_table, private_mariadb, sop_notes
+from tests.helpers.runhelp import ledger_runs, spawn_run
+from tests.helpers.support import experiment_toml
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import spawn_standin
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,11 @@ import signal
 import time
 
 import pytest
-from faultkit import check_outcome, count_rows, notes_source, sop_notes
-from runhelp import ledger_runs, spawn_run
-from standin_ollama import spawn_standin
-from support import experiment_toml
+
+from tests.helpers.faultkit import check_outcome, count_rows, notes_source, sop_notes
+from tests.helpers.runhelp import ledger_runs, spawn_run
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import spawn_standin
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # the kills land at chosen moments of a run, not of a busy machine
 

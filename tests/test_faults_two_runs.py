@@ -9,10 +9,12 @@ import signal
 import socket
 
 import pytest
-from faultkit import check_outcome, notes_source, sop_notes, wait_for
-from runhelp import ledger_runs, spawn_run
-from standin_ollama import spawn_standin
-from support import experiment_toml
+
+from tests.helpers.faultkit import check_outcome, notes_source, sop_notes
+from tests.helpers.runhelp import ledger_runs, spawn_run
+from tests.helpers.support import experiment_toml
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import spawn_standin
 
 N = 120
 

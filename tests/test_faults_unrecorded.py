@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 import pytest
-from faultkit import check_outcome, notes_source, sop_notes
-from runhelp import journal_records, ledger_runs, spawn_run
-from standin_ollama import StandinOllama
-from support import ROOT, experiment_toml
+
+from tests.helpers.faultkit import check_outcome, notes_source, sop_notes
+from tests.helpers.runhelp import journal_records, ledger_runs, spawn_run
+from tests.helpers.support import ROOT, experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 N = 40
 BATCH = 5
@@ -27,7 +28,7 @@ def test_rows_no_journal_records_are_answered_again(tmp_path, kind, request, pri
         exp.write_text(experiment_toml(source=source, hosts=[server.url], run="concurrency = 1",
                                        results=f'table = "pna_results"\nbatch_size = {BATCH}'))
         env = dict(os.environ, KILL_BEFORE_JOURNAL_BATCH="3")
-        killed = subprocess.run([sys.executable, "tests/faultpoint.py", "--run", str(exp)], cwd=ROOT, env=env,
+        killed = subprocess.run([sys.executable, "-m", "tests.helpers.faultpoint", "--run", str(exp)], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=60)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         journaled = [u["id"] for rec in journal_records(private_ledger) for u in rec.get("units", [])]

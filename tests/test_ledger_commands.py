@@ -12,10 +12,11 @@ import sys
 from html.parser import HTMLParser
 
 import pytest
-from auditkit import NOTE_MARK, build, run_cli, spawn_cli
 from sklearn.metrics import cohen_kappa_score
-from standin_ollama import StandinOllama
-from support import experiment_toml
+
+from tests.helpers.auditkit import NOTE_MARK, build, run_cli, spawn_cli
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def test_sql_views_answer_the_common_questions(built):
 
 
 def test_rerun_writes_the_experiment_back(tmp_path, private_ledger):
-    from auditkit import SOURCE, make_notes
+    from tests.helpers.auditkit import SOURCE, make_notes
 
     make_notes(tmp_path / "notes.db", n=6)
     with StandinOllama(latency=0.0) as server:
@@ -282,8 +283,8 @@ def test_an_interrupted_run_and_its_resumption_make_one_report(tmp_path, private
     import signal
     import time
 
-    from auditkit import SOURCE, make_notes
-    from runhelp import spawn_run
+    from tests.helpers.auditkit import SOURCE, make_notes
+    from tests.helpers.runhelp import spawn_run
 
     make_notes(tmp_path / "notes.db", n=40)
     with StandinOllama(latency=0.1, slots=2) as server:

@@ -8,10 +8,11 @@ import shutil
 import sqlite3
 
 import pytest
-from auditkit import build, run_cli, spawn_cli
 from sklearn.metrics import accuracy_score, cohen_kappa_score, precision_recall_fscore_support
 from statsmodels.stats.inter_rater import cohens_kappa
-from support import ROOT, need
+
+from tests.helpers.auditkit import build, run_cli, spawn_cli
+from tests.helpers.support import ROOT, need
 
 MAPPED = {"yes": "(1) Likely", "no": "(2) Unlikely", "unsure": "(3) Unable to say"}
 FALLBACK = "(4) LLM output invalid"

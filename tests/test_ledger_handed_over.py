@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from faultkit import small_tmpfs
-from support import ROOT
 
 from ledger import Journal
+from tests.helpers.faultkit import small_tmpfs
+from tests.helpers.support import ROOT
 
 RUN = "01M8ZZZZZZZZZZZZZZZZZZZZZZ"
 

@@ -7,10 +7,11 @@ import json
 import uuid
 
 import pytest
-from auditkit import run_cli
 from sklearn.metrics import accuracy_score, cohen_kappa_score
-from standin_ollama import StandinOllama
-from support import experiment_toml
+
+from tests.helpers.auditkit import run_cli
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 pytestmark = pytest.mark.mysql
 

@@ -7,7 +7,8 @@ import json
 import shutil
 
 import pytest
-from auditkit import build, spawn_cli
+
+from tests.helpers.auditkit import build, spawn_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,26 +10,17 @@ import sqlite3
 import time
 
 import pytest
-from runhelp import journal_records, spawn_run
-from standin_ollama import StandinOllama
-from support import experiment_toml
-from test_run_sqlite import SOURCE, make_db, results
 
 from app.engine.events import Counts, Progress, RunFinished, RunStarted, UnitDone
 from app.engine.feed import LiveFeed
 from app.runs.follow import FeedFollower
 from ledger import new_run_id
 from ledger.live import FeedWriter, feed_path, prune_feeds
-
-
-def wait_for(condition, timeout=30.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s: {condition}")
+from tests.helpers.notes import SOURCE, make_db, results
+from tests.helpers.runhelp import journal_records, spawn_run
+from tests.helpers.support import experiment_toml
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import StandinOllama
 
 
 def unit_event(i: int, outcome: str = "valid", attempts: int = 1) -> UnitDone:
@@ -189,7 +180,7 @@ def test_old_feeds_are_pruned(tmp_path):
 
 
 def test_no_feed_line_carries_note_text_or_free_text(tmp_path, private_ledger, capsys):
-    from runhelp import cli
+    from tests.helpers.runhelp import cli
 
     make_db(tmp_path / "notes.db", n=12)
     with StandinOllama(latency=0.0, slots=4) as server:

@@ -8,9 +8,10 @@ import shutil
 import sqlite3
 
 import pytest
-from llama_server import gguf_path, have_xllamacpp, spawn_llama_server
-from runhelp import cli, journal_records, ledger_runs
-from support import ROOT, need
+
+from tests.helpers.runhelp import cli, journal_records, ledger_runs
+from tests.helpers.support import ROOT, need
+from tests.standin.llama_server import gguf_path, have_xllamacpp, spawn_llama_server
 
 pytestmark = pytest.mark.slow
 

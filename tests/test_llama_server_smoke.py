@@ -7,9 +7,10 @@ import urllib.request
 from typing import Literal
 
 import pytest
-from llama_server import gguf_path, have_xllamacpp, spawn_llama_server
 from pydantic import BaseModel, ConfigDict
-from support import need
+
+from tests.helpers.support import need
+from tests.standin.llama_server import gguf_path, have_xllamacpp, spawn_llama_server
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from support import ROOT, experiment_toml
-
 from app.backends.ollama import OllamaBackend
 from app.backends.ollama_wire import HttpxWire, LeanWire
 from app.config import load_experiment
+from tests.helpers.support import ROOT, experiment_toml
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["id"]\ntext_column = "t"'
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -41,7 +40,7 @@ def test_a_proxied_host_keeps_httpx_and_no_proxy_is_honoured(tmp_path, monkeypat
 def test_a_headless_run_imports_neither_ollama_nor_httpx_nor_sqlite_utils(tmp_path):
     import sqlite3
 
-    from standin_ollama import StandinOllama
+    from tests.standin.standin_ollama import StandinOllama
 
     conn = sqlite3.connect(tmp_path / "notes.db")
     conn.execute("CREATE TABLE notes (id INTEGER, t TEXT)")

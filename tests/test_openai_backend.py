@@ -8,9 +8,10 @@ import json
 import sqlite3
 
 import pytest
-from runhelp import cli, journal_records, ledger_runs
-from standin_ollama import StandinOllama
-from support import PNEUMONIA_ANSWER
+
+from tests.helpers.runhelp import cli, journal_records, ledger_runs
+from tests.helpers.support import PNEUMONIA_ANSWER
+from tests.standin.standin_ollama import StandinOllama
 
 N = 20
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'

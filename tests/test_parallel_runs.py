@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
-from runhelp import spawn_run
-from standin_ollama import spawn_standin
-from support import ROOT, experiment_toml, write_env
+
+from tests.helpers.runhelp import spawn_run
+from tests.helpers.support import ROOT, experiment_toml, write_env
+from tests.standin.standin_ollama import spawn_standin
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 

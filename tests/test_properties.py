@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from support import experiment_toml
 
 from app.config import AnswerSection, ConfigError, load_experiment
 from app.engine.answer import PUBLIC_TYPES, AnswerSpec
 from app.engine.prompt import Template
 from app.sources.base import decode_note
+from tests.helpers.support import experiment_toml
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

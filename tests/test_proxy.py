@@ -10,12 +10,12 @@ import threading
 
 import httpx
 import pytest
-from runhelp import cli, journal_records
-from standin_ollama import StandinOllama
-from support import experiment_toml
 
 from app.cluster import tokens
 from app.cluster.proxy import AuthProxy
+from tests.helpers.runhelp import cli, journal_records
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 SQLITE_SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 
@@ -118,7 +118,7 @@ def test_health_probe_and_streamed_pull_go_through_with_the_token(guarded):
 
 
 def test_a_run_through_the_proxy_records_the_server_job(guarded, tmp_path, capsys, private_ledger):
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     _, proxy, token, _ = guarded
     make_notes_db(tmp_path / "notes.db")
@@ -135,7 +135,7 @@ def test_a_run_through_the_proxy_records_the_server_job(guarded, tmp_path, capsy
 
 
 def test_without_the_record_a_run_is_refused_in_one_line(guarded, tmp_path, capsys):
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     _, proxy, _, record = guarded
     record.unlink()
@@ -192,7 +192,7 @@ class HeaderSpy:
 def test_a_server_that_cannot_prove_it_is_the_job_gets_no_note_and_no_token(user_config, tmp_path, capsys):
     """A job record (its token) for a URL where another process now listens: the run asks the proof first, without
     the token, and refuses in one line; the impostor never sees the token nor a note."""
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     spy = HeaderSpy()
     token = tokens.new_token()
@@ -210,7 +210,7 @@ def test_a_server_that_cannot_prove_it_is_the_job_gets_no_note_and_no_token(user
 
 
 def test_the_job_proves_itself_and_an_ended_jobs_address_is_refused(guarded, tmp_path, capsys, private_ledger):
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     server, proxy, token, record = guarded
     make_notes_db(tmp_path / "notes.db")

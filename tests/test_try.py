@@ -8,14 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from runhelp import cli
-from standin_ollama import StandinOllama
-from support import ROOT, experiment_toml, write_env
-from test_run_mysql import fill, sop_source
-from test_run_sqlite import SOURCE, make_db, results
 
 from app.config import load_experiment
 from app.tryout import Gold, try_notes
+from tests.helpers.notes import SOURCE, fill, make_db, results, sop_source
+from tests.helpers.runhelp import cli
+from tests.helpers.support import ROOT, experiment_toml, write_env
+from tests.standin.standin_ollama import StandinOllama
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from runhelp import cli
-from support import experiment_toml
+
+from tests.helpers.runhelp import cli
+from tests.helpers.support import experiment_toml
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 TAGS = {"models": [{"name": "llama3:latest", "model": "llama3:latest", "modified_at": "2025-01-01T00:00:00Z",

@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cases import CASES, Bad
-from standin_ollama import StandinOllama
-from support import ROOT, experiment_toml, mysql_up, need
+
+from tests.bad_inputs.cases import CASES, Bad
+from tests.helpers.support import ROOT, experiment_toml, mysql_up, need
+from tests.standin.standin_ollama import StandinOllama
 
 NOTES = [(1, "p1", "Chest X-ray: clear lungs."), (2, "p1", "RLL consolidation {note} 100%")]
 

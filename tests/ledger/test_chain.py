@@ -7,11 +7,10 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ledgerkit import counts_for, make_header, make_units, table_rows
-
 from ledger import Journal, Ledger
 from ledger.chain import CHAIN_FILE
 from ledger.verify import verify_ledger
+from tests.helpers.ledgerkit import counts_for, make_header, make_units, table_rows
 
 
 def finished(ledger_dir: Path, experiment: str, status: str = "completed", units: int = 10) -> Journal:

@@ -6,10 +6,10 @@ import traceback
 from pathlib import Path
 
 import pytest
-from ledgerkit import counts_for, make_header, make_units, table_rows
 
 from ledger import Journal, Ledger
 from ledger.procinfo import pid_start_time
+from tests.helpers.ledgerkit import counts_for, make_header, make_units, table_rows
 
 FORK = mp.get_context("fork")
 WRITERS, BATCHES, UNITS = 6, 20, 50

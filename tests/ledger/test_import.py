@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from ledgerkit import counts_for, forge_next, make_header, make_units, read_lines, table_rows
 
 from ledger import Journal, Ledger
 from ledger.clock import utc_now_iso
+from tests.helpers.ledgerkit import counts_for, forge_next, make_header, make_units, read_lines, table_rows
 
 
 def db_rows(led: Ledger) -> dict[str, list[tuple]]:

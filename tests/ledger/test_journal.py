@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from ledgerkit import counts_for, make_header, make_units, read_lines
 
 from ledger import Journal
 from ledger.journal import line_hash
+from tests.helpers.ledgerkit import counts_for, make_header, make_units, read_lines
 
 
 def test_records_round_trip_with_chain_and_seq(tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from ledgerkit import make_header, make_units
 
 import ledger.lease as lease_mod
 from ledger import Journal, Ledger
 from ledger.lease import Lease, LeaseLost, read_snapshot
 from ledger.procinfo import pid_start_time, this_host
+from tests.helpers.ledgerkit import make_header, make_units
 
 FORK = mp.get_context("fork")
 

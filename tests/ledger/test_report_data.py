@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from ledgerkit import counts_for, forge_journal, make_header, make_units
 
 from ledger import Ledger
 from ledger.report import render
 from ledger.report.data import build_report
 from ledger.show import run_details
+from tests.helpers.ledgerkit import counts_for, forge_journal, make_header, make_units
 
 SCHEMA = {"type": "object", "properties": {"label": {"enum": ["no", "yes"], "type": "string"},
                                             "score": {"type": "integer"}}}

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tuikit
-
-from standin_ollama import StandinOllama  # noqa: E402
+from tests.standin.standin_ollama import StandinOllama
 
 
 @pytest.fixture(autouse=True)

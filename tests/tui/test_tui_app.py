@@ -6,11 +6,11 @@ from __future__ import annotations
 import inspect
 
 from textual.binding import Binding
-from tuikit import build_app, closed_url, run, screen_text, until, write_config
 
 import app.tui.screens as screens_pkg
 from app.tui.app import NotesApp
 from app.tui.keys import app_keys, display, screen_keys
+from tests.helpers.tuikit import build_app, closed_url, run, screen_text, until, write_config
 
 
 def all_bindings():

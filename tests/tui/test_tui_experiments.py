@@ -7,9 +7,9 @@ import os
 import sqlite3
 import stat
 
-from runhelp import cli
-from support import experiment_toml
-from tuikit import build_app, rows, run, screen_text, until
+from tests.helpers.runhelp import cli
+from tests.helpers.support import experiment_toml
+from tests.helpers.tuikit import build_app, rows, run, screen_text, until
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from runhelp import cli, ledger_runs
-from standin_ollama import StandinOllama
-from support import experiment_toml
-from tuikit import build_app, rows, run, screen_text, until
-
 import app.tui.screens.ledger_runs as ledger_screen
+from tests.helpers.runhelp import cli, ledger_runs
+from tests.helpers.support import experiment_toml
+from tests.helpers.tuikit import build_app, rows, run, screen_text, until
+from tests.standin.standin_ollama import StandinOllama
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 

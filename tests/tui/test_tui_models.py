@@ -3,8 +3,8 @@ cancel, quota, wrong name, a server dying or failing mid-pull), delete after con
 
 from __future__ import annotations
 
-from standin_ollama import StandinOllama, spawn_standin
-from tuikit import build_app, closed_url, rows, run, screen_text, until, write_config
+from tests.helpers.tuikit import build_app, closed_url, rows, run, screen_text, until, write_config
+from tests.standin.standin_ollama import StandinOllama, spawn_standin
 
 
 async def open_models(pilot, app, url):

@@ -9,10 +9,11 @@ import sqlite3
 import time
 
 import pytest
-from runhelp import ledger_runs, spawn_run
-from standin_ollama import StandinOllama
-from support import experiment_toml
-from tuikit import build_app, closed_url, run, screen_text, until
+
+from tests.helpers.runhelp import ledger_runs, spawn_run
+from tests.helpers.support import experiment_toml
+from tests.helpers.tuikit import build_app, closed_url, run, screen_text, until
+from tests.standin.standin_ollama import StandinOllama
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["note_id"]\ntext_column = "note_text"'
 N = 400

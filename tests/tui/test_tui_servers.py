@@ -6,10 +6,9 @@ from __future__ import annotations
 import socket
 import threading
 
-from standin_ollama import StandinOllama, spawn_standin
-from tuikit import build_app, closed_url, rows, run, screen_text, until, write_config
-
 from app.cluster.health import PROBE_TIMEOUT_S
+from tests.helpers.tuikit import build_app, closed_url, rows, run, screen_text, until, write_config
+from tests.standin.standin_ollama import StandinOllama, spawn_standin
 
 
 @run

@@ -8,9 +8,11 @@ import subprocess
 import time
 
 import pytest
-from support import need
-from test_slurm_cluster import STANDIN_COMMAND, cluster_up, queue_has, wait_until
-from tuikit import build_app, rows, run, screen_text, until
+
+from tests.helpers.slurmkit import STANDIN_COMMAND, cluster_up, queue_has
+from tests.helpers.support import need
+from tests.helpers.tuikit import build_app, rows, run, screen_text, until
+from tests.helpers.wait import wait_for
 
 # xdist: one worker at a time on the one-node test Slurm, where two tests' jobs would queue behind each other
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -29,7 +31,7 @@ def slurm(tmp_path, monkeypatch):
     now = set(subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split())
     for job in now - before:
         subprocess.run(["scancel", job], capture_output=True)
-    wait_until(lambda: not any(queue_has(j) for j in now - before), 60, "the test's jobs to leave the queue")
+    wait_for(lambda: not any(queue_has(j) for j in now - before), 60, "the test's jobs to leave the queue", every=0.5)
 
 
 async def jobs_now(pilot, app, condition, what, timeout=60.0):
@@ -88,7 +90,7 @@ async def test_a_job_that_cannot_start_is_shown_pending_with_its_reason(tmp_path
 async def test_a_server_job_that_ends_before_the_run_is_named_on_both_screens(tmp_path, slurm):
     import sqlite3
 
-    from support import experiment_toml
+    from tests.helpers.support import experiment_toml
 
     slurm.write_text(slurm.read_text().replace('time = "0-00:15:00"', 'time = "0-00:02:00"'))
     folder = tmp_path / "workspace" / "experiments"
@@ -128,8 +130,8 @@ async def test_a_server_job_that_ends_before_the_run_is_named_on_both_screens(tm
 async def test_submit_from_the_experiments_screen_and_follow_the_job_on_the_monitor(tmp_path, slurm):
     import sqlite3
 
-    from standin_ollama import StandinOllama
-    from support import experiment_toml
+    from tests.helpers.support import experiment_toml
+    from tests.standin.standin_ollama import StandinOllama
 
     folder = tmp_path / "workspace" / "experiments"
     folder.mkdir(parents=True)

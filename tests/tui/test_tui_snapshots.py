@@ -2,34 +2,25 @@
 
 Everything that changes between runs is fixed: the stand-ins listen on fixed ports, /api/ps reports a fixed expiry,
 round trips read 3 ms, the clock is 2026-12-01 12:00 UTC, user@host and the ledger path are given. Regenerate with
-`python -m pytest tests/tui/test_tui_snapshots.py --snapshot-update` only with the pinned textual version, then look
+`python -m pytest -n 0 tests/tui/test_tui_snapshots.py --snapshot-update` only with the pinned textual version, then look
 at every changed SVG before committing it."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from standin_ollama import StandinOllama
-from tuikit import build_app, pinned_resources, until, write_config
 
-from app.cluster.health import Prober
+from tests.helpers.pinned import NOW, PinnedRoundTrip
+from tests.helpers.tuikit import build_app, pinned_resources, until, write_config
+from tests.standin.standin_ollama import StandinOllama
 
 PORTS = (47434, 47435)
 DOWN = "http://127.0.0.1:47436"  # nothing listens there
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SIZES = [(80, 24), (120, 40)]
 
 pytestmark = pytest.mark.xdist_group("pinned")  # the fixed ports, with test_tui_snapshots_more
-
-
-class PinnedRoundTrip(Prober):
-    async def probe(self, url: str):
-        health = await super().probe(url)
-        return dataclasses.replace(health, rtt_ms=3.0) if health.rtt_ms is not None else health
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from pinned_ledger import pinned_ledger
-from standin_ollama import StandinOllama
-from support import experiment_toml
-from test_tui_snapshots import NOW, PinnedRoundTrip
-from tuikit import pinned_resources, until, write_config
 
 from app.context import load_context
 from app.tui.app import make_app
+from tests.helpers.pinned import NOW, PinnedRoundTrip, pinned_ledger
+from tests.helpers.support import experiment_toml
+from tests.helpers.tuikit import pinned_resources, until, write_config
+from tests.standin.standin_ollama import StandinOllama
 
 ROOT = Path("/tmp/notes-tui-snapshots")  # fixed: the header and the Experiments title show these paths
 SIZES = [(80, 24), (120, 40)]

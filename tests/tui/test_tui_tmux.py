@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from standin_ollama import spawn_standin
-from support import ROOT, need
-from tuikit import write_config
+
+from tests.helpers.support import ROOT, need
+from tests.helpers.tuikit import write_config
+from tests.helpers.wait import wait_for
+from tests.standin.standin_ollama import spawn_standin
 
 pytestmark = pytest.mark.serial  # a real terminal: key presses and screen reads are timed, and the model run needs both cores
 
@@ -110,7 +112,7 @@ def test_the_app_in_tmux_switches_screens_with_1_and_2_and_quits(tmp_path):
 def experiment_with_notes(tmp_path, url: str, n: int) -> Path:
     import sqlite3
 
-    from support import experiment_toml
+    from tests.helpers.support import experiment_toml
 
     folder = tmp_path / "ws" / "experiments"
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,14 +138,6 @@ def rows_in(exp: Path) -> int:
         return 0
     finally:
         conn.close()
-
-
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.mark.slow
@@ -194,15 +188,15 @@ def test_resized_to_40x12_and_back_during_a_run_then_sighup_leaves_the_run_going
             lines = tmux.screen().splitlines()
             return len(lines) == 12 and "notes-tui" in lines[0] and "s Stop run" in lines[11]
 
-        wait_until(laid_out_small, 20, "the app laid out at 40x12")
+        wait_for(laid_out_small, 20, "the app laid out at 40x12", every=0.1)
         tmux("resize-window", "-t", "t", "-x", "80", "-y", "24")
         shown = tmux.wait_for("4 Runs", "notes/s")
         assert "Traceback" not in shown
         app_pid = int(tmux.pane("pane_pid"))
         os.kill(app_pid, signal.SIGHUP)  # what a dropped SSH connection sends
-        wait_until(lambda: tmux.pane("pane_dead") == "1", 20, "the app to end")
+        wait_for(lambda: tmux.pane("pane_dead") == "1", 20, "the app to end", every=0.1)
         assert rows_in(exp) < 800  # the app is gone while its run is not done
-        wait_until(lambda: rows_in(exp) == 800, 60, "the run to finish without the app")
+        wait_for(lambda: rows_in(exp) == 800, 60, "the run to finish without the app", every=0.1)
     finally:
         tmux("kill-server", check=False)
         server.stop()
@@ -224,9 +218,9 @@ def test_sigterm_puts_the_terminal_back(tmp_path):
         children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
         assert len(children) == 1, children
         os.kill(int(children[0]), signal.SIGTERM)
-        wait_until(lambda: status.exists() and status.read_text().strip(), 20, "the app to end")
+        wait_for(lambda: status.exists() and status.read_text().strip(), 20, "the app to end", every=0.1)
         assert status.read_text().strip() == "143"
-        wait_until(lambda: tmux.pane("pane_dead") == "1", 20, "the shell to end")
+        wait_for(lambda: tmux.pane("pane_dead") == "1", 20, "the shell to end", every=0.1)
         assert tmux.pane("alternate_on") == "0" and tmux.pane("mouse_any_flag") == "0"  # put back as it was
     finally:
         tmux("kill-server", check=False)
@@ -261,7 +255,7 @@ def test_an_app_whose_terminal_vanishes_does_not_linger(tmp_path):
             with open(f"/proc/{pid}/stat") as f:
                 return f.read().split()[2] == "Z"  # ended, not yet reaped
 
-        wait_until(gone, 15, "the app to end with its terminal")
-        wait_until(lambda: rows_in(exp) == 3000, 90, "the run to finish without the app")
+        wait_for(gone, 15, "the app to end with its terminal", every=0.1)
+        wait_for(lambda: rows_in(exp) == 3000, 90, "the run to finish without the app", every=0.1)
     finally:
         server.stop()

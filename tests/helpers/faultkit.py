@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from standin_ollama import _answer
-from support import PNEUMONIA_ANSWER, need
+from tests.helpers.support import PNEUMONIA_ANSWER, need
+from tests.standin.standin_ollama import _answer
 
 WRITTEN = ("valid", "invalid", "empty")  # outcomes that leave a results row; "error" leaves none
 PROMPT_PREFIX = "Does this note suggest pneumonia is a diagnosis? Note: "  # support.experiment_toml's template
@@ -229,7 +229,7 @@ def notes_source(kind: str, notes: dict[tuple, str], tmp_path: Path, request) ->
     """The notes in a throw-away database on the shared MariaDB ("mysql") or a SQLite file: (notes by uid, the
     results table, the experiment's [source] text)."""
     if kind == "mysql":
-        from support import mysql_up, write_env
+        from tests.helpers.support import mysql_up, write_env
 
         need(mysql_up(), "MariaDB is not reachable on 127.0.0.1:3306")
         db, connect = request.getfixturevalue("mysql_db")
@@ -376,16 +376,6 @@ def fill_disk(where: Path, name: str = "filler") -> int:
     finally:
         os.close(fd)
     return written
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def count_rows(table: ResultsTable, experiment: str = "pna-test") -> int:

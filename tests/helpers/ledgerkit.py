@@ -1,4 +1,4 @@
-"""Helpers shared by the ledger tests (a plain module: tests/ is not a package, and `ledger` is taken)."""
+"""Forged journals and headers for the ledger tests and the pinned snapshot ledger."""
 
 from __future__ import annotations
 

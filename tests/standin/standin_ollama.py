@@ -69,14 +69,14 @@ path but /health (as a proxy in front of it would), on vLLM the /v1 paths, on ll
 Use it in-process (``StandinOllama(...).start()``: asyncio loop in a daemon thread), as a subprocess
 (``spawn_standin(...)``) or from the command line::
 
-    python tests/standin_ollama.py --port 0 --latency 0.2 --slots 4 --queue 512
+    python tests/standin/standin_ollama.py --port 0 --latency 0.2 --slots 4 --queue 512
 
 which prints ``LISTENING http://127.0.0.1:PORT`` once it accepts connections.
 
 Test-only endpoints: ``POST /_control`` (JSON with any knob, answers the full config; ``GET /_control`` reads
 it), ``GET /_stats``, ``POST /_reset_stats``.  They are not counted in the stats and need no API key.
 
-This file is loaded as a top-level module (tests/ is put on sys.path, it is not a package).
+Import it as ``tests.standin.standin_ollama``; the child runs this file as a script, standard library only.
 """
 
 from __future__ import annotations
@@ -1814,7 +1814,7 @@ def _knob_args(knobs: dict[str, Any]) -> list[str]:
 
 
 class StandinProcess:
-    """The same server in a child process (``python tests/standin_ollama.py``): SIGKILL-able, CPU apart."""
+    """The same server in a child process (``python tests/standin/standin_ollama.py``): SIGKILL-able, CPU apart."""
 
     def __init__(self, proc: subprocess.Popen, url: str):
         self.proc = proc
@@ -1880,9 +1880,7 @@ def spawn_standin(*, startup_timeout: float = 20.0, **knobs: Any) -> StandinProc
     knobs.setdefault("port", 0)
     cmd = [sys.executable, os.path.abspath(__file__), *_knob_args(knobs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, close_fds=True)
-    if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # tests/ holds listening.py
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from listening import wait_listening
+    from tests.standin.listening import wait_listening  # the parent is a test or a benchmark: `tests` imports
 
     return StandinProcess(proc, wait_listening(proc, cmd, startup_timeout, "stand-in"))
 

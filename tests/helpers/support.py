@@ -1,5 +1,5 @@
-"""Helpers the tests import (kept out of conftest.py: tests/ledger has a conftest of its own, and two modules
-named `conftest` cannot both be imported by name)."""
+"""Paths, skipping what is missing here, the shared MariaDB's parameters and the experiment file most tests start
+from."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import ROOT
+from tests.helpers.support import ROOT
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

