@@ -247,13 +247,13 @@ class NotesApp(App):
             await self.switch_mode(mode)
 
     def action_help(self) -> None:
-        from app.tui.screens.help import HelpScreen
+        from app.tui.dialogs.help import HelpScreen
 
         self.push_screen(HelpScreen())
 
     def start_run(self, path: Path) -> None:
         """"Run here": ask for a limit, start `notes-tui --run` detached, follow it on the Runs screen."""
-        from app.tui.screens.run_here import RunHereScreen
+        from app.tui.dialogs.run_here import RunHereScreen
 
         def chosen(choice) -> None:
             if choice is not None:
@@ -291,7 +291,7 @@ class NotesApp(App):
         if not pulls and not runs:
             self.exit()
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         parts = []
         if pulls:

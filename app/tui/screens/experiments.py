@@ -229,7 +229,7 @@ class ExperimentsScreen(Screen):
     def action_check(self) -> None:
         row = self._need_row(valid=False)
         if row is not None:
-            from app.tui.screens.check import CheckScreen
+            from app.tui.dialogs.check import CheckScreen
 
             self.app.push_screen(CheckScreen(row.path))
 
@@ -260,7 +260,7 @@ class ExperimentsScreen(Screen):
     def action_try(self) -> None:
         row = self._need_row()
         if row is not None:
-            from app.tui.screens.trial import TrialScreen
+            from app.tui.dialogs.try_ import TrialScreen
 
             self.app.push_screen(TrialScreen(row.path))
 
@@ -277,7 +277,7 @@ class ExperimentsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
     def _submit(self, path: Path) -> None:
-        from app.submit_cli import submit_experiment
+        from app.cluster.submit import submit_experiment
 
         app = self.app
         try:

@@ -199,7 +199,7 @@ class ModelsScreen(Screen):
         if self.served():
             self.query_one(StatusLine).say(OPENAI_NO_MANAGEMENT, error=True)
             return
-        from app.tui.screens.pull_model import PullModelScreen
+        from app.tui.dialogs.pull_model import PullModelScreen
 
         url = self.url
 
@@ -235,7 +235,7 @@ class ModelsScreen(Screen):
             self.query_one(StatusLine).say(f"{model.name}: an OpenAI-compatible server tells no more than the id it "
                                            "serves; a run records what it says of itself (ledger show)")
             return
-        from app.tui.screens.model_details import ModelDetailsScreen
+        from app.tui.dialogs.model_details import ModelDetailsScreen
 
         self.app.push_screen(ModelDetailsScreen(self.url, model))
 
@@ -250,7 +250,7 @@ class ModelsScreen(Screen):
         if any(p.url == self.url and full_name(p.name) == model.name for p in self.app.pulls.active()):
             self.query_one(StatusLine).say(f"{model.name} is being pulled — cancel the pull first (c)", error=True)
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         url, label = self.url, self.app.server(self.url).label
         question = (f"Delete {model.name} ({present.size(model.size)}) from {label}?\n"

@@ -416,7 +416,7 @@ class RunsScreen(Screen):
         if f is None or f.ended is not None:
             self.query_one(StatusLine).say("no running run is followed")
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         run_id = f.run_id
 
@@ -438,6 +438,6 @@ class RunsScreen(Screen):
     def action_show_log(self) -> None:
         f = self.followed
         if f is not None:
-            from app.tui.screens.run_details import RunDetailsScreen
+            from app.tui.dialogs.run_details import RunDetailsScreen
 
             self.app.push_screen(RunDetailsScreen(f.run_id, "show"))

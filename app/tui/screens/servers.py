@@ -202,7 +202,7 @@ class ServersScreen(Screen):
         self.query_one(StatusLine).say("asking every server again…")
 
     def action_add_server(self) -> None:
-        from app.tui.screens.add_server import AddServerScreen
+        from app.tui.dialogs.add_server import AddServerScreen
 
         def added(url: str | None) -> None:
             if url:
@@ -212,7 +212,7 @@ class ServersScreen(Screen):
         self.app.push_screen(AddServerScreen(), added)
 
     def action_start_job(self) -> None:
-        from app.tui.screens.start_job import StartJobScreen
+        from app.tui.dialogs.start_job import StartJobScreen
 
         def chosen(choice: tuple[str, str | None] | None) -> None:
             if choice:
@@ -244,7 +244,7 @@ class ServersScreen(Screen):
         if job is None:
             self.query_one(StatusLine).say("the selected server is not one of your server jobs")
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         where = f" on {job.node}" if job.node else ""
         question = (f"Cancel server job {job.job_id} ({job.name}{where}, {time_left_text(job)} left)?\n"

@@ -39,7 +39,7 @@ class CheckScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _run(self) -> None:
-        from app.check import check_lines
+        from app.tryout.check import check_lines
 
         try:
             for line, warning in check_lines(str(self.path)):

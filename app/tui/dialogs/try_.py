@@ -61,8 +61,8 @@ class TrialScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _try(self, n: int, seed: int | None, unit_id: str | None) -> None:
         from app.config import load_experiment
-        from app.try_cli import report_lines
         from app.tryout import try_notes
+        from app.tryout.report import report_lines
 
         try:
             report = try_notes(load_experiment(self.path), n=1 if unit_id else n, seed=seed, unit_id=unit_id)

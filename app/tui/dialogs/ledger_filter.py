@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,6 +12,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
 STATUSES = ("completed", "running", "interrupted", "failed", "crashed")
+
+
+@dataclass
+class Filters:
+    experiment: str | None = None
+    model: str | None = None
+    status: str | None = None
+
+    def text(self) -> str:
+        parts = [f"{k} {v}" for k, v in (("experiment", self.experiment), ("model", self.model),
+                                           ("status", self.status)) if v]
+        return ", ".join(parts) or "none"
 
 
 class LedgerFilterScreen(ModalScreen):
@@ -31,8 +45,6 @@ class LedgerFilterScreen(ModalScreen):
 
     @on(Input.Submitted)
     def _apply(self, _event) -> None:
-        from app.tui.screens.ledger_runs import Filters
-
         status = self.query_one("#status", Select).value
         self.dismiss(Filters(experiment=self.query_one("#experiment", Input).value.strip() or None,
                              model=self.query_one("#model", Input).value.strip() or None,
