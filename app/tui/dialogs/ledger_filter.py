@@ -8,8 +8,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
+
+from app.tui.base import NotesDialog
 
 STATUSES = ("completed", "running", "interrupted", "failed", "crashed")
 
@@ -26,7 +27,7 @@ class Filters:
         return ", ".join(parts) or "none"
 
 
-class LedgerFilterScreen(ModalScreen):
+class LedgerFilterScreen(NotesDialog):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, current):

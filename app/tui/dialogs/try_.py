@@ -11,16 +11,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from app.errors import UserError
+from app.tui.base import NotesDialog
 from app.tui.tones import tone
 
 VERDICT_TONE = {"valid": "ok", "invalid": "bad", "error": "bad", "empty": "warn"}
 
 
-class TrialScreen(ModalScreen[None]):
+class TrialScreen(NotesDialog[None]):
     BINDINGS = [Binding("escape", "close", "Close", show=False)]
 
     def __init__(self, path: Path):

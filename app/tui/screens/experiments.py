@@ -14,10 +14,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable
 
 from app.errors import UserError
+from app.tui.base import NotesScreen
 from app.tui.tones import tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
@@ -77,7 +77,7 @@ def last_run_text(run: dict | None) -> str:
     return f"{run['status']} {counts.get('done', 0)}/{counts.get('total', 0)} · {(run.get('started_at') or '')[:10]}"
 
 
-class ExperimentsScreen(Screen):
+class ExperimentsScreen(NotesScreen):
     BINDINGS = [
         Binding("c", "check", "Check", id="experiments.check"),
         Binding("e", "edit", "Edit", id="experiments.edit"),

@@ -10,9 +10,9 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable
 
+from app.tui.base import NotesScreen
 from app.tui.dialogs.ledger_filter import Filters
 from app.tui.tones import tone
 from app.tui.widgets.app_header import AppHeader, short_path
@@ -53,7 +53,7 @@ def run_cells(app, run: dict, marked: bool) -> tuple:
             (run.get("started_at") or "")[:16].replace("T", " "), format_duration(took))
 
 
-class LedgerScreen(Screen):
+class LedgerScreen(NotesScreen):
     BINDINGS = [
         Binding("f", "filter", "Filter", id="ledger.filter"),
         Binding("space", "mark", "Mark", id="ledger.mark"),
