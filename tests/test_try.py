@@ -109,7 +109,7 @@ def test_mistakes_are_one_line_and_exit_2(tmp_path, exp, args, problem):
 
 
 def test_agreement_with_gold_through_the_hook(tmp_path, exp, capsys):
-    from app.try_cli import report_lines
+    from app.tryout.report import report_lines
 
     with StandinOllama(latency=0.0, slots=2) as server:
         e = load_experiment(exp(server))

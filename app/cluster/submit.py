@@ -113,3 +113,22 @@ def run_submission(exp_path: Path, settings: RunJobSettings, ledger_dir: Path, e
     env = _job_env(environ, cluster)
     env["NOTES_TUI_LEDGER"] = str(ledger_dir)  # the run is recorded where the submitter looks
     return Submission(RUN_SCRIPT, tuple(opts), env, args=(str(exp_path.resolve()),))
+
+
+def submit_experiment(file: str, ctx, ledger_dir, array: int | None = None, time: str | None = None,
+                      signal_s: int | None = None) -> tuple[str, str | None]:
+    """Submit FILE as a run job (job array with `array`); (job id, cluster). Blocking (sbatch): the TUI calls it from
+    a worker."""
+    from app.cluster.shards import refuse_sqlite_shard
+    from app.config import load_experiment
+
+    exp = load_experiment(file)  # a broken file is refused here, not minutes later in the queue
+    if array and array > 1:
+        refuse_sqlite_shard(exp)
+    slurm = Slurm(ctx.config.slurm.cluster)
+    if not slurm.available:
+        raise UserError("there is no Slurm here (no sbatch) — run this on the cluster's login node, or run the "
+                        f"experiment here: notes-tui --run {file}")
+    sub = run_submission(Path(file), ctx.config.slurm.run, ledger_dir, ctx.environ, slurm.cluster,
+                         array=array, time=time, signal_s=signal_s)
+    return sub.submit(slurm), slurm.cluster

@@ -1,5 +1,6 @@
-"""NotesApp: the screens behind keys 1–5 (part 1: Servers and Models), the state they share (servers and their
-health, model lists, pulls), and `make_app`, the one factory the CLI and the tests build it with."""
+"""NotesApp: the screens behind keys 1–5, the Textual lifecycle around the state they share (app.tui.state: servers,
+jobs, models, runs; health and pulls with their monitors), the timers and signals that keep it fresh, and `make_app`,
+the one factory the CLI and the tests build it with."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -21,16 +21,16 @@ from textual.signal import Signal
 
 from app.cluster.health import Health, HealthMonitor, Prober
 from app.cluster.known import KnownServer, known_servers
-from app.cluster.models import ModelEntry, ServerError, list_models
+from app.cluster.models import ServerError, list_models
 from app.cluster.pulls import Pull, PullQueue
 from app.cluster.slurm import ServerJob
 from app.context import Context
-from app.runs.detach import Detached
 from app.tui.screens.experiments import ExperimentsScreen
 from app.tui.screens.ledger_runs import LedgerScreen
 from app.tui.screens.models import ModelsScreen
 from app.tui.screens.runs import RunsScreen
 from app.tui.screens.servers import ServersScreen
+from app.tui.state import StartedRun, TuiState
 from app.tui.widgets.app_header import user_at_host
 
 POLL_S = 5.0  # server health: an upper limit, one request in flight per server
@@ -42,30 +42,6 @@ PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen sh
 
 
 MODELS_FRESH_S = 30.0  # coming back to screen 2 within this long shows the list as it was (r asks again)
-
-
-@dataclass
-class StartedRun:
-    """A run this app started ("run here"): a process of its own, which outlives the app."""
-
-    detached: Detached
-    experiment: str
-    path: Path
-
-    @property
-    def running(self) -> bool:
-        return self.detached.exit_code() is None
-
-
-@dataclass
-class ModelList:
-    """What the Models screen knows of one server's models."""
-
-    entries: list[ModelEntry] = field(default_factory=list)
-    error: str | None = None
-    loading: bool = False
-    loaded_once: bool = False
-    fetched_at: float = 0.0
 
 
 class NotesApp(App):
@@ -96,16 +72,10 @@ class NotesApp(App):
         self.now = now or (lambda: datetime.now().astimezone())
         # the server jobs come from squeue, which blocks: a worker asks (one call per 15 s for the whole process)
         self.jobs = ctx.jobs()
-        self.job_list: list[ServerJob] = []
-        self.servers: list[KnownServer] = known_servers(ctx.workspace, ctx.config, ctx.environ)
-        self.selected_url: str | None = self.servers[0].url if self.servers else None
+        servers = known_servers(ctx.workspace, ctx.config, ctx.environ)
+        self.state = TuiState(servers=servers, selected_url=servers[0].url if servers else None)
         self.monitor = HealthMonitor(self._health_changed, prober)
         self.pulls = PullQueue(self._pull_changed, quota_bytes=ctx.config.quota_bytes)
-        self.models: dict[str, ModelList] = {}
-        self.started: dict[str, StartedRun] = {}
-        self.follow_run_id: str | None = None  # the run the Runs screen follows
-        # job id -> (run id, ETA in s, when known): the followed run's servers, for the Servers screen's warning
-        self.run_etas: dict[str, tuple[str, float, float]] = {}
         self._repaint_timer = None
         self._model_tasks: dict[str, asyncio.Task] = {}
         self._pull_redraw_due = False
@@ -145,7 +115,7 @@ class NotesApp(App):
         # with the terminal gone (SSH dropped) Textual's shutdown can wait for ever on its output thread: on a login
         # node an app must not linger, so a watchdog ends the process if the clean exit has not within a moment
         threading.Thread(target=_exit_soon, args=(128 + sig.value,), daemon=True, name="exit-watchdog").start()
-        self.exit(return_code=128 + sig.value, message=self._goes_on_message(self.still_running_here()) or None)
+        self.exit(return_code=128 + sig.value, message=self._goes_on_message(self.state.still_running_here()) or None)
 
     @work(thread=True, exclusive=True, group="squeue", exit_on_error=False)
     def refresh_jobs(self) -> None:
@@ -153,48 +123,40 @@ class NotesApp(App):
         self.call_from_thread(self._jobs_arrived, jobs)
 
     def _jobs_arrived(self, jobs: list[ServerJob]) -> None:
-        if jobs == self.job_list and self.servers == self._servers_now(jobs):
+        state = self.state
+        if jobs == state.job_list and state.servers == self._servers_now(jobs):
             return
-        self.job_list = jobs
-        self.servers = self._servers_now(jobs)
+        state.job_list = jobs
+        state.servers = self._servers_now(jobs)
         self.servers_changed.publish("")
         self.poll_servers()
 
     def _servers_now(self, jobs: list[ServerJob]) -> list[KnownServer]:
         return known_servers(self.ctx.workspace, self.ctx.config, self.ctx.environ, jobs)
 
-    def job_of(self, url: str | None) -> ServerJob | None:
-        return next((j for j in self.job_list if url and j.url == url), None)
-
     async def on_unmount(self) -> None:
         self.pulls.cancel_all()
         await self.monitor.aclose()
 
     def poll_servers(self) -> None:
-        self.monitor.poll(s.url for s in self.servers)
+        self.monitor.poll(s.url for s in self.state.servers)
 
     # ---- state the screens read ----
-    def server(self, url: str | None) -> KnownServer | None:
-        return next((s for s in self.servers if s.url == url), None)
-
     def health(self, url: str) -> Health:
         return self.monitor.get(url)
-
-    def model_list(self, url: str) -> ModelList:
-        return self.models.setdefault(url, ModelList())
 
     def reload_servers(self, select: str | None = None) -> None:
         """After the user config changed: the known servers again, probed at once."""
         self.ctx.reload()
-        self.servers = self._servers_now(self.job_list)
+        self.state.servers = self._servers_now(self.state.job_list)
         if select:
-            self.selected_url = select
+            self.state.selected_url = select
         self.servers_changed.publish("")
         self.poll_servers()
 
     def load_models(self, url: str, unless_fresh: bool = False) -> None:
         """Fetch the model list of a server in the background (one fetch per server at a time)."""
-        state = self.model_list(url)
+        state = self.state.model_list(url)
         if url in self._model_tasks or (unless_fresh and state.loaded_once and not state.error
                                         and time.monotonic() - state.fetched_at < MODELS_FRESH_S):
             return
@@ -203,7 +165,7 @@ class NotesApp(App):
         self._model_tasks[url] = asyncio.create_task(self._fetch_models(url))
 
     async def _fetch_models(self, url: str) -> None:
-        state = self.model_list(url)
+        state = self.state.model_list(url)
         try:
             state.entries, state.error = await list_models(url), None
         except ServerError as exc:
@@ -216,7 +178,7 @@ class NotesApp(App):
     # ---- callbacks from app.cluster (on this event loop) ----
     def _health_changed(self, url: str, health: Health) -> None:
         self.health_changed.publish(url)
-        state = self.models.get(url)
+        state = self.state.models.get(url)
         if health.answers and state is not None and state.error:
             self.load_models(url)  # it was down when we asked: ask again now that it answers
 
@@ -247,13 +209,13 @@ class NotesApp(App):
             await self.switch_mode(mode)
 
     def action_help(self) -> None:
-        from app.tui.screens.help import HelpScreen
+        from app.tui.dialogs.help import HelpScreen
 
         self.push_screen(HelpScreen())
 
     def start_run(self, path: Path) -> None:
         """"Run here": ask for a limit, start `notes-tui --run` detached, follow it on the Runs screen."""
-        from app.tui.screens.run_here import RunHereScreen
+        from app.tui.dialogs.run_here import RunHereScreen
 
         def chosen(choice) -> None:
             if choice is not None:
@@ -277,21 +239,18 @@ class NotesApp(App):
         self.call_from_thread(self._run_started, StartedRun(detached, name, path))
 
     async def _run_started(self, run: StartedRun) -> None:
-        self.started[run.detached.run_id] = run
-        self.follow_run_id = run.detached.run_id
+        self.state.started[run.detached.run_id] = run
+        self.state.follow_run_id = run.detached.run_id
         await self.action_show("runs")
         self.notify(f"{run.experiment} started; it goes on without this app", title="running", timeout=4)
 
-    def still_running_here(self) -> list[StartedRun]:
-        return [r for r in self.started.values() if r.running]
-
     async def action_quit(self) -> None:
-        pulls, runs = self.pulls.active(), self.still_running_here()
+        pulls, runs = self.pulls.active(), self.state.still_running_here()
         goes_on = self._goes_on_message(runs)
         if not pulls and not runs:
             self.exit()
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         parts = []
         if pulls:

@@ -10,7 +10,7 @@ from tests.standin.standin_ollama import StandinOllama, spawn_standin
 async def open_models(pilot, app, url):
     await until(pilot, lambda: app.health(url).state == "up", what="server up")
     await pilot.press("2")
-    await until(pilot, lambda: app.model_list(url).loaded_once, what="model list")
+    await until(pilot, lambda: app.state.model_list(url).loaded_once, what="model list")
 
 
 def names(app) -> list[str]:
@@ -41,7 +41,7 @@ async def test_sorting_by_name_size_and_modified_and_back(tmp_path):
             await open_models(pilot, app, server.url)
             assert names(app) == ["llama3.1:70b", "mistral:latest", "qwen2.5:7b", "smollm2:135m"]
             await pilot.press("s")  # biggest first
-            sizes = {m.name: m.size for m in app.model_list(server.url).entries}
+            sizes = {m.name: m.size for m in app.state.model_list(server.url).entries}
             assert names(app) == sorted(sizes, key=lambda n: -sizes[n])
             await pilot.press("s")  # again: reversed
             assert names(app) == sorted(sizes, key=lambda n: sizes[n])
@@ -183,7 +183,7 @@ async def test_details_show_context_length_template_parameters_license(tmp_path,
         body = app.screen.query_one("#details").render().plain
         assert "context length 8192" in " ".join(body.split()) and "stand-in license" in body
         assert "{{ .System }}" in body and 'stop' in body
-        digest = next(m.digest for m in app.model_list(standin.url).entries if m.name == "llama3:latest")
+        digest = next(m.digest for m in app.state.model_list(standin.url).entries if m.name == "llama3:latest")
         assert digest in body  # what the 80-column table leaves out is here
         await pilot.press("escape")
         assert app.screen.id != "details" and "Models on" in screen_text(app)
@@ -195,7 +195,7 @@ async def test_a_server_that_is_down_says_so_on_the_models_screen(tmp_path):
     app = build_app(tmp_path, {"OLLAMA_HOST": down})
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("2")
-        await until(pilot, lambda: app.model_list(down).loaded_once, what="model list attempt")
+        await until(pilot, lambda: app.state.model_list(down).loaded_once, what="model list attempt")
         text = screen_text(app)
         assert "does not answer (connection refused)" in text and "squeue --me" in text
 
@@ -234,7 +234,7 @@ async def test_cloud_models_are_marked_and_an_openai_server_lists_what_it_serves
             assert table["gpt-oss:120b-cloud"][1] == "cloud" and table["llama3:latest"][1] == "4.7 GB"
             assert "cloud: gpt-oss:120b-cloud runs on ollama.com: a run sends it no note" in screen_text(app)
             await pilot.press("1", "down", "enter")  # the vLLM server's models
-            await until(pilot, lambda: app.model_list(vllm.url).loaded_once, what="served models")
+            await until(pilot, lambda: app.state.model_list(vllm.url).loaded_once, what="served models")
             assert list(rows(app, "models-table")) == ["Qwen/Qwen2.5-7B-Instruct"]
             text = screen_text(app)
             assert "served models — an OpenAI-compatible server serves the model it was started with" in text

@@ -46,7 +46,7 @@ def result_rows(exp) -> int:
 async def run_here(pilot, app, exp, limit: str = ""):
     await pilot.press("3")
     app.screen.query_one("#experiments-table").select_key(str(exp))
-    before = set(app.started)
+    before = set(app.state.started)
     await pilot.press("g", *limit, "enter")
     await until(pilot, lambda: app.current_mode == "runs" and app.screen.followed is not None
                 and app.screen.followed.run_id not in before, what="the new run followed")
@@ -167,7 +167,7 @@ def test_the_app_closed_and_opened_again_finds_its_run_going_on(tmp_path, slow_s
             await pilot.press("q")
             question = app.screen.query_one(".question").render().plain
             assert "keeps running after you quit" in question and "kill -TERM" in question
-            state["run"], state["pid"] = followed.run_id, app.started[followed.run_id].detached.pid
+            state["run"], state["pid"] = followed.run_id, app.state.started[followed.run_id].detached.pid
             await pilot.press("y")
 
     @run
@@ -240,4 +240,4 @@ async def test_run_here_that_cannot_start_says_why(tmp_path, slow_server):
         await pilot.press("g", "enter")
         await until(pilot, lambda: any("cannot write the run's log" in str(n.message) for n in app._notifications),
                     timeout=10, what="the reason on screen")
-        assert not app.started and slow_server.stats()["chat"] == 0
+        assert not app.state.started and slow_server.stats()["chat"] == 0

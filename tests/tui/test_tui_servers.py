@@ -22,7 +22,7 @@ async def test_every_origin_listed_with_state_version_and_loaded_models(tmp_path
     try:
         app = build_app(tmp_path, {"OLLAMA_HOST": other.url.removeprefix("http://")})
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, lambda: all(app.health(s.url).state != "unknown" for s in app.servers), what="probes")
+            await until(pilot, lambda: all(app.health(s.url).state != "unknown" for s in app.state.servers), what="probes")
             table = rows(app, "servers-table")
             assert list(table) == [standin.url, other.url, down]
             name, origin, state, kind, version, rtt, left, loaded = table[standin.url]
@@ -114,7 +114,7 @@ async def test_the_cursor_stays_on_its_server_across_refreshes_and_additions(tmp
             await until(pilot, lambda: app.health(second.url).state == "up", what="probes")
             await pilot.press("down")
             table = app.screen.query_one("#servers-table")
-            assert table.selected_key == second.url and app.selected_url == second.url
+            assert table.selected_key == second.url and app.state.selected_url == second.url
             for _ in range(3):
                 app.poll_servers()
                 await until(pilot, lambda: app.monitor.in_flight() == 0, what="refresh")

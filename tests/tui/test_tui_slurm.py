@@ -58,8 +58,8 @@ async def test_start_a_server_job_from_a_profile_see_it_up_and_cancel_it(tmp_pat
         await pilot.press("enter")  # the first profile
         await until(pilot, lambda: "submitted server job" in screen_text(app), timeout=30, what="sbatch")
         job_id = screen_text(app).split("submitted server job ")[1].split()[0]
-        await jobs_now(pilot, app, lambda: any(j.job_id == job_id and j.url for j in app.job_list), "an address")
-        job = next(j for j in app.job_list if j.job_id == job_id)
+        await jobs_now(pilot, app, lambda: any(j.job_id == job_id and j.url for j in app.state.job_list), "an address")
+        job = next(j for j in app.state.job_list if j.job_id == job_id)
         app.poll_servers()
         await until(pilot, lambda: app.health(job.url).state == "up", timeout=30, what="the job's server up")
         row = rows(app, "servers-table")[job.url]
@@ -70,7 +70,7 @@ async def test_start_a_server_job_from_a_profile_see_it_up_and_cancel_it(tmp_pat
         assert f"Cancel server job {job_id}" in app.screen.query_one(".question").render().plain
         await pilot.press("y")
         await until(pilot, lambda: f"cancelled job {job_id}" in screen_text(app), timeout=30, what="scancel")
-        await jobs_now(pilot, app, lambda: all(j.job_id != job_id for j in app.job_list), "the job gone")
+        await jobs_now(pilot, app, lambda: all(j.job_id != job_id for j in app.state.job_list), "the job gone")
         assert job.url not in rows(app, "servers-table")
 
 
@@ -80,8 +80,8 @@ async def test_a_job_that_cannot_start_is_shown_pending_with_its_reason(tmp_path
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("s", "down", "enter")  # profile "wide": 64 CPUs on a 2-CPU node
         await until(pilot, lambda: "submitted server job" in screen_text(app), timeout=30, what="sbatch")
-        await jobs_now(pilot, app, lambda: any(j.phase == "pending" and j.reason for j in app.job_list), "pending")
-        job = next(j for j in app.job_list if j.phase == "pending")
+        await jobs_now(pilot, app, lambda: any(j.phase == "pending" and j.reason for j in app.state.job_list), "pending")
+        job = next(j for j in app.state.job_list if j.phase == "pending")
         row = rows(app, "servers-table")["job:" + job.job_id]
         assert row[2].startswith("pending (") and job.reason in row[2]
 
@@ -108,8 +108,8 @@ async def test_a_server_job_that_ends_before_the_run_is_named_on_both_screens(tm
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("s", "enter")  # the stand-in profile, 2 minutes
         await until(pilot, lambda: "submitted server job" in screen_text(app), timeout=30, what="sbatch")
-        await jobs_now(pilot, app, lambda: any(j.url for j in app.job_list), "the job's address")
-        job = next(j for j in app.job_list if j.url)
+        await jobs_now(pilot, app, lambda: any(j.url for j in app.state.job_list), "the job's address")
+        job = next(j for j in app.state.job_list if j.url)
         app.poll_servers()
         await until(pilot, lambda: app.health(job.url).state == "up", timeout=30, what="the job's server up")
         await pilot.press("3")

@@ -55,13 +55,13 @@ def _pinned(tmp_path, monkeypatch):
 
 async def probed(pilot):
     app = pilot.app
-    await until(pilot, lambda: all(app.health(s.url).state != "unknown" for s in app.servers), what="probes")
+    await until(pilot, lambda: all(app.health(s.url).state != "unknown" for s in app.state.servers), what="probes")
 
 
 async def models_listed(pilot):
     await probed(pilot)
     await pilot.press("2")
-    await until(pilot, lambda: pilot.app.model_list(pilot.app.selected_url).loaded_once, what="models")
+    await until(pilot, lambda: pilot.app.state.model_list(pilot.app.state.selected_url).loaded_once, what="models")
     await pilot.pause(0.3)
 
 

@@ -14,10 +14,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable
 
 from app.errors import UserError
+from app.tui.base import NotesScreen
 from app.tui.tones import tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
@@ -77,7 +77,7 @@ def last_run_text(run: dict | None) -> str:
     return f"{run['status']} {counts.get('done', 0)}/{counts.get('total', 0)} · {(run.get('started_at') or '')[:10]}"
 
 
-class ExperimentsScreen(Screen):
+class ExperimentsScreen(NotesScreen):
     BINDINGS = [
         Binding("c", "check", "Check", id="experiments.check"),
         Binding("e", "edit", "Edit", id="experiments.edit"),
@@ -229,7 +229,7 @@ class ExperimentsScreen(Screen):
     def action_check(self) -> None:
         row = self._need_row(valid=False)
         if row is not None:
-            from app.tui.screens.check import CheckScreen
+            from app.tui.dialogs.check import CheckScreen
 
             self.app.push_screen(CheckScreen(row.path))
 
@@ -260,7 +260,7 @@ class ExperimentsScreen(Screen):
     def action_try(self) -> None:
         row = self._need_row()
         if row is not None:
-            from app.tui.screens.trial import TrialScreen
+            from app.tui.dialogs.try_ import TrialScreen
 
             self.app.push_screen(TrialScreen(row.path))
 
@@ -277,7 +277,7 @@ class ExperimentsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
     def _submit(self, path: Path) -> None:
-        from app.submit_cli import submit_experiment
+        from app.cluster.submit import submit_experiment
 
         app = self.app
         try:

@@ -4,16 +4,16 @@ marked with space."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable
 
+from app.tui.base import NotesScreen
+from app.tui.dialogs.ledger_filter import Filters
 from app.tui.tones import tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
@@ -38,18 +38,6 @@ COLUMNS = (
 STATUS_TONE = {"completed": "ok", "running": "accent", "interrupted": "warn", "failed": "bad", "crashed": "bad"}
 
 
-@dataclass
-class Filters:
-    experiment: str | None = None
-    model: str | None = None
-    status: str | None = None
-
-    def text(self) -> str:
-        parts = [f"{k} {v}" for k, v in (("experiment", self.experiment), ("model", self.model),
-                                           ("status", self.status)) if v]
-        return ", ".join(parts) or "none"
-
-
 def run_cells(app, run: dict, marked: bool) -> tuple:
     from ledger.format import format_duration
 
@@ -65,7 +53,7 @@ def run_cells(app, run: dict, marked: bool) -> tuple:
             (run.get("started_at") or "")[:16].replace("T", " "), format_duration(took))
 
 
-class LedgerScreen(Screen):
+class LedgerScreen(NotesScreen):
     BINDINGS = [
         Binding("f", "filter", "Filter", id="ledger.filter"),
         Binding("space", "mark", "Mark", id="ledger.mark"),
@@ -173,7 +161,7 @@ class LedgerScreen(Screen):
     def _selected(self, _event: DataTable.RowSelected) -> None:
         run = self.selected()
         if run is not None:
-            from app.tui.screens.run_details import RunDetailsScreen
+            from app.tui.dialogs.run_details import RunDetailsScreen
 
             self.app.push_screen(RunDetailsScreen(run["run_id"], "show"))
 
@@ -190,19 +178,19 @@ class LedgerScreen(Screen):
         if len(self.marked) < 2:
             self.query_one(StatusLine).say("mark two runs or more with space first, then c compares them")
             return
-        from app.tui.screens.run_details import RunDetailsScreen
+        from app.tui.dialogs.run_details import RunDetailsScreen
 
         self.app.push_screen(RunDetailsScreen(self.marked[0], "compare", others=self.marked[1:]))
 
     def action_report(self) -> None:
         run = self.selected()
         if run is not None:
-            from app.tui.screens.run_details import RunDetailsScreen
+            from app.tui.dialogs.run_details import RunDetailsScreen
 
             self.app.push_screen(RunDetailsScreen(run["run_id"], "report"))
 
     def action_filter(self) -> None:
-        from app.tui.screens.ledger_filter import LedgerFilterScreen
+        from app.tui.dialogs.ledger_filter import LedgerFilterScreen
 
         def chosen(filters: Filters | None) -> None:
             if filters is not None:

@@ -7,13 +7,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable
 
 from app.backends.ollama import full_name
 from app.cluster import present
 from app.cluster.models import OPENAI_NO_MANAGEMENT, ModelEntry, ServerError, delete_model
 from app.cluster.pulls import PULLING, QUEUED
+from app.tui.base import NotesScreen
 from app.tui.tones import state_tone
 from app.tui.widgets.app_header import AppHeader
 from app.tui.widgets.fit_table import Col, FitTable
@@ -37,7 +37,7 @@ SORTS = {"name": (lambda m: m.name, False), "size": (lambda m: m.size, True),
 SORT_BY_COLUMN = {"name": "name", "size": "size", "modified": "modified"}
 
 
-class ModelsScreen(Screen):
+class ModelsScreen(NotesScreen):
     BINDINGS = [
         Binding("p", "pull", "Pull", id="models.pull"),
         Binding("d", "delete", "Delete", id="models.delete"),
@@ -76,10 +76,10 @@ class ModelsScreen(Screen):
 
     def on_screen_resume(self) -> None:
         app = self.app
-        if self.url != app.selected_url:
+        if self.url != app.state.selected_url:
             self.query_one(StatusLine).clear()
-        chosen = app.server(app.selected_url)  # the selected row can be a server job that has no server yet
-        self.url = chosen.url if chosen else (app.servers[0].url if app.servers else None)
+        chosen = app.state.server(app.state.selected_url)  # the selected row can be a server job that has no server yet
+        self.url = chosen.url if chosen else (app.state.servers[0].url if app.state.servers else None)
         if self.url is not None:
             app.load_models(self.url, unless_fresh=True)
         self.render_models()
@@ -105,7 +105,7 @@ class ModelsScreen(Screen):
             self.query_one(QuotaBar).display = False
             status.say("no Ollama server is known yet — press 1, then a to add one")
             return
-        state = self.app.model_list(self.url)
+        state = self.app.state.model_list(self.url)
         served = self.served()
         self.query_one(QuotaBar).display = not served
         key, default_reverse = SORTS[self.sort_key]
@@ -127,12 +127,12 @@ class ModelsScreen(Screen):
     def render_title(self) -> None:
         app = self.app
         title = self.query_one("#models-title", Shown)
-        server = app.server(self.url)
+        server = app.state.server(self.url)
         if server is None:
             title.show(Text("Models", style="bold"))
             return
         h = app.health(server.url)
-        state = app.model_list(server.url)
+        state = app.state.model_list(server.url)
         arrow = "↓" if (SORTS[self.sort_key][1] != self.sort_reverse) else "↑"
         text = Text.assemble(("Models", "bold"), " on ", (server.label, "bold"), " · ")
         text.append(present.state(h), style=state_tone(app, h.state))
@@ -148,7 +148,7 @@ class ModelsScreen(Screen):
         app = self.app
         pulls = [p for p in app.pulls.pulls if p.url == self.url]
         self.query_one(PullPanel).show_pulls(pulls)
-        state = app.model_list(self.url)
+        state = app.state.model_list(self.url)
         pulling = sum(p.total for p in pulls if p.state == PULLING)
         used = sum(m.size for m in state.entries) if state.loaded_once and not state.error else None
         self.query_one(QuotaBar).show_usage(used, app.ctx.config.quota_bytes, pulling)
@@ -161,7 +161,7 @@ class ModelsScreen(Screen):
         """An OpenAI-compatible server: it lists what it serves, and has nothing to pull or delete."""
         if self.url is None:
             return False
-        entries = self.app.model_list(self.url).entries
+        entries = self.app.state.model_list(self.url).entries
         return bool(entries) and all(m.served for m in entries) or self.app.health(self.url).kind == "openai-compatible"
 
     # ---- actions ----
@@ -169,7 +169,7 @@ class ModelsScreen(Screen):
         if self.url is None:
             return None
         key = self.table.selected_key
-        return next((m for m in self.app.model_list(self.url).entries if m.name == key), None)
+        return next((m for m in self.app.state.model_list(self.url).entries if m.name == key), None)
 
     def action_sort(self, key: str) -> None:
         if self.sort_key == key:
@@ -199,7 +199,7 @@ class ModelsScreen(Screen):
         if self.served():
             self.query_one(StatusLine).say(OPENAI_NO_MANAGEMENT, error=True)
             return
-        from app.tui.screens.pull_model import PullModelScreen
+        from app.tui.dialogs.pull_model import PullModelScreen
 
         url = self.url
 
@@ -215,7 +215,7 @@ class ModelsScreen(Screen):
             self.query_one(StatusLine).say(f"pull of {pull.name} {where} (c cancels it)")
             self.render_pulls()
 
-        self.app.push_screen(PullModelScreen(self.app.server(url).label), chosen)
+        self.app.push_screen(PullModelScreen(self.app.state.server(url).label), chosen)
 
     def action_cancel_pull(self) -> None:
         pulls = [p for p in self.app.pulls.active() if p.url == self.url]
@@ -235,7 +235,7 @@ class ModelsScreen(Screen):
             self.query_one(StatusLine).say(f"{model.name}: an OpenAI-compatible server tells no more than the id it "
                                            "serves; a run records what it says of itself (ledger show)")
             return
-        from app.tui.screens.model_details import ModelDetailsScreen
+        from app.tui.dialogs.model_details import ModelDetailsScreen
 
         self.app.push_screen(ModelDetailsScreen(self.url, model))
 
@@ -250,9 +250,9 @@ class ModelsScreen(Screen):
         if any(p.url == self.url and full_name(p.name) == model.name for p in self.app.pulls.active()):
             self.query_one(StatusLine).say(f"{model.name} is being pulled — cancel the pull first (c)", error=True)
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
-        url, label = self.url, self.app.server(self.url).label
+        url, label = self.url, self.app.state.server(self.url).label
         question = (f"Delete {model.name} ({present.size(model.size)}) from {label}?\n"
                     "It frees that much of the quota; pulling it again downloads it again.")
 

@@ -5,20 +5,17 @@ its labels fall, each note as it finishes (never note text or free text), and a 
 from __future__ import annotations
 
 import collections
-import threading
-import time
-from datetime import datetime
 
 from rich.highlighter import Highlighter
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Log, Sparkline
 
 from app.cluster.present import duration
-from app.engine.events import Counts
+from app.runs.followed import FollowedRun
+from app.tui.base import NotesScreen
 from app.tui.tones import tone
 from app.tui.widgets.app_header import AppHeader
 from app.tui.widgets.fit_table import Col, FitTable
@@ -31,7 +28,6 @@ from ledger.procinfo import this_host
 FOLLOW_S = 0.25  # the run flushes its feed every 200 ms: a note is on screen well within a second of finishing
 RUNS_S = 3.0  # which runs are live: the ledger index, imported anew each time
 LOG_LINES = 5000
-RATE_POINTS = 60
 COLUMNS = (
     Col("run", "Run", 10),
     Col("experiment", "Experiment", None, min_width=10, max_width=28, grow=1),
@@ -52,18 +48,6 @@ class OutcomeHighlighter(Highlighter):
         for word, style in self.styles.items():
             if style:
                 text.highlight_regex(rf"(?<=^.{{8}} ){word}(?= )", style)
-
-
-def log_line(unit: dict) -> str:
-    """One finished note: time, id, outcome, labels, attempts, latency, tokens — never note text or free text."""
-    t = unit.get("t")
-    when = datetime.fromtimestamp(t).strftime("%H:%M:%S") if isinstance(t, int | float) else "--:--:--"
-    labels = " ".join(f"{k}={v}" for k, v in (unit.get("answer") or {}).items()) or "-"
-    latency = unit.get("latency_ms")
-    took = f"{latency:.0f} ms" if isinstance(latency, int | float) else "- ms"
-    extra = (" TRUNCATED" if unit.get("truncated") else "") + (f" ({unit['error']})" if unit.get("error") else "")
-    return (f"{when} {unit.get('outcome', '?'):<7} {str(unit.get('id', '?'))[:24]}  {labels}  "
-            f"a{unit.get('attempts', 0)} {took} {unit.get('tokens_in') or 0}/{unit.get('tokens_out') or 0} tok{extra}")
 
 
 def host_label(url: str) -> str:
@@ -87,46 +71,7 @@ def last_line(path) -> str | None:
     return lines[-1] if lines else None
 
 
-class Followed:
-    """What the screen knows of the run it follows: the follower and what it has shown."""
-
-    def __init__(self, app, run_id: str):
-        from app.runs.follow import FeedFollower
-
-        self.run_id = run_id
-        self.follower = FeedFollower(app.ledger_dir, run_id)
-        self.counts: Counts | None = None
-        self.total: int | None = None
-        self.rate: float | None = None
-        self.in_flight: int | None = None
-        self.limits: dict[str, int] = {}  # each host's in-flight limit now
-        self.elapsed_s: float | None = None
-        self.ended: dict | None = None
-        self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
-        self.labels: dict[str, collections.Counter] = {}
-        self.reasons: collections.Counter[str] = collections.Counter()  # invalid answers by reason (ledger.reasons)
-        self.seen = 0
-        self.start_error: str | None = None  # a run started here that ended before its feed did: why (its log)
-        # one read of the feed at a time: a read slower than the poll interval (NFS, a busy node) would otherwise
-        # overlap the next one, and both would hand out the same new lines
-        self.reading = threading.Lock()
-        self.ledger_dir = app.ledger_dir
-        self.header: dict = {}
-        self.fields: list = []
-        self.read_header()
-
-    def read_header(self) -> None:
-        """The journal's header (answer fields, server jobs): a run just started has none yet, so ask again."""
-        from app.runs.live import journal_header
-        from ledger.answers import answer_fields
-
-        header = journal_header(self.ledger_dir, self.run_id)
-        if header:
-            self.header = header
-            self.fields = [f for f in answer_fields(header.get("answer_schema")) if f.categorical]
-
-
-class RunsScreen(Screen):
+class RunsScreen(NotesScreen):
     BINDINGS = [
         Binding("s", "stop", "Stop run", id="runs.stop"),
         Binding("l", "show_log", "Its log", id="runs.log"),
@@ -137,7 +82,7 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.runs: list = []  # LiveRun, newest first
-        self.followed: Followed | None = None
+        self.followed: FollowedRun | None = None
         self._follow_timer = None
         self._runs_timer = None
 
@@ -194,7 +139,7 @@ class RunsScreen(Screen):
         app, runs = self.app, self.runs
         known = {r.run_id for r in runs}
         # a run started here shows from the moment it was started, before its journal exists, and after it ended
-        started = [d for rid, d in app.started.items() if rid not in known]
+        started = [d for rid, d in app.state.started.items() if rid not in known]
         rows = []
         for r in runs:
             c = r.counts or {}
@@ -204,7 +149,7 @@ class RunsScreen(Screen):
             rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where(r.hostname, r.slurm), shown,
                                     self._state_of(r.run_id))))
         f = self.followed
-        if f is not None and f.ended is not None and f.run_id not in known and f.run_id not in app.started:
+        if f is not None and f.ended is not None and f.run_id not in known and f.run_id not in app.state.started:
             # the run followed has ended and left the live runs: it stays on screen, final counts and all, until
             # another is chosen, rather than vanishing the moment it finishes
             h = f.header or {}
@@ -223,7 +168,7 @@ class RunsScreen(Screen):
             rows.append((d.detached.run_id, (d.detached.run_id[:10], d.experiment, "here",
                                              self._progress_of(d.detached.run_id, 0, 0), state)))
         self.table.set_rows(rows)
-        want = app.follow_run_id or self.table.selected_key
+        want = app.state.follow_run_id or self.table.selected_key
         if want and any(k == want for k, _ in rows):
             self.table.select_key(want)
             if self.followed is None or self.followed.run_id != want:
@@ -262,8 +207,8 @@ class RunsScreen(Screen):
             self._follow(key)
 
     def _follow(self, run_id: str) -> None:
-        self.app.follow_run_id = run_id
-        self.followed = Followed(self.app, run_id)
+        self.app.state.follow_run_id = run_id
+        self.followed = FollowedRun(self.app.ledger_dir, run_id)
         self.query_one("#run-log", Log).clear()
         self.query_one("#rate", Sparkline).data = []
         self._render_followed()
@@ -275,7 +220,7 @@ class RunsScreen(Screen):
         self._read_feed(f)
 
     @work(thread=True, group="follow", exit_on_error=False)
-    def _read_feed(self, f: Followed) -> None:
+    def _read_feed(self, f: FollowedRun) -> None:
         if not f.reading.acquire(blocking=False):
             return  # the last read is still under way; the next tick reads what arrived meanwhile
         try:
@@ -287,32 +232,19 @@ class RunsScreen(Screen):
         finally:
             f.reading.release()
 
-    def _apply(self, f: Followed, update) -> None:
+    def _apply(self, f: FollowedRun, update) -> None:
         if f is not self.followed:
             return  # the user moved on to another run meanwhile
-        if update.header:
-            f.total = update.header.get("total", f.total)
-        if update.counts is not None:
-            f.counts = update.counts
-        if update.recent_rate is not None and update.recent_rate != f.rate:
-            f.rates.append(update.recent_rate)
+        lines, rate_moved = f.apply(update)
+        if rate_moved:
             # a new list (Sparkline redraws only then), from zero: a rate that wobbles by 5 % must not look like 100 %
             self.query_one("#rate", Sparkline).data = [0.0, *f.rates]
-        f.rate = update.recent_rate if update.recent_rate is not None else (update.rate or f.rate)
-        f.in_flight = update.in_flight if update.in_flight is not None else f.in_flight
-        f.limits = update.limits if update.limits is not None else f.limits
-        f.elapsed_s = update.elapsed_s if update.elapsed_s is not None else f.elapsed_s
-        f.ended = update.ended or f.ended
-        if update.units:
-            for u in update.units:
-                if u.get("outcome") == "invalid" and u.get("error"):
-                    f.reasons[str(u["error"])] += 1
-                for field in f.fields:
-                    value = (u.get("answer") or {}).get(field.name)
-                    if value is not None:
-                        f.labels.setdefault(field.name, collections.Counter())[value] += 1
-            f.seen += len(update.units)
-            self.query_one("#run-log", Log).write_lines([log_line(u) for u in update.units])
+        if lines:
+            self.query_one("#run-log", Log).write_lines(lines)
+        eta = f.eta_s
+        jobs = [str(e.get("job_id")) for e in f.header.get("server_jobs") or [] if e.get("job_id")]
+        if eta is not None and jobs:  # the Servers screen warns about the same jobs
+            self.app.state.run_needs_jobs(f.run_id, jobs, eta)
         self._render_followed()
         self._render_rows()
 
@@ -328,10 +260,7 @@ class RunsScreen(Screen):
         if f is None:
             return
         app = self.app
-        c = f.counts or Counts()
-        total = f.total or c.total
-        frac = c.done / total if total else 0.0
-        eta = (total - c.done) / f.rate if f.rate and total and c.done < total else None
+        c, total, frac, eta = f.shown_counts, f.shown_total, f.fraction, f.eta_s
         text = Text()
         text.append(f"{f.run_id[:10]} ", style=tone(app, "strong"))
         text.append(bar(frac, 24) + " ", style=tone(app, "accent"))
@@ -355,7 +284,7 @@ class RunsScreen(Screen):
         warning = self._job_warning(f, eta)
         if warning:
             text.append(f"\n{warning}", style=tone(app, "bad"))
-        why = self._why_invalid(f, c)
+        why = f.why_invalid()
         if why:
             text.append(f"\n{why}", style=tone(app, "bad"))
         self.query_one("#run-progress", Shown).show(text)
@@ -365,22 +294,9 @@ class RunsScreen(Screen):
             f"{c.truncated:,} · empty {c.empty:,} · {err} {c.errors:,}")
         self.query_one("#run-labels", Shown).show(self._labels_text(f))
 
-    @staticmethod
-    def _why_invalid(f: Followed, c: Counts) -> str:
-        """Once most answers fail validation (or the run ended with some that did), the cause and what to do: the
-        same words as the run's closing lines and ledger show."""
-        from ledger.reasons import commonest, reason_text
-
-        reasons = (f.ended or {}).get("reasons") or f.reasons
-        answered = c.valid + c.invalid
-        if not reasons or not c.invalid or (f.ended is None and 2 * c.invalid <= answered):
-            return ""
-        return f"{c.invalid:,} invalid: {reason_text(commonest(reasons))}"
-
-    def _labels_text(self, f: Followed) -> Text:
+    def _labels_text(self, f: FollowedRun) -> Text:
         text = Text()
-        done = (f.counts.done if f.counts else 0) or f.seen
-        scope = "" if f.seen >= done else f" (the last {f.seen:,} notes)"
+        scope = f.labels_scope()
         for field in f.fields:
             counts = f.labels.get(field.name, collections.Counter())
             n = sum(counts.values())
@@ -396,15 +312,13 @@ class RunsScreen(Screen):
         text.rstrip()
         return text
 
-    def _job_warning(self, f: Followed, eta: float | None) -> str:
+    def _job_warning(self, f: FollowedRun, eta: float | None) -> str:
         """A server job that reaches its time limit before the run is done takes its server with it."""
         from app.cluster.jobactions import ends_before, time_left_text
 
         app = self.app
         for entry in f.header.get("server_jobs") or []:
-            if eta is not None and f.ended is None:  # the Servers screen warns about the same job
-                app.run_etas[str(entry.get("job_id"))] = (f.run_id, eta, time.monotonic())
-            job = next((j for j in app.job_list if j.job_id == str(entry.get("job_id"))), None)
+            job = app.state.job(str(entry.get("job_id")))
             if job is not None and ends_before(job, eta, app.jobs.age_s() or 0.0):
                 return (f"server job {job.job_id} ends in {time_left_text(job)}, before this run does (ETA "
                         f"{duration(eta)}): start another server job (1, then s), or the run stops when it goes")
@@ -416,7 +330,7 @@ class RunsScreen(Screen):
         if f is None or f.ended is not None:
             self.query_one(StatusLine).say("no running run is followed")
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         run_id = f.run_id
 
@@ -438,6 +352,6 @@ class RunsScreen(Screen):
     def action_show_log(self) -> None:
         f = self.followed
         if f is not None:
-            from app.tui.screens.run_details import RunDetailsScreen
+            from app.tui.dialogs.run_details import RunDetailsScreen
 
             self.app.push_screen(RunDetailsScreen(f.run_id, "show"))

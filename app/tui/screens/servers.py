@@ -3,13 +3,10 @@ left, the models loaded now — with keys to add a server, start a server job fr
 
 from __future__ import annotations
 
-import time
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable
 
 from app.cluster import present
@@ -18,6 +15,7 @@ from app.cluster.jobactions import ends_before, job_status, time_left_text
 from app.cluster.present import duration
 from app.cluster.slurm import ServerJob
 from app.errors import UserError
+from app.tui.base import NotesScreen
 from app.tui.tones import state_tone, tone
 from app.tui.widgets.app_header import AppHeader, short_path
 from app.tui.widgets.fit_table import Col, FitTable
@@ -47,7 +45,7 @@ def status_cell(app, health: Health, job: ServerJob | None) -> Text:
     return Text(words, style=state_tone(app, "slow" if words == "slow" else kind))
 
 
-class ServersScreen(Screen):
+class ServersScreen(NotesScreen):
     BINDINGS = [
         Binding("a", "add_server", "Add server", id="servers.add"),
         Binding("s", "start_job", "Start job", id="servers.start_job"),
@@ -90,24 +88,24 @@ class ServersScreen(Screen):
     def render_servers(self) -> None:
         app = self.app
         rows = []
-        for s in app.servers:
-            h, job = app.health(s.url), app.job_of(s.url)
+        for s in app.state.servers:
+            h, job = app.health(s.url), app.state.job_of(s.url)
             loaded = ", ".join(present.loaded(m, app.now()) for m in h.loaded) or ("-" if h.answers else "")
             rows.append((s.url, (s.label, s.origin_text, status_cell(app, h, job), h.kind_text if h.kind else "",
                                  h.version or "",
                                  self._rtt.text(s.url, h), time_left_text(job) if job else "", loaded)))
-        waiting = [j for j in app.job_list if not j.url]
+        waiting = [j for j in app.state.job_list if not j.url]
         for job in waiting:
             rows.append((JOB_ROW + job.job_id, (job.name, job.origin, status_cell(app, UNKNOWN, job),
                                                 "openai" if job.kind == "openai-compatible" else "ollama", "", "",
                                                 time_left_text(job), "")))
-        jobs = f" · {len(app.job_list)} server job{'s' if len(app.job_list) != 1 else ''}" if app.jobs.available \
+        jobs = f" · {len(app.state.job_list)} server job{'s' if len(app.state.job_list) != 1 else ''}" if app.jobs.available \
             else ""
         self.query_one("#servers-title", Shown).show(Text.assemble(
-            ("Servers", "bold"), f"  {len(app.servers)} known{jobs} · health every 5 s · enter: its models"))
+            ("Servers", "bold"), f"  {len(app.state.servers)} known{jobs} · health every 5 s · enter: its models"))
         self.table.set_rows(rows)
-        if app.selected_url:
-            self.table.select_key(app.selected_url)
+        if app.state.selected_url:
+            self.table.select_key(app.state.selected_url)
         self.render_detail()
 
     def _health_changed(self, url: str) -> None:
@@ -119,15 +117,15 @@ class ServersScreen(Screen):
     def selected_job(self) -> ServerJob | None:
         key = self.table.selected_key or ""
         if key.startswith(JOB_ROW):
-            return next((j for j in self.app.job_list if j.job_id == key[len(JOB_ROW):]), None)
-        return self.app.job_of(key)
+            return next((j for j in self.app.state.job_list if j.job_id == key[len(JOB_ROW):]), None)
+        return self.app.state.job_of(key)
 
     def render_detail(self) -> None:
         app = self.app
         detail = self.query_one("#server-detail", Shown)
-        key = app.selected_url or ""
+        key = app.state.selected_url or ""
         job = self.selected_job()
-        server = app.server(key)
+        server = app.state.server(key)
         if server is None and job is None:
             slurm = " or start a server job with s" if app.jobs.available else ""
             detail.show(Text.assemble(
@@ -158,12 +156,11 @@ class ServersScreen(Screen):
             left = "no time limit" if job.time_left_s is None else f"{time_left_text(job)} left"
             text.append(f"\njob {job.job_id} · {job.partition or 'default partition'}{where}{gpus} · {left} · "
                         "k cancels it")
-            known = app.run_etas.get(job.job_id)
-            if known is not None:
-                run_id, eta, at = known
-                eta -= time.monotonic() - at  # the ETA as it stands now
+            need = app.state.run_needs.get(job.job_id)
+            if need is not None:
+                eta = need.eta_s()  # the ETA as it stands now
                 if ends_before(job, eta, app.jobs.age_s() or 0.0):
-                    text.append(f"\nthis job ends before run {run_id[:10]} is done (ETA {duration(eta)}): the run "
+                    text.append(f"\nthis job ends before run {need.run_id[:10]} is done (ETA {duration(eta)}): the run "
                                 "loses this server — start another (s)", style=tone(app, "bad"))
         if server is not None:
             h = app.health(server.url)
@@ -182,15 +179,15 @@ class ServersScreen(Screen):
     # ---- events and actions ----
     @on(DataTable.RowHighlighted, "#servers-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value and event.row_key.value != self.app.selected_url:
-            self.app.selected_url = event.row_key.value
+        if event.row_key.value and event.row_key.value != self.app.state.selected_url:
+            self.app.state.selected_url = event.row_key.value
             self.render_detail()
 
     @on(DataTable.RowSelected, "#servers-table")
     async def _selected(self, event: DataTable.RowSelected) -> None:
         if (event.row_key.value or "").startswith(JOB_ROW):
             return  # a job with no server yet has no models
-        self.app.selected_url = event.row_key.value
+        self.app.state.selected_url = event.row_key.value
         await self.app.run_action("show('models')")
 
     def action_refresh(self) -> None:
@@ -202,7 +199,7 @@ class ServersScreen(Screen):
         self.query_one(StatusLine).say("asking every server again…")
 
     def action_add_server(self) -> None:
-        from app.tui.screens.add_server import AddServerScreen
+        from app.tui.dialogs.add_server import AddServerScreen
 
         def added(url: str | None) -> None:
             if url:
@@ -212,7 +209,7 @@ class ServersScreen(Screen):
         self.app.push_screen(AddServerScreen(), added)
 
     def action_start_job(self) -> None:
-        from app.tui.screens.start_job import StartJobScreen
+        from app.tui.dialogs.start_job import StartJobScreen
 
         def chosen(choice: tuple[str, str | None] | None) -> None:
             if choice:
@@ -235,7 +232,7 @@ class ServersScreen(Screen):
         app.call_from_thread(self._submitted, job_id, profile)
 
     def _submitted(self, job_id: str, profile: str) -> None:
-        self.app.selected_url = JOB_ROW + job_id
+        self.app.state.selected_url = JOB_ROW + job_id
         self.query_one(StatusLine).say(f"submitted server job {job_id} ({profile}); it shows here as it starts")
         self.app.refresh_jobs()
 
@@ -244,7 +241,7 @@ class ServersScreen(Screen):
         if job is None:
             self.query_one(StatusLine).say("the selected server is not one of your server jobs")
             return
-        from app.tui.screens.confirm import ConfirmScreen
+        from app.tui.dialogs.confirm import ConfirmScreen
 
         where = f" on {job.node}" if job.node else ""
         question = (f"Cancel server job {job.job_id} ({job.name}{where}, {time_left_text(job)} left)?\n"

@@ -36,7 +36,7 @@ def _busy_is_one_line(handler: Handler) -> Handler:
 
 
 def register(sub: argparse._SubParsersAction, shared: Any) -> None:
-    """`shared` is app.cli.Shared (not imported: the script commands must not import the module that starts the TUI)."""
+    """`shared` is app.cli.options.Shared."""
     led = shared.add(sub, "ledger", shared.json, help="query the run ledger")
     lsub = led.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True, parser_class=type(led))
 

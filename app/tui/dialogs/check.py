@@ -10,14 +10,14 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from app.errors import UserError
+from app.tui.base import NotesDialog
 from app.tui.tones import tone
 
 
-class CheckScreen(ModalScreen[None]):
+class CheckScreen(NotesDialog[None]):
     BINDINGS = [Binding("escape,q", "close", "Close", show=False)]
 
     def __init__(self, path: Path):
@@ -39,7 +39,7 @@ class CheckScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _run(self) -> None:
-        from app.check import check_lines
+        from app.tryout.check import check_lines
 
         try:
             for line, warning in check_lines(str(self.path)):

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
+
+from app.tui.base import NotesDialog
 
 STATUSES = ("completed", "running", "interrupted", "failed", "crashed")
 
 
-class LedgerFilterScreen(ModalScreen):
+@dataclass
+class Filters:
+    experiment: str | None = None
+    model: str | None = None
+    status: str | None = None
+
+    def text(self) -> str:
+        parts = [f"{k} {v}" for k, v in (("experiment", self.experiment), ("model", self.model),
+                                           ("status", self.status)) if v]
+        return ", ".join(parts) or "none"
+
+
+class LedgerFilterScreen(NotesDialog):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, current):
@@ -31,8 +46,6 @@ class LedgerFilterScreen(ModalScreen):
 
     @on(Input.Submitted)
     def _apply(self, _event) -> None:
-        from app.tui.screens.ledger_runs import Filters
-
         status = self.query_one("#status", Select).value
         self.dismiss(Filters(experiment=self.query_one("#experiment", Input).value.strip() or None,
                              model=self.query_one("#model", Input).value.strip() or None,

@@ -1,8 +1,9 @@
-"""`notes-tui` command line: the TUI by default, `--run FILE` headless, and the script commands (check, server,
-models, ledger). Every option works where a user types it, before or after the subcommand.
+"""`notes-tui` command line: the parser and `main` — the TUI by default, `--run FILE` headless, and the script
+commands, one module each (run, check, try_, server, models, ledger, submit). Every option works where a user types
+it, before or after the subcommand (options.Shared).
 
-This module stays light: each command imports what it needs when it runs, so `notes-tui --run` and the TUI start
-without loading each other's libraries.
+This package stays light: each command imports what it needs when it runs, so `notes-tui --run` and the TUI start
+without loading each other's libraries. Only `main` here launches the TUI; the command modules know no screen.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli.options import Shared, positive, run_id, shard
 from app.errors import ExitCode
-
-SUPPRESS = argparse.SUPPRESS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,35 +33,8 @@ class _Parser(argparse.ArgumentParser):
         return parsed, extra
 
 
-class Shared:
-    """Options accepted on every level of the command tree.
-
-    They are declared with default=SUPPRESS everywhere, so a subparser that does not see the option leaves alone what
-    an earlier level parsed (`notes-tui --ledger D ledger list`, `notes-tui ledger --ledger D list` and `notes-tui
-    ledger list --ledger D` mean the same), and get their defaults after parsing. Not through set_defaults: the
-    action objects are shared between the parsers (parents=), and set_defaults on one parser rewrites their default
-    for every parser, which made each subparser reset what the level above had parsed."""
-
-    def __init__(self) -> None:
-        self.places = argparse.ArgumentParser(add_help=False)
-        self.places.add_argument("--ledger", metavar="DIR", default=SUPPRESS,
-                                 help="ledger directory (default $NOTES_TUI_LEDGER, else $XDG_DATA_HOME/notes-tui)")
-        self.places.add_argument("--workspace", metavar="DIR", default=SUPPRESS,
-                                 help="the workspace whose experiments/ are listed (default: the current directory)")
-        self.json = argparse.ArgumentParser(add_help=False)
-        self.json.add_argument("--json", action="store_true", default=SUPPRESS, help="print one JSON document")
-        self.host = argparse.ArgumentParser(add_help=False)
-        self.host.add_argument("--host", metavar="URL", default=SUPPRESS,
-                               help="the Ollama server (default $OLLAMA_HOST, else the only known server)")
-        self.defaults = {"ledger": None, "workspace": None, "json": False, "host": None}
-
-    def add(self, sub: argparse._SubParsersAction, name: str, *extra: argparse.ArgumentParser,
-            **kwargs) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[self.places, *extra], **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from app import ledger_cli, models_cli, server_cli, submit_cli, try_cli
+    from app.cli import ledger, models, server, submit, try_
 
     shared = Shared()
     parser = _Parser(
@@ -76,51 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="answer only shard I of N (MySQL only; a job array task finds its own from Slurm)")
     # hidden: who starts a detached run (the TUI) names it first, to follow it before it has written anything
     # dest apart from the ledger commands' RUN argument (run_id), which a run id given to --run must not be taken for
-    parser.add_argument("--run-id", type=run_id, metavar="ID", dest="preset_run_id", help=SUPPRESS)
+    parser.add_argument("--run-id", type=run_id, metavar="ID", dest="preset_run_id", help=argparse.SUPPRESS)
     parser.set_defaults(handler=None)
     parser.shared_defaults = shared.defaults
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = shared.add(sub, "check", help="validate an experiment, reach its source and servers, show the first prompt")
     check.add_argument("file", metavar="FILE")
-    check.add_argument("--rerun-invalid", action="store_true", default=SUPPRESS, help="count invalid answers as to do")
+    check.add_argument("--rerun-invalid", action="store_true", default=argparse.SUPPRESS, help="count invalid answers as to do")
     check.set_defaults(handler=_check)
-    server_cli.register(sub, shared)
-    models_cli.register(sub, shared)
-    ledger_cli.register(sub, shared)
-    submit_cli.register(sub, shared)
-    try_cli.register(sub, shared)
+    for command in (server, models, ledger, submit, try_):
+        command.register(sub, shared)
     return parser
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def shard(text: str) -> tuple[int, int]:
-    from app.cluster.shards import parse_shard
-
-    try:
-        return parse_shard(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def run_id(text: str) -> str:
-    from ledger.ids import is_run_id
-
-    if not is_run_id(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a run id (26 capitals and digits, as notes-tui makes them)")
-    return text
-
-
 def _check(args: argparse.Namespace) -> int:
-    from app.check import check
+    from app.cli.check import check
 
     return check(args.file, rerun_invalid=args.rerun_invalid)
 
@@ -137,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run and args.command:
             raise UserError(f"--run and {args.command} cannot be combined — give one of them")
         if args.run:
-            from app.headless import run_headless
+            from app.cli.run import run_headless
 
             return run_headless(args.run, ledger=args.ledger, limit=args.limit, rerun_invalid=args.rerun_invalid,
                                 shard=args.shard, run_id=args.preset_run_id)

@@ -8,11 +8,11 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.cli import Shared
+    from app.cli.options import Shared
 
 
 def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
-    from app.cli import positive
+    from app.cli.options import positive
 
     submit = shared.add(sub, "submit", shared.json, help="run an experiment as a Slurm batch job (or a job array)")
     submit.add_argument("file", metavar="FILE")
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
 
 
 def submit_run(args: argparse.Namespace) -> int:
+    from app.cluster.submit import submit_experiment
     from app.context import load_context
     from ledger import resolve_ledger_dir
 
@@ -38,27 +39,3 @@ def submit_run(args: argparse.Namespace) -> int:
         print(f"submitted run job {job_id}{tasks}; follow it with notes-tui ledger list (output in "
               f"{ledger_dir / 'slurm'})")
     return 0
-
-
-def submit_experiment(file: str, ctx, ledger_dir, array: int | None = None, time: str | None = None,
-                      signal_s: int | None = None) -> tuple[str, str | None]:
-    """Submit FILE as a run job (job array with `array`); (job id, cluster). Blocking (sbatch): the TUI calls it from
-    a worker."""
-    from pathlib import Path
-
-    from app.cluster.shards import refuse_sqlite_shard
-    from app.cluster.slurm import Slurm
-    from app.cluster.submit import run_submission
-    from app.config import load_experiment
-    from app.errors import UserError
-
-    exp = load_experiment(file)  # a broken file is refused here, not minutes later in the queue
-    if array and array > 1:
-        refuse_sqlite_shard(exp)
-    slurm = Slurm(ctx.config.slurm.cluster)
-    if not slurm.available:
-        raise UserError("there is no Slurm here (no sbatch) — run this on the cluster's login node, or run the "
-                        f"experiment here: notes-tui --run {file}")
-    sub = run_submission(Path(file), ctx.config.slurm.run, ledger_dir, ctx.environ, slurm.cluster,
-                         array=array, time=time, signal_s=signal_s)
-    return sub.submit(slurm), slurm.cluster

@@ -7,13 +7,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from app.tui.base import NotesDialog
 from app.tui.keys import Key, app_keys, screen_keys
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(NotesDialog[None]):
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", show=False)]
 
     def compose(self) -> ComposeResult:

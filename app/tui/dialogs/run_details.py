@@ -8,16 +8,16 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Markdown, Static
 
+from app.tui.base import NotesDialog
 from app.tui.tones import tone
 
 LOG_TAIL = 40
 TITLES = {"show": "run {}", "report": "report of run {}", "compare": "run {} compared"}
 
 
-class RunDetailsScreen(ModalScreen[None]):
+class RunDetailsScreen(NotesDialog[None]):
     BINDINGS = [Binding("escape,q", "close", "Close", show=False)]
 
     def __init__(self, run_id: str, what: str, others: list[str] | None = None):

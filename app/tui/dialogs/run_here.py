@@ -10,8 +10,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, Static
+
+from app.tui.base import NotesDialog
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class RunChoice:
     rerun_invalid: bool
 
 
-class RunHereScreen(ModalScreen[RunChoice | None]):
+class RunHereScreen(NotesDialog[RunChoice | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, path: Path):

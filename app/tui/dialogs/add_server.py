@@ -6,14 +6,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from app.errors import UserError
+from app.tui.base import NotesDialog
 from app.tui.widgets.app_header import short_path
 
 
-class AddServerScreen(ModalScreen[str | None]):
+class AddServerScreen(NotesDialog[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def compose(self) -> ComposeResult:

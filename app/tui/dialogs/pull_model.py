@@ -6,14 +6,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from app.cluster.models import ServerError
 from app.cluster.pulls import check_model_name
+from app.tui.base import NotesDialog
 
 
-class PullModelScreen(ModalScreen[str | None]):
+class PullModelScreen(NotesDialog[str | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def __init__(self, server_label: str):

@@ -1,11 +1,10 @@
-"""`notes-tui check FILE`: is the experiment ready to run? With `try`, the one place that shows note text (the first
-prompt), because the user asked to see it. The lines come from `check_lines`, which the Experiments screen shows too."""
+"""Is the experiment ready to run? The lines `notes-tui check` prints and the Experiments screen shows. With `try`,
+the one place that shows note text (the first prompt), because the user asked to see it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Iterator
 
 from app.backends import make_backend
@@ -15,15 +14,6 @@ from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
 from app.sources import open_source
 from ledger.serverfacts import server_rows
-
-
-def check(file: str, rerun_invalid: bool = False) -> int:
-    for line, warning in check_lines(file, rerun_invalid):
-        if warning:
-            print(f"notes-tui: {line}", file=sys.stderr)
-        else:
-            print(line)
-    return 0
 
 
 def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, bool]]:

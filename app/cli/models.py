@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from app.errors import ExitCode
 
 if TYPE_CHECKING:
-    from app.cli import Shared
+    from app.cli.options import Shared
     from app.cluster.pulls import Pull
 
 TTY_REDRAW_S = 0.1

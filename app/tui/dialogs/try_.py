@@ -11,16 +11,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from app.errors import UserError
+from app.tui.base import NotesDialog
 from app.tui.tones import tone
 
 VERDICT_TONE = {"valid": "ok", "invalid": "bad", "error": "bad", "empty": "warn"}
 
 
-class TrialScreen(ModalScreen[None]):
+class TrialScreen(NotesDialog[None]):
     BINDINGS = [Binding("escape", "close", "Close", show=False)]
 
     def __init__(self, path: Path):
@@ -61,8 +61,8 @@ class TrialScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _try(self, n: int, seed: int | None, unit_id: str | None) -> None:
         from app.config import load_experiment
-        from app.try_cli import report_lines
         from app.tryout import try_notes
+        from app.tryout.report import report_lines
 
         try:
             report = try_notes(load_experiment(self.path), n=1 if unit_id else n, seed=seed, unit_id=unit_id)

@@ -6,15 +6,15 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from app.cluster import present
 from app.cluster.models import ModelDetails, ModelEntry, ServerError, show_model
+from app.tui.base import NotesDialog
 from app.tui.tones import tone
 
 
-class ModelDetailsScreen(ModalScreen[None]):
+class ModelDetailsScreen(NotesDialog[None]):
     BINDINGS = [Binding("escape,q,i", "close", "Close", show=False)]
 
     def __init__(self, url: str, entry: ModelEntry):

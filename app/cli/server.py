@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.cli import Shared
+    from app.cli.options import Shared
     from app.cluster.health import Health
     from app.cluster.known import KnownServer
     from app.cluster.slurm import ServerJob

@@ -8,10 +8,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from app.tui.base import NotesDialog
 from app.tui.widgets.app_header import short_path
 from app.userconfig import SLURM_TIME, Profile
 
@@ -24,7 +24,7 @@ def profile_summary(name: str, p: Profile) -> str:
     return f"{name}: " + ", ".join(x for x in parts if x)
 
 
-class StartJobScreen(ModalScreen[tuple[str, str | None] | None]):
+class StartJobScreen(NotesDialog[tuple[str, str | None] | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
 
     def compose(self) -> ComposeResult:

@@ -1,0 +1,1 @@
+"""The modal dialogs the five screens open (one per file): forms, confirmations, details and reports."""
