@@ -215,6 +215,7 @@ def scan_as_nobody() -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.serial  # scans every listening port of the node: another test's stand-in server must not be up meanwhile
 @pytest.mark.parametrize("isolate", [True, False])
 def test_another_user_of_the_node_finds_no_port_of_the_job_that_answers(home, isolate):
     """Issue 20, point 1: the server behind the proxy listened on the node's loopback, which every user shares. With
