@@ -117,7 +117,7 @@ class ServersScreen(NotesScreen):
     def selected_job(self) -> ServerJob | None:
         key = self.table.selected_key or ""
         if key.startswith(JOB_ROW):
-            return next((j for j in self.app.state.job_list if j.job_id == key[len(JOB_ROW):]), None)
+            return self.app.state.job(key[len(JOB_ROW):])
         return self.app.state.job_of(key)
 
     def render_detail(self) -> None:
