@@ -9,7 +9,8 @@ from pathlib import Path
 
 from app.cluster.known import KnownServer, known_servers
 from app.cluster.slurm import ServerJobs, shared_jobs
-from app.userconfig import UserConfig, config_path, load_user_config
+from app.settings.files import config_path
+from app.settings.user import UserConfig, load_user_config
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -19,6 +22,19 @@ class UserError(Exception):
     """A mistake in a file, the environment or a command line: one line that says what is wrong and how to fix it."""
 
     exit_code = 2
+
+
+class ConfigError(UserError):
+    """A mistake in a file the user wrote (an experiment file, the user's settings): the file, the key, the fix."""
+
+    def __init__(self, path: Path | str, key: str, problem: str, fix: str = ""):
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(where + problem + (f" — {fix}" if fix else ""))
+
+
+def key_part(name: str) -> str:
+    """A key as the error line shows it: plain names as they are, anything else quoted (a key may hold a newline)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name, ensure_ascii=False)
 
 
 class SourceError(UserError):

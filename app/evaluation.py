@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.config import EVALUATION_KEYS, EvaluationSection, Experiment, check_evaluation
 from app.errors import UserError
+from app.experiment import Experiment
+from app.experiment.rules import EVALUATION_KEYS, check_evaluation
+from app.experiment.schema import EvaluationSection
 from app.sources import Source, open_source
 from app.sources.base import unit_uid
 
@@ -151,7 +153,7 @@ def experiment_of_run(run: dict[str, Any], file: str | None) -> tuple[Experiment
     """The experiment a run was made from: `file` when given; else the file at the recorded path if it is still
     there; else the recorded TOML, read as if it lay at that path. Returns it with a note for the user when the file
     differs from what the run recorded."""
-    from app.config import load_experiment
+    from app.experiment import load_experiment
 
     if file is not None:
         return load_experiment(file), None

@@ -36,8 +36,8 @@ from datetime import datetime
 from pathlib import Path
 
 from app.backends.llamacpp import default_gguf
-from app.config import load_experiment
 from app.engine.answer import AnswerSpec
+from app.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -207,9 +207,9 @@ def run_functions(ledger_dir: Path, runs: dict) -> None:
     """What the TUI's Ledger screen will call, on an index that is up to date."""
     from ledger.compare import compare_runs
     from ledger.evaluate import evaluate_runs
-    from ledger.format import format_runs_table
     from ledger.report import render
     from ledger.report.data import build_report
+    from ledger.report.terminal import format_runs_table
 
     led = Ledger(ledger_dir)
     timed("list_runs() + table (10,000 rows)", lambda: format_runs_table(led.list_runs()), repeat=3)

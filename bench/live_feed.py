@@ -27,7 +27,7 @@ from pathlib import Path
 from app.engine.events import UnitDone
 from app.runs.follow import FeedFollower
 from ledger import new_run_id
-from ledger.live import FeedWriter
+from ledger.feed import FeedWriter
 from tests.helpers.support import experiment_toml
 from tests.standin.standin_ollama import spawn_standin
 

@@ -47,8 +47,8 @@ def demo_notes() -> list[tuple[int, str]]:
 def answer_schema() -> dict:
     import tomllib
 
-    from app.config import AnswerSection
     from app.engine.answer import AnswerSpec
+    from app.experiment.schema import AnswerSection
 
     doc = tomllib.loads(PNEUMONIA_ANSWER)
     return AnswerSpec(AnswerSection.model_validate(doc["answer"])).schema

@@ -25,12 +25,12 @@ from pathlib import Path
 import pymysql
 
 from app.backends import make_backend
-from app.config import load_experiment
 from app.engine.bus import EventBus
 from app.engine.events import Progress, RunStarted
 from app.engine.feed import LiveFeed
 from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions
+from app.experiment import load_experiment
 from app.sources import open_source
 from tests.helpers.support import experiment_toml
 from tests.standin.standin_ollama import spawn_standin

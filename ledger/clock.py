@@ -1,4 +1,5 @@
-"""UTC timestamps as the journal writes them, and tolerant parsing for what the app puts in headers."""
+"""UTC timestamps as the journal writes them, tolerant parsing for what the app puts in headers, and durations as
+people read them (the one formatter every listing, report and screen uses)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,17 @@ def parse_since(text: str, now: datetime | None = None) -> str:
         if at is None:
             raise ValueError(text)
     return iso_utc(at)
+
+
+def format_duration(seconds: float | None) -> str:
+    """45s, 3m07s, 2h05m, 3d04h; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

@@ -1,4 +1,4 @@
-"""`ledger show`: everything the ledger holds about one run, as plain data (see text.format_show)."""
+"""`ledger show`: everything the ledger holds about one run, as plain data (see report.terminal.format_show)."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ def demo_workspace(tmp_path):
 
 def test_demo_run_with_the_real_model(demo_workspace, capsys, private_ledger):
     from app.backends.llamacpp import default_gguf, gguf_digest
-    from app.config import load_experiment
     from app.engine.answer import AnswerSpec
+    from app.experiment import load_experiment
 
     exp = demo_workspace / "demo.toml"
     code, out, err = cli(capsys, "--run", str(exp), "--limit", "4")

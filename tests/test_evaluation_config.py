@@ -40,7 +40,8 @@ def test_evaluation_mistake_is_one_line(tmp_path, case_id, section, fragment):
 
 
 def test_gold_column_with_group_by_asks_for_a_query(tmp_path):
-    from app.config import ConfigError, load_experiment
+    from app.errors import ConfigError
+    from app.experiment import load_experiment
 
     exp = tmp_path / "exp.toml"
     exp.write_text(experiment_toml(source=GROUPED, hosts=["http://127.0.0.1:9"],
@@ -50,8 +51,8 @@ def test_gold_column_with_group_by_asks_for_a_query(tmp_path):
 
 
 def test_a_bool_field_maps_to_true_and_false(tmp_path):
-    from app.config import load_experiment
     from app.evaluation import evaluation_for, read_gold
+    from app.experiment import load_experiment
 
     make_notes(tmp_path / "notes.db", n=9)
     text = experiment_toml(source=SOURCE, hosts=["http://127.0.0.1:9"],

@@ -233,10 +233,10 @@ class ScriptedServer:
 
 def test_the_run_loop_finds_a_scripted_servers_slots(tmp_path):
     from app.backends.base import Backend, ModelInfo, Reply
-    from app.config import load_experiment
     from app.engine.bus import EventBus
     from app.engine.events import RunFinished
     from app.engine.runner import Runner, RunOptions
+    from app.experiment import load_experiment
     from app.sources import open_source
     from tests.helpers.support import experiment_toml
 

@@ -126,7 +126,7 @@ def test_experiment_without_evaluation_says_how_to_add_one(built, tmp_path):
 
 
 def test_try_reads_the_same_gold_labels_as_eval(built):
-    from app.config import load_experiment
+    from app.experiment import load_experiment
     from app.sources import open_source
     from app.tryout.gold import gold_for
 

@@ -15,7 +15,7 @@ from app.engine.events import Counts, Progress, RunFinished, RunStarted, UnitDon
 from app.engine.feed import LiveFeed
 from app.runs.follow import FeedFollower
 from ledger import new_run_id
-from ledger.live import FeedWriter, feed_path, prune_feeds
+from ledger.feed import FeedWriter, feed_path, prune_feeds
 from tests.helpers.notes import SOURCE, make_db, results
 from tests.helpers.runhelp import journal_records, spawn_run
 from tests.helpers.support import experiment_toml

@@ -8,7 +8,7 @@ import sys
 
 from app.backends.ollama import OllamaBackend
 from app.backends.ollama_wire import HttpxWire, LeanWire
-from app.config import load_experiment
+from app.experiment import load_experiment
 from tests.helpers.support import ROOT, experiment_toml
 
 SOURCE = 'kind = "sqlite"\npath = "notes.db"\ntable = "notes"\nid_columns = ["id"]\ntext_column = "t"'

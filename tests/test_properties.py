@@ -20,9 +20,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from app.config import AnswerSection, ConfigError, load_experiment
 from app.engine.answer import PUBLIC_TYPES, AnswerSpec
 from app.engine.prompt import Template
+from app.errors import ConfigError
+from app.experiment import load_experiment
+from app.experiment.schema import AnswerSection
 from app.sources.base import decode_note
 from tests.helpers.support import experiment_toml
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.config import load_experiment
+from app.experiment import load_experiment
 from tests.helpers.support import ROOT
 
 

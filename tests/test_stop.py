@@ -10,7 +10,7 @@ import pytest
 
 import app.runs.stop as stopping
 from app.runs.follow import FeedFollower
-from app.runs.live import live_runs
+from app.runs.running import running_runs
 from app.runs.stop import request_stop
 from ledger import new_run_id
 from ledger.stop import stop_path
@@ -52,7 +52,7 @@ def finish_and_rerun(exp, proc, ledger):
 def test_a_run_on_this_host_is_stopped_by_a_signal(tmp_path, private_ledger):
     with StandinOllama(latency=0.1, slots=2) as server:
         exp, run_id, proc = start_run(tmp_path, server, private_ledger)
-        (live,) = live_runs(private_ledger)
+        (live,) = running_runs(private_ledger)
         assert (live.run_id, live.here, live.total, live.model) == (run_id, True, N, "llama3:latest")
         assert live.pid == proc.pid and live.feed is not None and live.log is None
         sent = request_stop(private_ledger, live)
@@ -61,7 +61,7 @@ def test_a_run_on_this_host_is_stopped_by_a_signal(tmp_path, private_ledger):
     assert "SIGTERM: no new notes are sent" in err and "interrupted (SIGTERM)" in out
     assert not stop_path(private_ledger, run_id).exists()  # the run took its stop file away
     assert request_stop(private_ledger, run_id).how == "not running"
-    assert live_runs(private_ledger) == []
+    assert running_runs(private_ledger) == []
 
 
 @pytest.mark.parametrize("how", ["request_stop", "by hand"])

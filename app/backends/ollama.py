@@ -34,8 +34,8 @@ from app.backends.ollama_wire import (
 )
 from app.backends.remote import ALLOW_FIX, cloud_tag, refuse_remote_hosts, remote_host_of
 from app.cluster.tokens import auth_headers
-from app.config import Experiment
 from app.errors import BackendError
+from app.experiment import Experiment
 
 PREPARE_TIMEOUT_S = 15.0
 PS_TIMEOUT_S = 5.0

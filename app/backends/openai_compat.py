@@ -22,8 +22,8 @@ from app.backends.ollama import too_long
 from app.backends.ollama_wire import Wire, as_int, chat_messages, json_doc, open_wire, post_for_answer, probe_each
 from app.backends.remote import refuse_remote_hosts
 from app.cluster.tokens import auth_headers
-from app.config import Experiment
 from app.errors import BackendError
+from app.experiment import Experiment
 
 PREPARE_TIMEOUT_S = 15.0
 # Where the run starts each server (app.engine.limit finds the rest): a llama-server at the slots it says it has,

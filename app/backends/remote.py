@@ -67,7 +67,8 @@ def refuse_remote_hosts(exp: Any, hosts: Iterable[str]) -> None:
     the user's (its token record names the URL) is inside by definition, whatever its node's address."""
     from app.cluster.tokens import record_for_url
     from app.errors import BackendError
-    from app.userconfig import config_path, load_user_config
+    from app.settings.files import config_path
+    from app.settings.user import load_user_config
 
     if exp.spec.model.allow_remote:
         return

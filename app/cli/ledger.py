@@ -144,7 +144,7 @@ def _json(data: Any) -> str:
 
 def list_runs(args: argparse.Namespace) -> int:
     from ledger.clock import parse_since
-    from ledger.format import format_runs_table, runs_to_json
+    from ledger.report.terminal import format_runs_table, runs_to_json
 
     since = None
     if args.since:
@@ -161,8 +161,8 @@ def list_runs(args: argparse.Namespace) -> int:
 
 def show_run(args: argparse.Namespace) -> int:
     from ledger.index import resolve_run
+    from ledger.report.terminal import format_show
     from ledger.show import run_details
-    from ledger.text import format_show
 
     run = _read(_open(args), lambda db: run_details(db, resolve_run(db, args.run_id)))
     print(_json(run) if args.json else format_show(run))
@@ -181,7 +181,7 @@ def report(args: argparse.Namespace) -> int:
 
 def compare(args: argparse.Namespace) -> int:
     from ledger.compare import compare_runs
-    from ledger.text import format_compare
+    from ledger.report.terminal import format_compare
 
     def query(db):
         ids = _resolve_all(db, args.runs)
@@ -198,8 +198,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from app.evaluation import evaluation_for, experiment_of_run, gold_info, read_gold
     from ledger.evals import write_eval
     from ledger.evaluate import FieldNotScorable, evaluate_runs
+    from ledger.report.terminal import format_eval
     from ledger.runs import load_run
-    from ledger.text import format_eval
 
     led = _open(args)
 
@@ -230,7 +230,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from ledger.text import format_verify
+    from ledger.report.terminal import format_verify
     from ledger.verify import MIN_HEAD_CHARS, verify_ledger
 
     head = args.head

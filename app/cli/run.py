@@ -13,13 +13,13 @@ from pathlib import Path
 from app.backends import make_backend
 from app.cluster.auto import resolve_hosts
 from app.cluster.shards import array_shard, refuse_sqlite_shard, shard_text
-from app.config import Experiment, load_experiment
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
 from app.engine.feed import LiveFeed
 from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
+from app.experiment import Experiment, load_experiment
 from app.sources import open_source
 from ledger import new_run_id, resolve_ledger_dir
 from ledger.journal import JOURNAL_DIR, SUFFIX, ensure_private_dir

@@ -146,7 +146,7 @@ def add_server(args: argparse.Namespace) -> int:
 
     from app.cluster.health import probe_all
     from app.context import load_context
-    from app.userconfig import save_server
+    from app.settings.user import save_server
 
     ctx = load_context(args.workspace)
     entry = save_server(ctx.config_path, args.url, args.name)

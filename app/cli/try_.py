@@ -33,8 +33,8 @@ def _seed(text: str) -> int:
 
 
 def try_command(args: argparse.Namespace) -> int:
-    from app.config import load_experiment
     from app.errors import UserError
+    from app.experiment import load_experiment
     from app.tryout import DEFAULT_N, try_notes
 
     if args.id is not None and (args.n is not None or args.random is not None):

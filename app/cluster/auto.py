@@ -8,7 +8,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from app.cluster import tokens
-from app.config import ConfigError, Experiment
+from app.errors import ConfigError
+from app.experiment import Experiment
 
 if TYPE_CHECKING:  # a run with listed hosts needs neither Slurm nor httpx (the probe): imported for "auto" only
     from app.cluster.slurm import ServerJob, ServerJobs
@@ -48,7 +49,8 @@ def resolve_hosts(exp: Experiment, cluster: str | None = None, jobs: ServerJobs 
 
     if jobs is None:
         if cluster is None:
-            from app.userconfig import config_path, load_user_config
+            from app.settings.files import config_path
+            from app.settings.user import load_user_config
 
             cluster = load_user_config(config_path(environ)).slurm.cluster
         jobs = ServerJobs(Slurm(cluster))

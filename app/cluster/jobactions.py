@@ -9,7 +9,7 @@ from app.cluster.health import Health
 from app.cluster.slurm import ServerJob, ServerJobs, Slurm
 from app.cluster.submit import server_submission
 from app.errors import UserError
-from app.userconfig import UserConfig
+from app.settings.user import UserConfig
 
 
 def _slurm(config: UserConfig) -> Slurm:
@@ -69,9 +69,9 @@ def job_status(job: ServerJob, health: Health | None) -> str:
 
 
 def time_left_text(job: ServerJob) -> str:
-    from app.cluster.present import duration
+    from ledger.clock import format_duration
 
-    return "no limit" if job.time_left_s is None else duration(job.time_left_s)
+    return "no limit" if job.time_left_s is None else format_duration(job.time_left_s)
 
 
 def ends_before(job: ServerJob, eta_s: float | None, age_s: float = 0.0) -> bool:

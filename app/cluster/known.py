@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.server_url import server_url
-from app.userconfig import UserConfig
+from app.settings.user import UserConfig
 
 if TYPE_CHECKING:
     from app.cluster.slurm import ServerJob

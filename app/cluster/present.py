@@ -8,6 +8,7 @@ from datetime import datetime
 
 from app.cluster.health import Health, LoadedModel
 from app.cluster.pulls import CANCELLED, DONE, FAILED, QUEUED, Pull
+from ledger.clock import format_duration
 
 
 def size(n: int | float | None) -> str:
@@ -25,17 +26,6 @@ CLOUD_NOTE = "runs on ollama.com: a run sends it no note unless the experiment s
 def model_size(model) -> str:
     """A model's size as a list shows it: a cloud model's few hundred bytes are a pointer, not a model."""
     return "cloud" if getattr(model, "cloud", False) else "-" if getattr(model, "served", False) else size(model.size)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def rtt(health: Health) -> str:
@@ -129,7 +119,7 @@ def pull_line(pull: Pull) -> str:
     if pull.state == QUEUED:
         return f"{pull.name}  queued"
     if pull.state == DONE:
-        took = duration(pull.finished_at - pull.started_at) if pull.started_at and pull.finished_at else "-"
+        took = format_duration(pull.finished_at - pull.started_at) if pull.started_at and pull.finished_at else "-"
         return f"{pull.name}  pulled, {size(pull.total)} in {took}"
     if pull.state == FAILED:
         return f"{pull.name}  failed: {pull.error}"
@@ -139,4 +129,4 @@ def pull_line(pull: Pull) -> str:
         return f"{pull.name}  {pull.phase}"
     rate = f"{pull.rate / 1e6:.1f} MB/s" if pull.rate else "- MB/s"
     return (f"{pull.name}  {size(pull.done)} / {size(pull.total)}  {pull.fraction or 0:.0%}  {rate}  "
-            f"ETA {duration(pull.eta_s)}")
+            f"ETA {format_duration(pull.eta_s)}")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from app.config import Experiment
 from app.errors import UserError
+from app.experiment import Experiment
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.cluster.slurm import JOB_NAME_PREFIX, OPENAI_JOB_PREFIX, Slurm
 from app.errors import UserError
-from app.userconfig import SLURM_TIME, Profile, RunJobSettings
+from app.settings.user import SLURM_TIME, Profile, RunJobSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SLURM_DIR = ROOT / "slurm"
@@ -120,7 +120,7 @@ def submit_experiment(file: str, ctx, ledger_dir, array: int | None = None, time
     """Submit FILE as a run job (job array with `array`); (job id, cluster). Blocking (sbatch): the TUI calls it from
     a worker."""
     from app.cluster.shards import refuse_sqlite_shard
-    from app.config import load_experiment
+    from app.experiment import load_experiment
 
     exp = load_experiment(file)  # a broken file is refused here, not minutes later in the queue
     if array and array > 1:

@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from app.userfiles import config_path, write_private
+from app.settings.files import config_path, write_private
 
 HEADER = "Authorization"
 DIR_NAME = "server-jobs"

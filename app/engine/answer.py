@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, create_model
 
-from app.config import AnswerSection
+from app.experiment.schema import AnswerSection
 
 # Answer fields whose values may go into the ledger: labels and numbers, never free text.
 PUBLIC_TYPES = {"choice", "bool", "int", "number"}

@@ -1,7 +1,7 @@
 """The live feed as an engine subscriber: each finished note and a progress line a second, for the run monitor.
 
 The journal records units per committed batch (it never claims a row the results table lacks), which can be minutes
-apart; this writes every UnitDone at once to `<ledger>/live/<run>.jsonl` (format in ledger/live.py), marked
+apart; this writes every UnitDone at once to `<ledger>/live/<run>.jsonl` (format in ledger/feed.py), marked
 provisional. Lines are buffered and appended at most every FLUSH_EVERY_S and at the end, never fsynced: the engine's
 CPU per note must not notice it, and a crash may lose the last fraction of a second of a feed, never a result.
 """
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from app.engine.events import Progress, RunFinished, RunStarted, UnitDone
-from ledger.live import FeedWriter, prune_feeds
+from ledger.feed import FeedWriter, prune_feeds
 
 FLUSH_EVERY_S = 0.2
 HEADER_KEYS = ("experiment", "total", "model", "backend", "hosts", "hostname", "pid", "pid_start", "slurm",

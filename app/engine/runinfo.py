@@ -11,7 +11,7 @@ from importlib import metadata
 from typing import Any
 
 from app.backends.base import ModelInfo
-from app.config import Experiment
+from app.experiment import Experiment
 from ledger.procinfo import pid_start_time
 
 

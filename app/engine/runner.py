@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
-from app.config import Experiment
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
 from app.engine.events import BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted, UnitDone
@@ -22,6 +21,7 @@ from app.engine.hosts import AllHostsDown, HostPool, HostSlot, Lease
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header
 from app.errors import UserError
+from app.experiment import Experiment
 from app.sources.base import ResultRow, RunStamp, Source, Unit, unit_uid
 from ledger import new_run_id
 

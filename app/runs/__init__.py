@@ -1,7 +1,7 @@
 """Runs seen from outside, through the ledger dir: what the TUI's run monitor and Experiments screen call. No UI here.
 
-    from app.runs.live import live_runs, LiveRun          # which runs are running now, on any host
-    live_runs(ledger_dir) -> list[LiveRun]                # index `running` rows + journal header (model, total,
+    from app.runs.running import running_runs, RunningRun          # which runs are running now, on any host
+    running_runs(ledger_dir) -> list[RunningRun]                # index `running` rows + journal header (model, total,
                                                           # hosts, Slurm ids), feed and log paths; poll every few s
 
     from app.runs.follow import FeedFollower, FeedUpdate  # one run, note by note, from its live feed
@@ -16,5 +16,5 @@
     start_detached(file, ledger_dir, limit=None, rerun_invalid=False, shard=None) -> Detached(pid, run_id, log)
 
 Every call is cheap, blocking file I/O (no threads, no event loop): call it from a thread worker. The live feed is
-provisional (ledger/live.py); the journal and the index built from it are the record.
+provisional (ledger/feed.py); the journal and the index built from it are the record.
 """

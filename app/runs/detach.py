@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.runs.live import log_path
+from app.runs.running import log_path
 from ledger import new_run_id
 from ledger.journal import ensure_private_dir
 
@@ -52,7 +52,7 @@ def start_detached(file: str | Path, ledger_dir: Path, *, limit: int | None = No
                    shard: tuple[int, int] | None = None, env: dict[str, str] | None = None) -> Detached:
     """Start the run and return at once with its pid, run id and log file. A broken experiment file is refused
     here (UserError, one line) rather than in the log a moment later."""
-    from app.config import load_experiment
+    from app.experiment import load_experiment
 
     load_experiment(file)
     ledger_dir = Path(ledger_dir)

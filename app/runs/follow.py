@@ -1,4 +1,4 @@
-"""Following one run's live feed by new bytes only (the feed's format: ledger/live.py).
+"""Following one run's live feed by new bytes only (the feed's format: ledger/feed.py).
 
     follower = FeedFollower(ledger_dir, run_id)
     update = follower.poll()      # every 0.5-1 s; never blocks on the run, never raises on a strange line
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.events import Counts
-from ledger.live import Tail, feed_path, parse_line, read_first_line
+from ledger.feed import Tail, feed_path, parse_line, read_first_line
 
 RATE_WINDOW_S = 10.0  # the recent rate spans this much run time: a run at 0.5 notes/s finishes 0 or 1 note a second
 BACKLOG_BYTES = 1 << 20  # attaching to a running feed: read at most its last MiB (~4,000 notes), not hours of them

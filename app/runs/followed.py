@@ -61,7 +61,7 @@ class FollowedRun:
 
     def read_header(self) -> None:
         """The journal's header (answer fields, server jobs): a run just started has none yet, so ask again."""
-        from app.runs.live import journal_header
+        from app.runs.running import journal_header
         from ledger.answers import answer_fields
 
         header = journal_header(self.ledger_dir, self.run_id)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.runs.live import journal_header
+from app.runs.running import journal_header
 from ledger.procinfo import same_process_alive, this_host
 from ledger.stop import ask_to_stop
 
@@ -31,7 +31,7 @@ class StopSent:
 
 
 def request_stop(ledger_dir: Path, run: str | dict[str, Any] | Any) -> StopSent:
-    """`run`: a run id, a row of Ledger.list_runs, or a LiveRun. Where it runs comes from its journal header
+    """`run`: a run id, a row of Ledger.list_runs, or a RunningRun. Where it runs comes from its journal header
     (hostname, pid and the pid's start time, so a reused pid is never signalled)."""
     run_id = run if isinstance(run, str) else run["run_id"] if isinstance(run, dict) else run.run_id
     header = journal_header(ledger_dir, run_id)

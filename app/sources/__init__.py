@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.config import Experiment
+from app.experiment import Experiment
 from app.sources.base import ResultRow, RunStamp, Source, SourceSurvey, Unit
 
 __all__ = ["open_source", "ResultRow", "RunStamp", "Source", "SourceSurvey", "Unit"]

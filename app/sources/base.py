@@ -14,8 +14,9 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.config import AnswerSection, Experiment
 from app.errors import SourceError
+from app.experiment import Experiment
+from app.experiment.schema import AnswerSection
 from app.sources.runlock import Holder
 
 

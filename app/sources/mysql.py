@@ -14,8 +14,8 @@ import pymysql
 import pymysql.cursors
 from pymysql.constants import FIELD_TYPE
 
-from app.config import Experiment
 from app.errors import SourceError
+from app.experiment import Experiment
 from app.sources.base import ResultRow, RunStamp, Source, Unit
 from app.sources.runlock import Holder, RunLocked, lock_key
 

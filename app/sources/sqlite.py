@@ -10,8 +10,8 @@ import sqlite3
 from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
 
-from app.config import Experiment
 from app.errors import SourceError
+from app.experiment import Experiment
 from app.sources.base import ResultRow, RunStamp, Source, Unit
 from app.sources.runlock import FileRunLock, Holder, RunLocked, lock_key
 from app.sources.seed import build_from_csv

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 
 from app.cluster.auto import resolve_hosts
-from app.config import Experiment
+from app.experiment import Experiment
 from app.sources import open_source
 from app.tryout.ask import TriedNote, TryReport, ask_all, report_for
 from app.tryout.gold import Gold, attach_gold, gold_for

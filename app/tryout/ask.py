@@ -13,10 +13,10 @@ from typing import Any
 
 from app.backends import make_backend
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
-from app.config import Experiment
 from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runner import BUSY_BACKOFF_S, MAX_TRANSPORT_FAILURES
+from app.experiment import Experiment
 from app.sources.base import Unit
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 from app.backends import make_backend
 from app.cluster.auto import resolve_hosts
-from app.config import load_experiment
 from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
+from app.experiment import load_experiment
 from app.sources import open_source
 from ledger.serverfacts import server_rows
 

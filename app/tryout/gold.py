@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.config import Experiment
+from app.experiment import Experiment
 from app.sources.base import Source, Unit
 from app.tryout.ask import TriedNote
 

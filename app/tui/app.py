@@ -225,8 +225,8 @@ class NotesApp(App):
 
     @work(thread=True, exclusive=True, group="run-here", exit_on_error=False)
     def _start_detached(self, path: Path, limit: int | None, rerun_invalid: bool) -> None:
-        from app.config import load_experiment
         from app.errors import UserError
+        from app.experiment import load_experiment
         from app.runs.detach import start_detached
 
         try:

@@ -1,4 +1,5 @@
-"""Audit reports: `build_report` gathers the data, `render` lays it out as Markdown, HTML, CSV or JSON."""
+"""Every rendering the ledger makes: `terminal` (list, show, compare, eval, verify) and the audit report —
+`build_report` (data.py) gathers it, `render` lays it out as Markdown, HTML (+ SVG), CSV or JSON."""
 
 from __future__ import annotations
 

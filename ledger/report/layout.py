@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..format import format_duration
+from ..clock import format_duration
 
 Block = tuple
 FLOW_ROWS = (("to do (first run)", "to_do_first_run"), ("in the ledger", "units"), ("answered", "answered"),

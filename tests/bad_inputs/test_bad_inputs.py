@@ -150,7 +150,7 @@ def test_the_corpus_is_large_and_its_ids_unique():
 
 def test_a_byte_order_mark_is_not_a_mistake(tmp_path):
     """Windows editors save UTF-8 with a BOM; TOML readers reject it as 'Invalid statement' at line 1."""
-    from app.config import load_experiment
+    from app.experiment import load_experiment
 
     exp = tmp_path / "exp.toml"
     exp.write_bytes(b"\xef\xbb\xbf" + Ctx(tmp_path, "sqlite", "http://127.0.0.1:9", "").base().encode())

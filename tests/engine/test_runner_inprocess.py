@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Reply, Transient
-from app.config import load_experiment
 from app.engine import runner as runner_module
 from app.engine.bus import EventBus
 from app.engine.events import BatchCommitted, Notice, UnitDone
 from app.engine.runner import BUSY_BACKOFF_S, MAX_TRANSPORT_FAILURES, Runner, RunOptions
+from app.experiment import load_experiment
 from app.sources import open_source
 from tests.helpers.notes import SOURCE, make_db, results
 from tests.helpers.support import experiment_toml

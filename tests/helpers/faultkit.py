@@ -111,8 +111,8 @@ def check_outcome(table: ResultsTable, notes: dict[str, str | None], ledger_dir:
     ledger's counts equal the table's. Raises AssertionError listing what is wrong; returns the figures."""
     import tomllib
 
-    from app.config import AnswerSection
     from app.engine.answer import AnswerSpec
+    from app.experiment.schema import AnswerSection
     from ledger import Ledger
 
     answer = AnswerSpec(AnswerSection.model_validate(tomllib.loads(PNEUMONIA_ANSWER)["answer"]))

@@ -65,7 +65,7 @@ def test_package_import_is_cheap_and_isolated() -> None:
     code = (
         "import sys, ledger; ledger.Journal; ledger.new_run_id; ledger.resolve_ledger_dir;"
         "assert 'sqlite_utils' not in sys.modules;"
-        "ledger.Ledger; import ledger.format;"
+        "ledger.Ledger; import ledger.report.terminal;"
         "bad = [m for m in sys.modules if m == 'app' or m.startswith(('app.', 'textual'))];"
         "assert not bad, bad"
     )

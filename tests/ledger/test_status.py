@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ledger import Journal, Ledger
-from ledger.format import format_runs_table, runs_to_json
 from ledger.procinfo import pid_start_time
+from ledger.report.terminal import format_runs_table, runs_to_json
 from ledger.status import STALE_AFTER_S
 from tests.helpers.ledgerkit import counts_for, forge_journal, make_header, make_units
 

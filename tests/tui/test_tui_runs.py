@@ -133,16 +133,16 @@ async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, s
 async def test_a_feed_read_slower_than_the_poll_counts_each_note_once(tmp_path, slow_server, monkeypatch):
     """On NFS or a busy node one read of the feed can take longer than the 250 ms between polls: the reads must not
     overlap and hand out the same lines twice (the label bars once showed 78 answers for 45 notes)."""
-    import ledger.live
+    import ledger.feed
 
-    read_new_bytes = ledger.live.read_new_bytes
+    read_new_bytes = ledger.feed.read_new_bytes
 
     def slow_read(*args, **kwargs):  # the bytes come back 0.4 s after they were asked for
         got = read_new_bytes(*args, **kwargs)
         time.sleep(0.4)
         return got
 
-    monkeypatch.setattr(ledger.live, "read_new_bytes", slow_read)
+    monkeypatch.setattr(ledger.feed, "read_new_bytes", slow_read)
 
     async def check(pilot, app, followed):
         assert followed.counts.done == N and followed.seen == N
@@ -201,7 +201,7 @@ async def test_try_shows_the_validation_error_and_writes_nothing(tmp_path):
             await pilot.press("t")
             app.screen.query_one("#n").value = "3"
             await pilot.press("enter")
-            body = lambda: app.screen.query_one("#trial").render().plain  # noqa: E731
+            body = lambda: app.screen.query_one("#try-reply").render().plain  # noqa: E731
             await until(pilot, lambda: "3 notes:" in body(), timeout=30, what="the try to finish")
             text = body()
             assert text.count("INVALID after 2 attempts") == 3

@@ -27,7 +27,7 @@ class AddServerScreen(NotesDialog[str | None]):
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
-        from app.userconfig import save_server
+        from app.settings.user import save_server
 
         url = self.query_one("#url", Input).value.strip()
         name = self.query_one("#name", Input).value.strip() or None

@@ -67,11 +67,11 @@ class RunDetailsScreen(NotesDialog[None]):
             return render(build_report(db, [self.run_id]), "md")  # shown as Markdown: its tables read as tables
         if self.what == "compare":
             from ledger.compare import compare_runs
-            from ledger.text import format_compare
+            from ledger.report.terminal import format_compare
 
             return Text(format_compare(compare_runs(db, [self.run_id, *self.others])))
+        from ledger.report.terminal import format_show
         from ledger.show import run_details
-        from ledger.text import format_show
 
         run = run_details(db, self.run_id)
         if run is None:

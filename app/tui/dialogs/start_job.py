@@ -11,9 +11,9 @@ from textual.containers import Vertical
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from app.settings.user import SLURM_TIME, Profile
 from app.tui.base import NotesDialog
 from app.tui.widgets.app_header import short_path
-from app.userconfig import SLURM_TIME, Profile
 
 
 def profile_summary(name: str, p: Profile) -> str:

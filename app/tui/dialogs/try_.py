@@ -34,8 +34,8 @@ class TrialScreen(NotesDialog[None]):
                 yield Input(value="5", placeholder="notes", id="n", classes="short")
                 yield Input(placeholder="random seed (empty: first N)", id="seed")
                 yield Input(placeholder="or one note id", id="id")
-            with VerticalScroll(id="trial-body"):
-                yield Static("enter sends the notes to the model", id="trial")
+            with VerticalScroll(id="try-body"):
+                yield Static("enter sends the notes to the model", id="try-reply")
             yield Static("enter sends · tab: next field · escape closes · note text is shown here because you asked",
                          classes="hint")
 
@@ -45,7 +45,7 @@ class TrialScreen(NotesDialog[None]):
     @on(Input.Submitted)
     def _go(self, _event: Input.Submitted) -> None:
         values = {k: self.query_one(f"#{k}", Input).value.strip() for k in ("n", "seed", "id")}
-        body = self.query_one("#trial", Static)
+        body = self.query_one("#try-reply", Static)
         try:
             n = int(values["n"] or "5")
             seed = int(values["seed"]) if values["seed"] else None
@@ -60,7 +60,7 @@ class TrialScreen(NotesDialog[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _try(self, n: int, seed: int | None, unit_id: str | None) -> None:
-        from app.config import load_experiment
+        from app.experiment import load_experiment
         from app.tryout import try_notes
         from app.tryout.report import report_lines
 
@@ -71,7 +71,7 @@ class TrialScreen(NotesDialog[None]):
             text = Text(f"error: {exc}", style=tone(self.app, "bad"))
         except Exception as exc:  # noqa: BLE001 - a failed try is a line here, not a crash of the app
             text = Text(f"error: {exc.__class__.__name__}: {exc}", style=tone(self.app, "bad"))
-        self.app.call_from_thread(self.query_one("#trial", Static).update, text)
+        self.app.call_from_thread(self.query_one("#try-reply", Static).update, text)
 
     def _styled(self, lines: list[str], report) -> Text:
         text = Text()

@@ -52,7 +52,7 @@ class ExperimentRow:
 
 
 def load_row(path: Path) -> ExperimentRow:
-    from app.config import load_experiment
+    from app.experiment import load_experiment
 
     row = ExperimentRow(path=path, name=path.stem)
     try:

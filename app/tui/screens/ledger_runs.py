@@ -39,7 +39,7 @@ STATUS_TONE = {"completed": "ok", "running": "accent", "interrupted": "warn", "f
 
 
 def run_cells(app, run: dict, marked: bool) -> tuple:
-    from ledger.format import format_duration
+    from ledger.clock import format_duration
 
     took = run.get("duration_s")
     if run["status"] == "running" and run.get("started_at"):  # how long so far, by the app's clock

@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Log, Sparkline
 
-from app.cluster.present import duration
 from app.runs.followed import FollowedRun
 from app.tui.base import NotesScreen
 from app.tui.tones import tone
@@ -23,6 +22,7 @@ from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.quota_bar import bar
 from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
+from ledger.clock import format_duration
 from ledger.procinfo import this_host
 
 FOLLOW_S = 0.25  # the run flushes its feed every 200 ms: a note is on screen well within a second of finishing
@@ -81,7 +81,7 @@ class RunsScreen(NotesScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: list = []  # LiveRun, newest first
+        self.runs: list = []  # RunningRun, newest first
         self.followed: FollowedRun | None = None
         self._follow_timer = None
         self._runs_timer = None
@@ -122,10 +122,10 @@ class RunsScreen(NotesScreen):
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
     def _find_runs(self) -> None:
-        from app.runs.live import live_runs
+        from app.runs.running import running_runs
 
         try:
-            runs = live_runs(self.app.ledger_dir)
+            runs = running_runs(self.app.ledger_dir)
         except Exception as exc:  # noqa: BLE001 - a ledger that cannot be read is a line
             self.app.call_from_thread(self.query_one(StatusLine).say, f"cannot read the ledger: {exc}", True)
             return
@@ -274,7 +274,7 @@ class RunsScreen(NotesScreen):
                 text.append(f" ({f.ended['reason']})")
         else:
             text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
-            text.append(f" · ETA {duration(eta)}" if eta is not None else "")
+            text.append(f" · ETA {format_duration(eta)}" if eta is not None else "")
             if f.in_flight is not None and self.size.width >= 100:
                 text.append(f" · in flight {f.in_flight}" + (f" of {sum(f.limits.values())}" if f.limits else ""))
             if len(f.limits) > 1:
@@ -321,7 +321,7 @@ class RunsScreen(NotesScreen):
             job = app.state.job(str(entry.get("job_id")))
             if job is not None and ends_before(job, eta, app.jobs.age_s() or 0.0):
                 return (f"server job {job.job_id} ends in {time_left_text(job)}, before this run does (ETA "
-                        f"{duration(eta)}): start another server job (1, then s), or the run stops when it goes")
+                        f"{format_duration(eta)}): start another server job (1, then s), or the run stops when it goes")
         return ""
 
     # ---- actions ----

@@ -12,7 +12,6 @@ from textual.widgets import DataTable
 from app.cluster import present
 from app.cluster.health import UNKNOWN, Health
 from app.cluster.jobactions import ends_before, job_status, time_left_text
-from app.cluster.present import duration
 from app.cluster.slurm import ServerJob
 from app.errors import UserError
 from app.tui.base import NotesScreen
@@ -22,6 +21,7 @@ from app.tui.widgets.fit_table import Col, FitTable
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
+from ledger.clock import format_duration
 
 COLUMNS = (
     Col("server", "Server", None, min_width=12, max_width=32),
@@ -160,7 +160,7 @@ class ServersScreen(NotesScreen):
             if need is not None:
                 eta = need.eta_s()  # the ETA as it stands now
                 if ends_before(job, eta, app.jobs.age_s() or 0.0):
-                    text.append(f"\nthis job ends before run {need.run_id[:10]} is done (ETA {duration(eta)}): the run "
+                    text.append(f"\nthis job ends before run {need.run_id[:10]} is done (ETA {format_duration(eta)}): the run "
                                 "loses this server — start another (s)", style=tone(app, "bad"))
         if server is not None:
             h = app.health(server.url)

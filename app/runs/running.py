@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.feed import feed_path, parse_line, read_first_line
 from ledger.journal import JOURNAL_DIR, SUFFIX
-from ledger.live import feed_path, parse_line, read_first_line
 from ledger.procinfo import this_host
 
 LOG_DIR = "logs"
@@ -23,7 +23,7 @@ _headers_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
-class LiveRun:
+class RunningRun:
     run_id: str
     experiment: str | None
     model: str | None
@@ -63,7 +63,7 @@ def journal_header(ledger_dir: Path, run_id: str) -> dict[str, Any] | None:
     return header
 
 
-def live_runs(ledger_dir: Path, sync: bool = True) -> list[LiveRun]:
+def running_runs(ledger_dir: Path, sync: bool = True) -> list[RunningRun]:
     """Runs the ledger shows as running (this host: the process is alive; others: a record in the last 15 min),
     newest first. Reads the index, importing new journal data first unless `sync` is False (see ledger.Ledger):
     poll it every few seconds, and follow a run's notes with FeedFollower."""
@@ -76,7 +76,7 @@ def live_runs(ledger_dir: Path, sync: bool = True) -> list[LiveRun]:
         run_id = row["run_id"]
         h = journal_header(ledger_dir, run_id) or {}
         feed, log = feed_path(ledger_dir, run_id), log_path(ledger_dir, run_id)
-        out.append(LiveRun(
+        out.append(RunningRun(
             run_id=run_id, experiment=row.get("experiment"), model=row.get("model"),
             total=h.get("total", row["counts"].get("total")), counts=row["counts"],
             hostname=row.get("hostname"), pid=row.get("pid"), here=row.get("hostname") == me,

@@ -12,9 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.config import ConfigError
+from app.errors import ConfigError
 from app.server_url import server_url
-from app.userfiles import ENV_VAR, config_path, write_private  # noqa: F401 - where callers expect them
+from app.settings.files import write_private
 
 DEFAULT_QUOTA_GB = 75.0  # the CRCD allowance for ~/.ollama (SOP 3.1)
 
