@@ -12,6 +12,7 @@ import pytest
 from tests.helpers.support import MYSQL, mysql_up, need
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: pytest without it must still load this file
 def pytest_xdist_auto_num_workers(config):
     """Two workers a core for `-n auto`: most tests wait (for a child process, a stand-in's latency, a lock held for
     seconds) rather than compute. Fast tier on 2 cores: 178 s with 4 workers, 262-287 s with 2."""

@@ -1,6 +1,8 @@
-"""Runs every row of the bad-input corpus (cases.py) as a real `notes-tui` process: exit status 2, exactly one line
-on stderr naming the problem and the fix, no traceback, nothing on stdout, the notes and every other table of the
-database untouched (byte for byte for SQLite, by checksum for MySQL), no results table, no run journal."""
+"""Runs every row of the bad-input corpus (cases.py) through `main([...])` in this process, and a sample of them
+(every PROCESS_EVERY-th row) as a real `notes-tui` process too, which is what the promise is about: exit status 2,
+exactly one line on stderr naming the problem and the fix, no traceback, nothing on stdout, the notes and every other
+table of the database untouched (byte for byte for SQLite, by checksum for MySQL), no results table, no run journal.
+In-process, stdout and stderr are read at the file descriptors (capfd), so a print that bypasses sys.stdout counts."""
 
 from __future__ import annotations
 
@@ -115,8 +117,37 @@ def fill(text: str, tmp: Path, exp: Path) -> str:
     return text.replace("{exp}", str(exp)).replace("{tmp}", str(tmp))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_line_with_the_fix_and_exit_2(case: Bad, tmp_path, servers, request, private_ledger):
+PROCESS_EVERY = 12  # ~15 rows of ~170 as real processes (each ~0.5 s of Python start-up); all of them in-process
+IN_PROCESS = [pytest.param(c, "in-process", id=c.id) for c in CASES]
+AS_PROCESS = [pytest.param(c, "process", id=f"process-{c.id}") for c in CASES[::PROCESS_EVERY]]
+
+
+def run_in_process(args: list[str], env: dict[str, str], monkeypatch, capfd) -> tuple[int, str, str]:
+    from app.cli import main
+
+    for key in set(os.environ) - set(env):
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(ROOT)
+    capfd.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own exit, through _Parser.error
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def run_as_process(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    res = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    return res.returncode, res.stdout, res.stderr
+
+
+@pytest.mark.parametrize(("case", "how"), IN_PROCESS + AS_PROCESS)
+def test_bad_input_is_one_line_with_the_fix_and_exit_2(case: Bad, how: str, tmp_path, servers, request,
+                                                        private_ledger, monkeypatch, capfd):
     url, web_url = servers
     database, state = make_notes(case.kind, tmp_path, request)
     ctx = Ctx(tmp_path, case.kind, url, web_url, database)
@@ -130,16 +161,19 @@ def test_bad_input_is_one_line_with_the_fix_and_exit_2(case: Bad, tmp_path, serv
     before = state()
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env.update(case.env)
-    res = subprocess.run([sys.executable, "-m", "app", *(fill(a, tmp_path, exp) for a in case.args)], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr and len(lines) == 1, res.stderr
+    args = [fill(a, tmp_path, exp) for a in case.args]
+    if how == "process":
+        code, stdout, stderr = run_as_process(args, env)
+    else:
+        code, stdout, stderr = run_in_process(args, env, monkeypatch, capfd)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2, (code, stdout, stderr)
+    assert "Traceback" not in stderr and len(lines) == 1, stderr
     line = lines[0]
     assert line.startswith("notes-tui") and ": error: " in line, line
     assert case.fragment in line, line
     assert " — " in line or re.search(r"\(see notes-tui[a-z ]* --help\)$", line), f"no fix named: {line}"
-    assert res.stdout == "", res.stdout
+    assert stdout == "", stdout
     assert state() == before  # the notes, the other tables and the folder as they were; no results table
     assert not list(private_ledger.rglob("*.jsonl")), "a journal was written for a run that never started"
 

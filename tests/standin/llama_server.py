@@ -21,7 +21,7 @@ ACTIVE policy, 2 threads spin between decodes and throughput fell 5-15x (0.13-0.
 
 Endpoints seen answering (xllamacpp 2026.10.11549): ``/health``, ``/props``, ``/slots``, ``/metrics``, ``/models``,
 ``/v1/models``, ``/v1/chat/completions``; there is no ``/version`` (404).  Smoke test:
-tests/test_llama_server_smoke.py.
+tests/backends/test_llama_server_smoke.py.
 
 Import it as ``tests.standin.llama_server``; the child runs this file as a script: standard library plus
 ``xllamacpp`` (imported only in the child).

@@ -227,18 +227,19 @@ async def test_cloud_models_are_marked_and_an_openai_server_lists_what_it_serves
         write_config(tmp_path / "user-config.toml", [(ollama.url, "gpu-a"), (vllm.url, "vllm-b")])
         app = build_app(tmp_path)
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, lambda: app.health(vllm.url).state == "up", what="both servers up")
-            assert rows(app, "servers-table")[vllm.url][3:5] == ("openai", "0.11.2")
+            # the table, not the state: the row is redrawn a moment after the health check lands
+            await until(pilot, lambda: rows(app, "servers-table").get(vllm.url, ())[3:5] == ("openai", "0.11.2"),
+                        what="the vLLM server's row")
             await open_models(pilot, app, ollama.url)
             table = rows(app, "models-table")
             assert table["gpt-oss:120b-cloud"][1] == "cloud" and table["llama3:latest"][1] == "4.7 GB"
             assert "cloud: gpt-oss:120b-cloud runs on ollama.com: a run sends it no note" in screen_text(app)
             await pilot.press("1", "down", "enter")  # the vLLM server's models
-            await until(pilot, lambda: app.state.model_list(vllm.url).loaded_once, what="served models")
-            assert list(rows(app, "models-table")) == ["Qwen/Qwen2.5-7B-Instruct"]
-            text = screen_text(app)
-            assert "served models — an OpenAI-compatible server serves the model it was started with" in text
-            assert "of 75 GB" not in text  # no quota for a server that holds no pulled models
+            await until(pilot, lambda: list(rows(app, "models-table")) == ["Qwen/Qwen2.5-7B-Instruct"],
+                        what="the served models in the table")
+            served = "served models — an OpenAI-compatible server serves the model it was started with"
+            await until(pilot, lambda: served in screen_text(app), what="the served-models line")
+            assert "of 75 GB" not in screen_text(app)  # no quota for a server that holds no pulled models
             await pilot.press("p")
             assert "nothing to pull or delete here" in screen_text(app)
             assert vllm.stats()["requests"] >= 1 and ollama.stats()["pulls"] == 0

@@ -16,8 +16,8 @@ from tests.helpers.pinned import NOW, PinnedRoundTrip
 from tests.helpers.tuikit import build_app, pinned_resources, until, write_config
 from tests.standin.standin_ollama import StandinOllama
 
-PORTS = (47434, 47435)
-DOWN = "http://127.0.0.1:47436"  # nothing listens there
+PORTS = (23434, 23435)  # below the ephemeral range (32768+), so no port-0 server of another test can hold one
+DOWN = "http://127.0.0.1:23436"  # nothing listens there
 SIZES = [(80, 24), (120, 40)]
 
 pytestmark = pytest.mark.xdist_group("pinned")  # the fixed ports, with test_tui_snapshots_more

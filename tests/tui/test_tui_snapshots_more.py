@@ -37,7 +37,7 @@ def _pinned(monkeypatch):
     shutil.rmtree(ROOT, ignore_errors=True)
     experiments = ROOT / "workspace" / "experiments"
     experiments.mkdir(parents=True)
-    server = StandinOllama(port=47437).start()
+    server = StandinOllama(port=23437).start()
     conn = sqlite3.connect(experiments / "notes.db")
     conn.execute("CREATE TABLE notes (note_id INTEGER, note_text TEXT)")
     conn.executemany("INSERT INTO notes VALUES (?, ?)", [(i, f"CXR {i}") for i in range(37)])

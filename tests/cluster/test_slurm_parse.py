@@ -1,4 +1,4 @@
-"""Parsing what a real Slurm 22.05 printed (tests/slurm_samples/, recorded with the command in their README), and
+"""Parsing what a real Slurm 22.05 printed (tests/cluster/slurm_samples/, recorded with the command in their README), and
 the rules around the commands: one squeue per 15 s for the whole process, sbatch --parsable, -M errors, no Slurm."""
 
 from __future__ import annotations
