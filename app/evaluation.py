@@ -157,11 +157,12 @@ def experiment_of_run(run: dict[str, Any], file: str | None) -> tuple[Experiment
 
     if file is not None:
         return load_experiment(file), None
-    recorded = Path((run.get("header") or {}).get("toml_path") or f"{run['experiment']}.toml")
+    made_by = run.get("study") or run["experiment"]  # a study's cell was made from the study's file
+    recorded = Path((run.get("header") or {}).get("toml_path") or f"{made_by}.toml")
     if recorded.is_file():
         exp = load_experiment(recorded)
-        if exp.name != run["experiment"]:
-            raise UserError(f"{recorded} is now experiment {exp.name!r}, not {run['experiment']!r} of run "
+        if exp.name != made_by:
+            raise UserError(f"{recorded} is now experiment {exp.name!r}, not {made_by!r} of run "
                             f"{run['run_id']} — pass the experiment file with --file FILE")
         changed = hashlib.sha256(exp.toml_text.encode("utf-8")).hexdigest() != run.get("toml_sha256")
         return exp, (f"using {recorded} as it is now (changed since run {run['run_id']})" if changed else None)

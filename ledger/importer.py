@@ -107,6 +107,7 @@ def header_row(run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     header = rec["header"]
     slurm = header.get("slurm") if isinstance(header.get("slurm"), dict) else {}
     details = header.get("model_details") if isinstance(header.get("model_details"), dict) else {}
+    study = header.get("study") if isinstance(header.get("study"), dict) else {}
     row: dict[str, Any] = {"run_id": run_id}
     row.update({col: scalar(header.get(col)) for col in HEADER_COLUMNS})
     row.update(
@@ -126,6 +127,8 @@ def header_row(run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
         quantization=_text(details.get("quantization_level")),
         parameter_size=_text(details.get("parameter_size")),
         shard=_shard(header.get("shard")),
+        study=_text(study.get("name")),
+        cell=_text(study.get("cell")),
     )
     row.update({key: 0 for key in COUNT_KEYS})
     row["total"] = scalar(header.get("total"))

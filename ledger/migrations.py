@@ -172,6 +172,20 @@ def m002_audit(db: Database) -> None:
         db.create_view(name, sql, replace=True)
 
 
+@migration
+def m003_study(db: Database) -> None:
+    """Runs that are cells of a study: the study's name and the cell (MODEL/PROMPT/rN), for `ledger study`."""
+    runs = db["runs"]
+    for column in ("study", "cell"):
+        if column not in runs.columns_dict:
+            runs.add_column(column, str)
+    db.execute(
+        "update runs set study = json_extract(header, '$.study.name'), cell = json_extract(header, '$.study.cell')"
+        " where study is null and json_extract(header, '$.study.name') is not null"
+    )
+    runs.create_index(["study", "started_at"], if_not_exists=True)
+
+
 VIEWS = {
     # One row per run with the figures people ask for first.
     "run_overview": """

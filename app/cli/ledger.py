@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.cli.options import non_negative, positive
 from app.errors import ExitCode, UserError
 
 FORMATS = ("md", "html", "csv", "json")  # ledger.report.FORMATS; repeated so the parser need not import the ledger
@@ -71,6 +72,18 @@ def register(sub: argparse._SubParsersAction, shared: Any) -> None:
                     help="map a gold value to an answer value (repeatable; replaces [evaluation].map)")
     ev.add_argument("--field", help="the answer field to score (default: the only choice or bool field)")
     ev.set_defaults(handler=evaluate)
+
+    st = shared.add(lsub, "study", shared.json, help="a study's cells against gold, their stability, the notes they differ on")
+    st.add_argument("name", metavar="STUDY", help="the study's name (the experiment file's name)")
+    st.add_argument("--file", metavar="FILE", help="the experiment file (default: the one the study was run from)")
+    st.add_argument("--field", help="the answer field to score (default: the first choice or bool field)")
+    st.add_argument("--different", action="store_true", help="--json: only notes where cells disagree or differ from gold")
+    st.add_argument("--offset", type=non_negative, default=0, metavar="N", help="--json: notes from the Nth on")
+    st.add_argument("--limit", type=positive, default=None, metavar="N",
+                    help="notes listed (default: all with --json, 20 disagreements in the terminal)")
+    st.add_argument("--bootstrap", type=non_negative, default=1000, metavar="N",
+                    help="resamples for the bootstrap intervals (default 1000; 0: none)")
+    st.set_defaults(handler=study)
 
     ver = shared.add(lsub, "verify", shared.json, help="check the journals and the chain of sealed runs for tampering")
     ver.add_argument("--head", metavar="HASH", help="also check the ledger against a head hash kept elsewhere")
@@ -226,6 +239,41 @@ def evaluate(args: argparse.Namespace) -> int:
                         "writable: pass --ledger DIR or fix its permissions") from None
     led.sync(wait_s=2.0)
     print(_json(result) if args.json else format_eval(result))
+    return 0
+
+
+def study(args: argparse.Namespace) -> int:
+    from app.evaluation import evaluation_for, experiment_of_run, gold_info, read_gold
+    from ledger.evaluate import FieldNotScorable
+    from ledger.report.terminal import format_study
+    from ledger.runs import load_run
+    from ledger.study import StudyNotFound, load_cells, study_report
+
+    led = _open(args)
+
+    def latest_run(db):
+        try:
+            cells = load_cells(db, args.name)
+        except StudyNotFound as exc:
+            known = ", ".join(exc.known[:8]) or "none yet (run an experiment file with a [study] section)"
+            raise UserError(f"no study named {args.name!r} in {led.ledger_dir} — studies there: {known}") from None
+        return load_run(db, max((c["runs"][-1] for c in cells), key=lambda r: r["started_at"] or "")["run_id"])
+
+    run = _read(led, latest_run)
+    exp, note = experiment_of_run(run, args.file)
+    if note:
+        print(f"notes-tui: {note}", file=sys.stderr)
+    ev = evaluation_for(exp, field=args.field)
+    gold = read_gold(exp, ev)
+    limit = args.limit if args.json or args.limit is None else None
+    try:
+        result = _read(led, lambda db: study_report(db, args.name, gold, gold_info(ev), ev.field, reps=args.bootstrap,
+                                                    offset=args.offset if args.json else 0, limit=limit,
+                                                    different_only=args.different))
+    except FieldNotScorable as exc:
+        raise UserError(f"field {exc.field!r} is not a choice or bool field of study {args.name} (it has: "
+                        f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
+    print(_json(result) if args.json else format_study(result, args.limit or 20))
     return 0
 
 

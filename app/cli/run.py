@@ -20,6 +20,7 @@ from app.engine.recorder import JournalRecorder
 from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
 from app.experiment import Experiment, load_experiment
+from app.experiment.study import study_cells
 from app.sources import open_source
 from ledger import new_run_id, resolve_ledger_dir
 from ledger.journal import JOURNAL_DIR, SUFFIX, ensure_private_dir
@@ -42,6 +43,51 @@ def run_headless(file: str, ledger: str | None = None, limit: int | None = None,
     _check_writable(ledger_dir)
     if run_id is not None and (ledger_dir / JOURNAL_DIR / f"{run_id}{SUFFIX}").exists():
         raise UserError(f"run {run_id} is already in the ledger at {ledger_dir} — leave --run-id out")
+    if exp.spec.study is None:
+        return _run_one(exp, ledger_dir, limit, rerun_invalid, shard, run_id)
+    if run_id is not None:
+        raise UserError(f"{exp.path}: a study runs one run per cell — leave --run-id out")
+    return _run_study(exp, ledger_dir, limit, rerun_invalid, shard)
+
+
+def _run_study(exp: Experiment, ledger_dir: Path, limit: int | None, rerun_invalid: bool,
+               shard: tuple[int, int] | None) -> int:
+    """Every cell in turn, grouped by model; a cell with nothing to do is skipped, so a rerun resumes the study.
+    A cell that is interrupted or fails ends the study there: the next run starts with it."""
+    cells = study_cells(exp)
+    ran = skipped = 0
+    for cell_exp in cells:
+        cell = cell_exp.cell
+        assert cell is not None
+        head = f"study {exp.name}: cell {cell.index}/{cell.count} {cell.label} (seed {cell.seed})"
+        todo = _todo(cell_exp, rerun_invalid, shard)
+        if todo == 0:
+            skipped += 1
+            print(f"{head}: complete, skipped", flush=True)
+            continue
+        print(f"{head}: {todo} notes to do", flush=True)
+        code = _run_one(cell_exp, ledger_dir, limit, rerun_invalid, shard, None)
+        ran += 1
+        if code not in (ExitCode.OK,):
+            print(f"notes-tui: study {exp.name} stopped at cell {cell.label}; run it again to go on from there "
+                  f"(completed cells are skipped)", file=sys.stderr, flush=True)
+            return code
+    print(f"study {exp.name}: {len(cells)} cells, {ran} run now, {skipped} complete before", flush=True)
+    print(f"next:    notes-tui ledger study {exp.name}", flush=True)
+    return ExitCode.OK
+
+
+def _todo(exp: Experiment, rerun_invalid: bool, shard: tuple[int, int] | None) -> int:
+    source = open_source(exp)
+    try:
+        source.shard = shard
+        return source.survey(rerun_invalid).todo
+    finally:
+        source.close()
+
+
+def _run_one(exp: Experiment, ledger_dir: Path, limit: int | None, rerun_invalid: bool,
+             shard: tuple[int, int] | None, run_id: str | None) -> int:
     run_id = run_id or new_run_id()  # known before the run starts: its stop file is named after it
     exp = resolve_hosts(exp)
     printer = ConsolePrinter()

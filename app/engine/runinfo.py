@@ -65,6 +65,7 @@ def run_header(exp: Experiment, info: ModelInfo, source: dict[str, Any], schema:
         # the Slurm server jobs that answered (job_id, cluster, url, node, gpus, partition): GPU-hours = run time x gpus
         "server_jobs": [j for j in exp.server_jobs if j.get("url") in used],
         "shard": {"index": shard[0], "count": shard[1]} if shard else None,
+        "study": exp.cell.header() if exp.cell else None,  # a cell of a study: its name, model, prompt, repeat
         "options": spec.model.options.as_dict(),
         "concurrency_per_host": per_host,
         "tool_version": tool_version(),

@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from app.experiment.credentials import MySQLCredentials
 from app.experiment.schema import SERVER_BACKENDS, ExperimentFile
+from app.experiment.study import StudyCell
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Experiment:
     warnings: tuple[str, ...] = field(default=())
     auto_hosts: bool = False  # hosts = "auto": the user's healthy server jobs, found at run start (app.cluster.auto)
     server_jobs: tuple[dict[str, Any], ...] = ()  # the Slurm server jobs behind hosts, for the ledger (GPU-hours)
+    cell: StudyCell | None = None  # one cell of a study (app.experiment.study.study_cells), run as a run of its own
 
     @property
     def name(self) -> str:

@@ -18,6 +18,7 @@ from app.experiment.schema import (
     ExperimentFile,
     SourceSection,
 )
+from app.experiment.study import longest_cell_name
 
 
 def check_rules(path: Path, spec: ExperimentFile) -> ExperimentFile:
@@ -42,7 +43,35 @@ def check_rules(path: Path, spec: ExperimentFile) -> ExperimentFile:
                           "rename the answer field")
     if spec.evaluation is not None:
         spec = spec.model_copy(update={"evaluation": check_evaluation(path, spec, spec.evaluation)})
+    if spec.study is not None:
+        _check_study(path, spec)
     return spec
+
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # a cell's name is made of these: no / or spaces
+
+
+def _check_study(path: Path, spec: ExperimentFile) -> None:
+    study = spec.study
+    assert study is not None
+    for name in study.prompts:
+        if not STUDY_NAME.match(name):
+            raise ConfigError(path, f"study.prompts.{key_part(name)}", f"{name!r} cannot name a prompt variant",
+                              "use letters, digits, _ . : - (e.g. v1, short_system)")
+    if study.models and spec.model.backend == "llamacpp":
+        raise ConfigError(path, "study.models", "the embedded llamacpp backend runs one model (its gguf)",
+                          "remove models from [study], or run the study on a server's models")
+    for i, model in enumerate(study.models):
+        if not STUDY_NAME.match(model):
+            raise ConfigError(path, f"study.models[{i}]", f"{model!r} is not a model name a cell can carry",
+                              "use the name the server lists (letters, digits, _ . : -)")
+    longest = longest_cell_name(spec)
+    if len(longest) > 191:  # the results table's experiment column, part of its unique key
+        raise ConfigError(path, "name", f"the study's cell names grow to {len(longest)} characters ({longest!r})",
+                          "shorten the experiment's name, its prompt variants' or its models' (191 at most)")
+    if len(set(study.models)) != len(study.models):
+        twice = next(m for m in study.models if study.models.count(m) > 1)
+        raise ConfigError(path, "study.models", f"{twice!r} is listed twice", "list each model once")
 
 
 def template_fields(template: str) -> tuple[str, ...]:
@@ -198,14 +227,22 @@ def check_evaluation(path: Path, spec: ExperimentFile, ev: EvaluationSection,
 
 
 def _check_prompt(path: Path, spec: ExperimentFile) -> None:
+    _check_template(path, spec, "prompt.user", spec.prompt.user)
+    if spec.study is not None:
+        for name, variant in spec.study.prompts.items():
+            if variant.user is not None:
+                _check_template(path, spec, f"study.prompts.{key_part(name)}.user", variant.user)
+
+
+def _check_template(path: Path, spec: ExperimentFile, key: str, template: str) -> None:
     try:
-        fields = template_fields(spec.prompt.user)
+        fields = template_fields(template)
     except ValueError as exc:
-        raise ConfigError(path, "prompt.user", str(exc), "write {note} or {column}; write {{ and }} for literal braces")
+        raise ConfigError(path, key, str(exc), "write {note} or {column}; write {{ and }} for literal braces")
     if "note" not in fields:
-        raise ConfigError(path, "prompt.user", "the template never uses {note}", "put {note} where the note goes")
+        raise ConfigError(path, key, "the template never uses {note}", "put {note} where the note goes")
     available = {"note", *_unit_key_columns(spec.source), *spec.source.columns}
     for name in fields:
         if name not in available:
-            raise ConfigError(path, "prompt.user", f"placeholder {{{name}}} is not provided by the source",
+            raise ConfigError(path, key, f"placeholder {{{name}}} is not provided by the source",
                               f"add {name!r} to [source].columns, or use one of: {', '.join(sorted(available))}")

@@ -110,6 +110,22 @@ class EvaluationSection(_Strict):
     field: str | None = None
 
 
+class StudyPrompt(_Strict):
+    """A prompt variant of a study: a key left out is [prompt]'s."""
+
+    system: str | None = None
+    user: str | None = Field(None, min_length=1)
+
+
+class StudySection(_Strict):
+    """One experiment over several models, prompt variants and repeats: every combination is a cell, run as a run
+    of its own (app/experiment/study.py). Repeat r is sent with seed [model.options].seed + r - 1."""
+
+    models: list[str] = []  # default: [model].name
+    repeats: int = Field(1, ge=1, le=50)
+    prompts: dict[str, StudyPrompt] = {}  # default: [prompt] alone, as the variant "base"
+
+
 class ExperimentFile(_Strict):
     name: str = Field(min_length=1, max_length=191)
     description: str = ""
@@ -120,3 +136,4 @@ class ExperimentFile(_Strict):
     results: ResultsSection
     run: RunSection = RunSection()
     evaluation: EvaluationSection | None = None
+    study: StudySection | None = None

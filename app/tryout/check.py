@@ -11,7 +11,8 @@ from app.backends import make_backend
 from app.cluster.auto import resolve_hosts
 from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
-from app.experiment import load_experiment
+from app.experiment import Experiment, load_experiment
+from app.experiment.study import study_cells
 from app.sources import open_source
 from ledger.serverfacts import server_rows
 
@@ -24,6 +25,11 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
     spec = exp.spec
     answer = AnswerSpec(spec.answer)
     yield f"config:  {exp.path} is valid: experiment {spec.name!r}, backend {spec.model.backend}", False
+    cells = study_cells(exp)
+    if spec.study is not None:
+        yield from _study_lines(exp, cells, answer, rerun_invalid)
+        exp = cells[0]  # the rest of the check is the first cell's, with every model of the study asked for
+        spec = exp.spec
     source = open_source(exp)
     try:
         survey = source.survey(rerun_invalid)
@@ -39,12 +45,15 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
                   "raise [model.options].num_ctx" if over else "")), False
         state = "exists" if survey.results_table_exists else "will be created on the first run"
         yield f"results: table {spec.results.table} {state}", False
-        backend = make_backend(exp)
-        info = asyncio.run(_prepare(backend))
-        where_model = ", ".join(info.hosts)
-        version = f" (server {info.server_version})" if info.server_version else ""
-        digest = (info.digest or "unknown").removeprefix("sha256:")[:12]
-        yield f"model:   {info.model} digest {digest} on {where_model}{version}", False
+        firsts: dict[str | None, Experiment] = {}
+        for c in cells:  # one cell a model, in the order they run
+            firsts.setdefault(c.cell.model if c.cell else c.spec.model.name, c)
+        for model_exp in firsts.values():
+            info = asyncio.run(_prepare(make_backend(model_exp)))
+            where_model = ", ".join(info.hosts)
+            version = f" (server {info.server_version})" if info.server_version else ""
+            digest = (info.digest or "unknown").removeprefix("sha256:")[:12]
+            yield f"model:   {info.model} digest {digest} on {where_model}{version}", False
         facts = {"server": info.server, "allow_remote": spec.model.allow_remote, "backend": spec.model.backend}
         for label, text in server_rows(facts):
             if label != "server":
@@ -69,6 +78,34 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
         yield "---", False
     finally:
         source.close()
+
+
+def _study_lines(exp: Experiment, cells: list[Experiment], answer: AnswerSpec,
+                 rerun_invalid: bool) -> Iterator[tuple[str, bool]]:
+    study = exp.spec.study
+    assert study is not None
+    models = len({c.cell.model for c in cells if c.cell})
+    prompts = len({c.cell.prompt for c in cells if c.cell})
+    yield (f"study:   {len(cells)} cells = {models} model{'s' * (models != 1)} × {prompts} prompt"
+           f"{'s' * (prompts != 1)} × {study.repeats} repeat{'s' * (study.repeats != 1)}, run in this order "
+           "(grouped by model), each a run of its own:"), False
+    total = 0
+    for c in cells:
+        assert c.cell is not None
+        source = open_source(c)
+        try:
+            todo = source.survey(rerun_invalid).todo
+        finally:
+            source.close()
+        total += todo
+        s = c.spec
+        phash = prompt_hash(s.prompt.system, s.prompt.user, answer.schema, s.model.options.as_dict(), s.model.think)
+        yield (f"  {c.cell.index:>3}  {c.cell.label:<40} seed {c.cell.seed:<6} prompt {phash[:12]}  "
+               f"{todo} requests" + (" (complete)" if todo == 0 else "")), False
+    yield f"study:   {total} requests in all", False
+    if study.repeats > 1 and exp.spec.model.options.temperature == 0:
+        yield ("warning: repeats at temperature 0 tend to give the same answers whatever the seed; set "
+               "[model.options].temperature (e.g. 0.7) to measure how stable the answers are"), True
 
 
 async def _prepare(backend):

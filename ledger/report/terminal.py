@@ -18,10 +18,11 @@ def _kv(rows: list[tuple[str, Any]]) -> list[str]:
     return [f"{k.ljust(width)}  {v}" for k, v in rows if v not in (None, "")]
 
 
-def _grid(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+def _grid(header: list[str], rows: list[list[str]], indent: str = "  ", left: int = 1) -> list[str]:
+    """Columns aligned: the first `left` to the left (names, labels), the rest to the right (figures)."""
     table = [header] + rows
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return [indent + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return [indent + "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
             for r in table]
 
 
@@ -202,3 +203,76 @@ def format_runs_table(runs: list[dict[str, Any]]) -> str:
 
 def runs_to_json(runs: list[dict[str, Any]]) -> str:
     return json.dumps(runs, indent=2, ensure_ascii=False, default=str)
+
+
+# `ledger study`
+def _ci(value: Any, low: Any, high: Any, digits: int = 2) -> str:
+    """0.84 [0.71–0.92]: a figure with its 95% interval, the interval's width in plain view."""
+    if value is None:
+        return "–"
+    if low is None or high is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{value:.0f}%"
+
+
+def _p(value: Any) -> str:
+    if value is None:
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def format_study(s: dict[str, Any], notes_shown: int) -> str:
+    ref = s["reference"]
+    lines = [
+        f"study {s['study']}: {len(s['cells'])} cells, field {s['field']}; reference: gold labels from "
+        f"{gold_source_text(ref)} ({ref['labels']} labels, {ref['adjudicated']} adjudicated)",
+        f"95% intervals: accuracy Wilson, kappa asymptotic, macro-F1/Fleiss/alpha bootstrap over notes "
+        f"({s['bootstrap']['reps']} resamples, seed {s['bootstrap']['seed']})",
+        "",
+        "cells against the reference:",
+    ]
+    rows = [[c["cell"], num(c["n"]), _ci(c["accuracy"], c["accuracy_low"], c["accuracy_high"]),
+             _ci(c["macro_f1"], c["macro_f1_low"], c["macro_f1_high"]),
+             _ci(c["kappa"], c["kappa_low"], c["kappa_high"]) + (" one label" if c["labels_answered"] == 1 else ""),
+             _pct(c["valid_pct"]), "–" if c["tokens_out"] is None else f"{c['tokens_in'] + c['tokens_out']:.0f}",
+             "–" if c["latency_ms"] is None else f"{c['latency_ms'] / 1000:.2f}", c["run_id"][:12]]
+            for c in s["cells"]]
+    lines += _grid(["cell", "n", "accuracy", "macro-F1", "Cohen's kappa", "valid", "tok/note", "s/note", "run"], rows)
+    if s["best_cell"]:
+        lines.append(f"  best by accuracy: {s['best_cell']}")
+    if any(c["labels_answered"] == 1 for c in s["cells"]):
+        lines.append("  one label: the cell gave every note the same answer; its kappa is 0 by construction")
+    small = [c["cell"] for c in s["cells"] if c["small"]]
+    if small:
+        lines.append(f"  caution: under {s['small_n']} notes with a reference label in {', '.join(small)}: the intervals "
+                     "are wide; read the figures as a sketch")
+    lines += ["", "stability across repeats (same model and prompt, other seeds):"]
+    if s["stability"]:
+        rows = [[f"{st['model']}/{st['prompt']}", str(st["repeats"]), num(st["n"]),
+                 _ci(st["fleiss_kappa"], st["fleiss_low"], st["fleiss_high"]),
+                 _ci(st["krippendorff_alpha"], st["alpha_low"], st["alpha_high"]), _pct(st["unanimous_pct"])]
+                for st in s["stability"]]
+        lines += _grid(["model/prompt", "repeats", "n", "Fleiss' kappa", "Krippendorff's alpha", "unanimous"], rows)
+    else:
+        lines.append("  none: every model and prompt ran once (set [study].repeats = 2 or more)")
+    lines += ["", "paired cells (first repeats; McNemar on correct/incorrect against the reference):"]
+    if s["paired"]:
+        rows = [[p["a"], p["b"], num(p["n"]), f"{p['only_a_correct']}/{p['only_b_correct']}", _p(p["mcnemar_p"]),
+                 "–" if p["agreement"] is None else f"{100 * p['agreement']:.0f}%",
+                 _ci(p["kappa"], p["kappa_low"], p["kappa_high"])] for p in s["paired"]]
+        lines += _grid(["A", "B", "n", "only A/only B right", "McNemar p", "agree", "kappa A–B"], rows, left=2)
+    else:
+        lines.append("  none: one model and one prompt")
+    shown = [n for n in s["notes"] if n["different"]][:notes_shown]
+    lines += ["", f"notes where cells disagree or differ from the reference: {s['notes_different']} of "
+              f"{s['notes_total']}" + (f" (the first {len(shown)}; --json or --limit for more)" if shown else "")]
+    if shown:
+        names = [c["cell"] for c in s["cells"]]
+        rows = [[n["unit"], label_text(n["gold"]) if n["gold"] is not None else "–"]
+                + [label_text(n["labels"][c]) if n["labels"][c] is not None else "–" for c in names] for n in shown]
+        lines += _grid(["note", "reference"] + names, rows, left=len(names) + 2)
+    return "\n".join(lines)

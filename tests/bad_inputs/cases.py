@@ -325,4 +325,27 @@ SLURM: list[Bad] = [
     Bad("submit-broken-file", "not valid TOML", lambda c: c.base() + "\n[model\n", args=("submit", "{exp}")),
 ]
 
-CASES: list[Bad] = FILE + KEYS + PROMPT + SOURCE + SQLITE_FILES + MYSQL + SERVER + COMMAND_LINE + EVALUATION + SLURM
+# -- [study] (issue 23): refused when the file is read, before a cell runs ------------------------------------------
+STUDY: list[Bad] = [
+    Bad("study-variant-without-note", "study.prompts.v2.user: the template never uses {note}",
+        lambda c: c.base() + '\n[study]\n[study.prompts.v2]\nuser = "Is there pneumonia?"\n'),
+    Bad("study-variant-unknown-placeholder", "study.prompts.v2.user: placeholder {mrn} is not provided",
+        lambda c: c.base() + '\n[study]\n[study.prompts.v2]\nuser = "{mrn}: {note}"\n'),
+    Bad("study-variant-bad-name", "study.prompts.\"v 2\": 'v 2' cannot name a prompt variant",
+        lambda c: c.base() + '\n[study]\n[study.prompts."v 2"]\nsystem = "x"\n'),
+    Bad("study-model-twice", "study.models: 'llama3' is listed twice",
+        lambda c: c.base() + '\n[study]\nmodels = ["llama3", "llama3"]\n'),
+    Bad("study-model-with-slash", "study.models[0]: 'a/b' is not a model name",
+        lambda c: c.base() + '\n[study]\nmodels = ["a/b"]\n'),
+    Bad("study-zero-repeats", "study.repeats", lambda c: c.base() + "\n[study]\nrepeats = 0\n"),
+    Bad("study-misspelt-key", "study.repeat: unknown key in [study]", lambda c: c.base() + "\n[study]\nrepeat = 2\n"),
+    Bad("study-embedded-with-models", "study.models: the embedded llamacpp backend runs one model",
+        lambda c: swap(c.base(), 'backend = "ollama"', 'backend = "llamacpp"').replace('name = "llama3"\n', "")
+        .replace(f'hosts = ["{c.url}"]\n', "") + '\n[study]\nmodels = ["llama3", "qwen2.5"]\n'),
+    Bad("study-with-run-id", "a study runs one run per cell — leave --run-id out",
+        lambda c: c.base() + "\n[study]\nrepeats = 2\n", args=("--run", "{exp}", "--run-id", "01HZZZZZZZZZZZZZZZZZZZZZZZ")),
+    Bad("ledger-study-in-an-empty-ledger", "no runs recorded in", args=("ledger", "study", "nope")),
+]
+
+CASES: list[Bad] = (FILE + KEYS + PROMPT + SOURCE + SQLITE_FILES + MYSQL + SERVER + COMMAND_LINE + EVALUATION + SLURM
+                    + STUDY)

@@ -133,8 +133,32 @@ def test_an_index_made_before_the_audit_migration_is_upgraded(tmp_path):
     conn = sqlite3.connect(led.db_path)
     try:
         assert conn.execute("select status, quantization, parameter_size from runs").fetchone() == ("completed", "Q8_0", "8B")
-        assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == ["m001_initial", "m002_audit"]
+        assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == ["m001_initial", "m002_audit", "m003_study"]
         assert conn.execute("select count(*) from chain").fetchone()[0] == 1  # read back from chain.jsonl
         assert conn.execute("select valid_pct from run_overview").fetchone()[0] == 25.0
+    finally:
+        conn.close()
+
+
+def test_an_index_made_before_studies_gets_each_cells_study_from_its_header(tmp_path):
+    study = {"name": "pna-study", "cell": "llama3/v1/r2", "model": "llama3", "prompt": "v1", "repeat": 2}
+    journal = Journal.create(tmp_path, make_header(study=study))
+    journal.append_units(make_units(0, 5))
+    journal.close("completed", counts_for(5, 5))
+    Journal.create(tmp_path, make_header()).close("completed", counts_for(0, 0))
+    led = Ledger(tmp_path)
+    assert led.sync()
+    conn = sqlite3.connect(led.db_path)
+    conn.execute("drop index idx_runs_study_started_at")
+    for column in ("study", "cell"):
+        conn.execute(f"alter table runs drop column {column}")
+    conn.execute("delete from _ledger_migrations where name = 'm003_study'")
+    conn.commit()
+    conn.close()
+    assert led.sync()
+    conn = sqlite3.connect(led.db_path)
+    try:
+        got = conn.execute("select study, cell from runs").fetchall()
+        assert sorted(got, key=lambda r: r[0] or "") == [(None, None), ("pna-study", "llama3/v1/r2")]
     finally:
         conn.close()
