@@ -18,6 +18,9 @@ from tests.helpers.auditkit import NOTE_MARK, build, run_cli, spawn_cli
 from tests.helpers.support import experiment_toml
 from tests.standin.standin_ollama import StandinOllama
 
+# one worker builds the module's ledger once; spread over workers, each would build it again
+pytestmark = pytest.mark.xdist_group("test_ledger_commands")
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):

@@ -14,6 +14,9 @@ from statsmodels.stats.inter_rater import cohens_kappa
 from tests.helpers.auditkit import build, run_cli, spawn_cli
 from tests.helpers.support import ROOT, need
 
+# one worker builds the module's ledger once; spread over workers, each would build it again
+pytestmark = pytest.mark.xdist_group("test_ledger_eval")
+
 MAPPED = {"yes": "(1) Likely", "no": "(2) Unlikely", "unsure": "(3) Unable to say"}
 FALLBACK = "(4) LLM output invalid"
 

@@ -80,6 +80,7 @@ def test_an_index_that_is_a_directory_is_one_line(tmp_path):
         assert res.returncode == 2 and len(lines) == 1 and "ledger.db is not a file" in lines[0], (args, res.stderr)
 
 
+@pytest.mark.slow  # seconds of real time
 def test_a_listing_cut_short_by_head_ends_quietly(tmp_path):
     for i in range(2000):  # more than a pipe holds (64 KB): head closes it while the listing is written
         Journal.create(tmp_path / "l", {"experiment": f"e{i}", "total": 0}).close("completed", {"done": 0, "total": 0})

@@ -10,6 +10,9 @@ import pytest
 
 from tests.helpers.auditkit import build, spawn_cli
 
+# one worker builds the module's ledger once; spread over workers, each would build it again
+pytestmark = pytest.mark.xdist_group("test_ledger_verify")
+
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):

@@ -98,6 +98,7 @@ def test_server_add_saves_refuses_duplicates_and_bad_urls(tmp_path, server):
     one_error_line(run_cli("server", "list", env=env), "servers[0].url")
 
 
+@pytest.mark.slow  # seconds of real time
 def test_host_is_chosen_or_asked_for_in_one_line(tmp_path, server):
     config = tmp_path / "user-config.toml"
     env = {"NOTES_TUI_CONFIG": str(config)}
@@ -112,6 +113,7 @@ def test_host_is_chosen_or_asked_for_in_one_line(tmp_path, server):
                    "does not answer (connection refused)")
 
 
+@pytest.mark.slow  # seconds of real time
 def test_models_list_show_and_json(server):
     res = run_cli("models", "--host", server.url, "list")  # the option before the subcommand works too
     assert res.returncode == 0, res.stderr
@@ -128,6 +130,7 @@ def test_models_list_show_and_json(server):
     one_error_line(run_cli("models", "show", "nope", "--host", server.url), "'nope' is not on")
 
 
+@pytest.mark.slow  # seconds of real time
 def test_pull_in_a_log_prints_plain_lines_and_exit_codes_say_what_happened(server):
     server.configure(pull_seconds=6.0)
     res = run_cli("models", "pull", "llama3.1:8b", "--host", server.url)

@@ -20,6 +20,10 @@ from tests.helpers.support import ROOT, experiment_toml, mysql_up, need
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import spawn_standin
 
+# Real time is what these check (a 10 s lock, a stop signal's grace, a detached process, a terminal): seconds each, so
+# they are the slow tier's, run by .ci/run with the rest
+pytestmark = pytest.mark.slow
+
 PASSWORD = "Zebra-Quartz-7731-" + uuid.uuid4().hex[:6]  # recognisable, and unlike anything else in the output
 WRONG = "Wrong-Zebra-" + uuid.uuid4().hex[:6]
 TOKEN = "T0ken-Secret-" + uuid.uuid4().hex[:6]

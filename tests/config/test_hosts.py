@@ -231,6 +231,7 @@ class ScriptedServer:
         return '{"response": "(2) Unlikely", "explanation": "clear"}'
 
 
+@pytest.mark.slow  # seconds of real time
 def test_the_run_loop_finds_a_scripted_servers_slots(tmp_path):
     from app.backends.base import Backend, ModelInfo, Reply
     from app.engine.bus import EventBus

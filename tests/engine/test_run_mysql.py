@@ -53,6 +53,7 @@ def test_full_run_hostile_rows_and_resume(tmp_path, mysql_db, capsys, private_le
     assert [r["status"] for r in runs] == ["completed", "completed"]
 
 
+@pytest.mark.slow  # seconds of real time
 def test_sigterm_mid_run_then_rerun_gives_one_row_per_note(tmp_path, mysql_db, private_ledger):
     db, connect = mysql_db
     fill(connect, 80)

@@ -167,6 +167,7 @@ def test_server_errors_are_retried(tmp_path, capsys):
     assert code == 0
 
 
+@pytest.mark.slow  # seconds of real time
 def test_sigkill_mid_run_shows_crashed_and_a_rerun_completes(tmp_path, private_ledger):
     import signal
     import time
@@ -209,6 +210,7 @@ def test_check_reports_counts_model_and_the_first_prompt(tmp_path, server, capsy
     conn.close()
 
 
+@pytest.mark.slow  # seconds of real time
 def test_hung_and_dropped_requests_are_retried(tmp_path, capsys):
     make_db(tmp_path / "notes.db", n=30)
     with StandinOllama(latency=0.01, slots=8, hang_rate=0.1, drop_rate=0.15, seed=5) as server:
@@ -245,6 +247,7 @@ def test_server_killed_mid_run_the_other_host_finishes(tmp_path, capsys):
     assert [r["note_id"] for r in rows] == list(range(60)) and all(r["valid"] == 1 for r in rows)
 
 
+@pytest.mark.slow  # seconds of real time
 def test_no_server_left_stops_interrupted_and_a_rerun_completes(tmp_path, capsys, private_ledger):
     from tests.standin.standin_ollama import spawn_standin
 

@@ -15,6 +15,10 @@ from tests.helpers.support import ROOT, experiment_toml
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import spawn_standin
 
+# Real time is what these check (a 10 s lock, a stop signal's grace, a detached process, a terminal): seconds each, so
+# they are the slow tier's, run by .ci/run with the rest
+pytestmark = pytest.mark.slow
+
 N = 400
 
 

@@ -59,6 +59,7 @@ def slow_server():
         yield server
 
 
+@pytest.mark.slow  # seconds of real time
 @run
 async def test_run_here_counters_move_stop_interrupted_then_run_again_completed(tmp_path, slow_server):
     exp = workspace(tmp_path, slow_server.url)
@@ -87,6 +88,7 @@ async def test_run_here_counters_move_stop_interrupted_then_run_again_completed(
     assert statuses == {first: "interrupted", again.run_id: "completed"}
 
 
+@pytest.mark.slow  # seconds of real time
 @run
 async def test_a_run_started_here_that_stops_on_a_mistake_says_why_on_screen(tmp_path):
     exp = workspace(tmp_path, closed_url(), n=20)  # a valid file whose server is not there
@@ -118,6 +120,7 @@ async def follow_a_headless_run_to_its_end(tmp_path, server, check) -> None:
     assert proc.returncode == 0
 
 
+@pytest.mark.slow  # seconds of real time
 @run
 async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, slow_server):
     async def check(pilot, app, followed):
@@ -129,6 +132,7 @@ async def test_the_monitor_follows_a_headless_run_of_another_process(tmp_path, s
     await follow_a_headless_run_to_its_end(tmp_path, slow_server, check)
 
 
+@pytest.mark.slow  # seconds of real time
 @run
 async def test_a_feed_read_slower_than_the_poll_counts_each_note_once(tmp_path, slow_server, monkeypatch):
     """On NFS or a busy node one read of the feed can take longer than the 250 ms between polls: the reads must not
@@ -153,6 +157,7 @@ async def test_a_feed_read_slower_than_the_poll_counts_each_note_once(tmp_path, 
     await follow_a_headless_run_to_its_end(tmp_path, slow_server, check)
 
 
+@pytest.mark.slow  # seconds of real time
 def test_the_app_closed_and_opened_again_finds_its_run_going_on(tmp_path, slow_server):
     exp = workspace(tmp_path, slow_server.url, n=600)
     state = {}

@@ -21,7 +21,8 @@ from tests.helpers.tuikit import write_config
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import spawn_standin
 
-pytestmark = pytest.mark.serial  # a real terminal: key presses and screen reads are timed, and the model run needs both cores
+# a real terminal: key presses and screen reads are timed, and the model run needs both cores; seconds each
+pytestmark = [pytest.mark.serial, pytest.mark.slow]
 
 
 class Tmux:
