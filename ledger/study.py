@@ -14,8 +14,8 @@ from itertools import combinations
 from typing import Any
 
 from .agreement import accuracy, averages, class_scores, cohen_kappa, confusion
-from .answers import AnswerField, answer_fields, field_values
-from .evaluate import INVALID, FieldNotScorable
+from .answers import AnswerField, answer_fields
+from .evaluate import FieldNotScorable, latest_labels
 from .reader import Reader
 from .stability import bootstrap, fleiss_kappa, krippendorff_alpha, mcnemar, unit_counts, wilson
 
@@ -49,7 +49,7 @@ def load_cells(db: Reader, name: str) -> list[dict[str, Any]]:
         info = header.get("study") or {}
         cell = cells.setdefault(row["cell"], {
             "cell": row["cell"], "model": info.get("model"), "prompt": info.get("prompt"), "repeat": info.get("repeat"),
-            "seed": info.get("seed"), "index": info.get("index") or 0, "runs": [], "header": header,
+            "seed": info.get("seed"), "index": info.get("index") or 0, "runs": [],
         })
         cell["runs"].append(dict(row) | {"header": None})
         cell["header"] = header  # the latest run's: its answer schema and fallback are what the cell now writes
@@ -73,21 +73,9 @@ def scorable_field(cells: list[dict[str, Any]], field: str | None) -> AnswerFiel
 
 
 def cell_labels(db: Reader, cell: dict[str, Any], spec: AnswerField) -> tuple[dict[str, Any], Counter]:
-    """unit id -> label of the cell's latest answer, and how many of its answers were invalid / empty / errors."""
+    """unit id -> label of the cell's latest answer, and how many of its answers were valid / invalid / empty / errors."""
     fallback = (cell["header"].get("fallback") or {}).get(spec.name)
-    latest: dict[str, tuple[str, Any]] = {}
-    for run in cell["runs"]:
-        for uid, (outcome, raw) in field_values(db.conn, run["run_id"], [spec]).items():
-            latest[uid] = (outcome, spec.value(raw))
-    labels: dict[str, Any] = {}
-    outcomes: Counter = Counter()
-    for uid, (outcome, value) in latest.items():
-        outcomes[outcome] += 1
-        if outcome == "valid" and value is not None:
-            labels[uid] = value
-        elif outcome == "invalid":
-            labels[uid] = fallback if fallback is not None else INVALID
-    return labels, outcomes
+    return latest_labels(db, [r["run_id"] for r in cell["runs"]], spec, fallback)
 
 
 def study_report(db: Reader, name: str, gold: dict[str, Any], gold_info: dict[str, Any], field: str | None = None,

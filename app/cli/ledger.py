@@ -265,7 +265,7 @@ def study(args: argparse.Namespace) -> int:
         print(f"notes-tui: {note}", file=sys.stderr)
     ev = evaluation_for(exp, field=args.field)
     gold = read_gold(exp, ev)
-    limit = args.limit if args.json or args.limit is None else None
+    limit = args.limit if args.json else None  # the terminal shows args.limit disagreements, not a page of notes
     try:
         result = _read(led, lambda db: study_report(db, args.name, gold, gold_info(ev), ev.field, reps=args.bootstrap,
                                                     offset=args.offset if args.json else 0, limit=limit,

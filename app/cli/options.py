@@ -34,24 +34,22 @@ class Shared:
         return sub.add_parser(name, parents=[self.places, *extra], **kwargs)
 
 
-def positive(text: str) -> int:
+def _whole(text: str, least: int, said: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(said)
     return value
+
+
+def positive(text: str) -> int:
+    return _whole(text, 1, "must be at least 1")
 
 
 def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+    return _whole(text, 0, "must be 0 or more")
 
 
 def shard(text: str) -> tuple[int, int]:

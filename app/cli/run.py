@@ -21,7 +21,7 @@ from app.engine.runner import Runner, RunOptions, RunResult
 from app.errors import ExitCode, UserError
 from app.experiment import Experiment, load_experiment
 from app.experiment.study import study_cells
-from app.sources import open_source
+from app.sources import open_source, todo_count
 from ledger import new_run_id, resolve_ledger_dir
 from ledger.journal import JOURNAL_DIR, SUFFIX, ensure_private_dir
 from ledger.reasons import commonest, reason_text
@@ -60,7 +60,7 @@ def _run_study(exp: Experiment, ledger_dir: Path, limit: int | None, rerun_inval
         cell = cell_exp.cell
         assert cell is not None
         head = f"study {exp.name}: cell {cell.index}/{cell.count} {cell.label} (seed {cell.seed})"
-        todo = _todo(cell_exp, rerun_invalid, shard)
+        todo = todo_count(cell_exp, rerun_invalid, shard)
         if todo == 0:
             skipped += 1
             print(f"{head}: complete, skipped", flush=True)
@@ -68,22 +68,13 @@ def _run_study(exp: Experiment, ledger_dir: Path, limit: int | None, rerun_inval
         print(f"{head}: {todo} notes to do", flush=True)
         code = _run_one(cell_exp, ledger_dir, limit, rerun_invalid, shard, None)
         ran += 1
-        if code not in (ExitCode.OK,):
+        if code != ExitCode.OK:
             print(f"notes-tui: study {exp.name} stopped at cell {cell.label}; run it again to go on from there "
                   f"(completed cells are skipped)", file=sys.stderr, flush=True)
             return code
     print(f"study {exp.name}: {len(cells)} cells, {ran} run now, {skipped} complete before", flush=True)
     print(f"next:    notes-tui ledger study {exp.name}", flush=True)
     return ExitCode.OK
-
-
-def _todo(exp: Experiment, rerun_invalid: bool, shard: tuple[int, int] | None) -> int:
-    source = open_source(exp)
-    try:
-        source.shard = shard
-        return source.survey(rerun_invalid).todo
-    finally:
-        source.close()
 
 
 def _run_one(exp: Experiment, ledger_dir: Path, limit: int | None, rerun_invalid: bool,

@@ -11,6 +11,7 @@ from pathlib import Path
 from app.errors import ConfigError, key_part
 from app.experiment.schema import (
     IDENT,
+    NAME_MAX,
     QUALIFIED_IDENT,
     RESERVED_RESULT_COLUMNS,
     AnswerSection,
@@ -66,9 +67,9 @@ def _check_study(path: Path, spec: ExperimentFile) -> None:
             raise ConfigError(path, f"study.models[{i}]", f"{model!r} is not a model name a cell can carry",
                               "use the name the server lists (letters, digits, _ . : -)")
     longest = longest_cell_name(spec)
-    if len(longest) > 191:  # the results table's experiment column, part of its unique key
+    if len(longest) > NAME_MAX:
         raise ConfigError(path, "name", f"the study's cell names grow to {len(longest)} characters ({longest!r})",
-                          "shorten the experiment's name, its prompt variants' or its models' (191 at most)")
+                          f"shorten the experiment's name, its prompt variants' or its models' ({NAME_MAX} at most)")
     if len(set(study.models)) != len(study.models):
         twice = next(m for m in study.models if study.models.count(m) > 1)
         raise ConfigError(path, "study.models", f"{twice!r} is listed twice", "list each model once")

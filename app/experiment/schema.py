@@ -12,6 +12,7 @@ DEFAULT_NUM_CTX = 8192  # long CT reports pass 4096 tokens; Ollama cuts silently
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 QUALIFIED_IDENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63}\.)?[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NAME_MAX = 191  # the results table's experiment column (VARCHAR(191)), part of its unique key
 RESERVED_RESULT_COLUMNS = {"valid", "attempts", "truncated", "experiment", "run_id", "model", "prompt_hash", "created_at"}
 
 
@@ -127,7 +128,7 @@ class StudySection(_Strict):
 
 
 class ExperimentFile(_Strict):
-    name: str = Field(min_length=1, max_length=191)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
     description: str = ""
     model: ModelSection
     prompt: PromptSection

@@ -13,7 +13,7 @@ from app.engine.answer import AnswerSpec
 from app.engine.prompt import Template, prompt_hash
 from app.experiment import Experiment, load_experiment
 from app.experiment.study import study_cells
-from app.sources import open_source
+from app.sources import open_source, todo_count
 from ledger.serverfacts import server_rows
 
 
@@ -47,7 +47,7 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
         yield f"results: table {spec.results.table} {state}", False
         firsts: dict[str | None, Experiment] = {}
         for c in cells:  # one cell a model, in the order they run
-            firsts.setdefault(c.cell.model if c.cell else c.spec.model.name, c)
+            firsts.setdefault(c.spec.model.name, c)
         for model_exp in firsts.values():
             info = asyncio.run(_prepare(make_backend(model_exp)))
             where_model = ", ".join(info.hosts)
@@ -92,11 +92,7 @@ def _study_lines(exp: Experiment, cells: list[Experiment], answer: AnswerSpec,
     total = 0
     for c in cells:
         assert c.cell is not None
-        source = open_source(c)
-        try:
-            todo = source.survey(rerun_invalid).todo
-        finally:
-            source.close()
+        todo = todo_count(c, rerun_invalid)
         total += todo
         s = c.spec
         phash = prompt_hash(s.prompt.system, s.prompt.user, answer.schema, s.model.options.as_dict(), s.model.think)
