@@ -300,14 +300,18 @@ class Ledger:
         return self._read(lambda db: head(db.conn), None)
 
     def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = None,
-                  model: str | None = None, since: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
+                  model: str | None = None, since: str | None = None, offset: int = 0,
+                  study: str | None = None) -> list[dict[str, Any]]:
         """Runs, newest first. `status` filters on the displayed status (running and crashed are computed);
         `model` matches the name with or without its tag; `since` is a UTC ISO time (see clock.parse_since);
-        `offset` skips that many (a screen pages through 10,000 runs 200 at a time)."""
+        `offset` skips that many (a screen pages through 10,000 runs 200 at a time); `study` keeps the cells of one."""
         where, params = [], []
         if experiment is not None:
             where.append("runs.experiment = ?")
             params.append(experiment)
+        if study is not None:
+            where.append("runs.study = ?")
+            params.append(study)
         if model is not None:
             # "llama3" means every tag of it ("llama3:latest", "llama3:8b"); "llama3:8b" only that one
             where.append("(runs.model = ? or (instr(?, ':') = 0 and substr(runs.model, 1, ?) = ?))")

@@ -52,6 +52,27 @@ async def listed(tmp_path, folder):
         assert "e opens it in your editor" in screen_text(app)
 
 
+def test_a_study_row_shows_its_last_cell_and_the_requests_left_over_every_cell(tmp_path, standin, capsys):
+    folder = workspace(tmp_path, standin.url)
+    study = experiment_toml(source=SOURCE, hosts=[standin.url], name="pna-study",
+                            extra="[study]\nrepeats = 2\n[study.prompts.a]\n[study.prompts.b]\nsystem = \"JSON only.\"\n")
+    (folder / "study.toml").write_text(study)
+    code, _, err = cli(capsys, "--run", str(folder / "study.toml"), "--limit", "5", "--ledger", str(tmp_path / "ledger"))
+    assert code == 0, err
+    study_listed(tmp_path, folder)
+
+
+@run
+async def study_listed(tmp_path, folder):
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        table = lambda: rows(app, "experiments-table")  # noqa: E731
+        # 4 cells of 12 notes, 5 answered in each: 28 requests left, and the last cell's run is the study's last
+        await until(pilot, lambda: table()[str(folder / "study.toml")][4] == "28", what="requests to do counted")
+        assert table()[str(folder / "study.toml")][3].startswith("completed 5/5 · ")
+
+
 @run
 async def test_check_shows_what_the_command_shows_with_the_first_prompt(tmp_path, standin):
     folder = workspace(tmp_path, standin.url)

@@ -146,7 +146,9 @@ class ExperimentsScreen(NotesScreen):
                 return
             if row.exp is not None:
                 try:
-                    runs = ledger.list_runs(experiment=row.name, limit=1)
+                    # a study's runs are its cells, each under its own experiment name
+                    by = {"study": row.name} if row.exp.spec.study else {"experiment": row.name}
+                    runs = ledger.list_runs(limit=1, **by)
                     row.last_run = runs[0] if runs else None
                 except Exception as exc:  # noqa: BLE001 - a ledger that cannot be read is shown, not raised
                     row.details.append(f"ledger: {exc}")
@@ -290,14 +292,12 @@ class ExperimentsScreen(NotesScreen):
 
 
 def _count_todo(exp) -> tuple[int | None, str | None]:
-    from app.sources import open_source
+    """Notes to do; for a study, requests to do over all its cells."""
+    from app.experiment.study import study_cells
+    from app.sources import todo_count
 
     try:
-        source = open_source(exp)
-        try:
-            return source.survey(False).todo, None
-        finally:
-            source.close()
+        return sum(todo_count(cell) for cell in study_cells(exp)), None
     except UserError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - a count that fails is shown, never raised into the screen
