@@ -1,6 +1,6 @@
-"""The seal across runs: `chain.jsonl` in the ledger dir, one line per finished run (and per eval) in the order the
-index imported them. Each line names a journal, its number of records and the hash of its last record, and carries
-the hash of the line before it.
+"""The seal across runs: `chain.jsonl` in the ledger dir, one line per finished run (and per eval, and per
+growth of the adjudications file) in the order the index imported them. Each line names a journal, its number of
+records and the hash of its last record, and carries the hash of the line before it.
 
 A journal's own chain proves that its records follow one another, but it cannot notice a change to its last record
 (an edited count in the close record) or a whole journal that went missing. The seal can. The hash of the last line
@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .adjudication import SEAL_KIND as ADJ_KIND
+from .adjudication import seal_id
 from .clock import utc_now_iso
 from .journal import SUFFIX, encode_record, line_hash
 from .meta import get_meta, set_meta
 
 CHAIN_FILE = "chain.jsonl"
 ERROR_KEY = "chain_error"
-KINDS = ("run", "eval")
+KINDS = ("run", "eval", ADJ_KIND)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,13 @@ def _unsealed(conn: sqlite3.Connection) -> list[Seal]:
             where not exists (select 1 from chain c where c.kind = 'eval' and c.id = e.eval_id)
             order by 5, 2"""
     ).fetchall()
-    return [Seal(kind, ident, records, last) for kind, ident, records, last, _ in rows]
+    seals = [Seal(kind, ident, records, last) for kind, ident, records, last, _ in rows]
+    grown = conn.execute(
+        "select count(*), (select line_hash from adjudications order by seq desc limit 1) from adjudications "
+        "having count(*) > coalesce((select max(records) from chain where kind = ?), 0)", (ADJ_KIND,)).fetchone()
+    if grown is not None:  # the adjudications file grew since its last seal: seal its first N records now
+        seals.append(Seal(ADJ_KIND, seal_id(grown[0]), grown[0], grown[1]))
+    return seals
 
 
 def _append(conn: sqlite3.Connection, path: Path, pending: list[Seal], seq: int, prev: str | None, offset: int) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .adjudication import import_adjudications
 from .chain import Head, head, sync_chain
 from .evals import import_evals
 from .importer import Importer
@@ -40,7 +41,7 @@ REBUILD_MARK = ".rebuild-"
 BUSY_TIMEOUT_MS = 10_000
 CLOSED_STATUSES = ("completed", "interrupted", "failed")
 LIST_COLUMNS = (
-    "run_id, experiment, model, model_digest, prompt_hash, recorded_status, hostname, pid, pid_start, started_at, ended_at, "
+    "run_id, experiment, study, model, model_digest, prompt_hash, recorded_status, hostname, pid, pid_start, started_at, ended_at, "
     "last_seen_at, last_error, extra_counts, " + ", ".join(COUNT_KEYS)
 )
 
@@ -182,10 +183,11 @@ class Ledger:
             conn.close()
 
     def _after_import(self, conn: sqlite3.Connection, lease: Lease) -> None:
-        """Evals, the live status of running runs (readable in SQL), then the seal of what finished."""
+        """Evals, adjudications, the live status of running runs (readable in SQL), then the seal of what finished."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             import_evals(conn, self.ledger_dir)
+            import_adjudications(conn, self.ledger_dir)
             refresh_status(conn)
             lease.check()
             conn.execute("COMMIT")

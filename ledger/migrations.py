@@ -186,6 +186,18 @@ def m003_study(db: Database) -> None:
     runs.create_index(["study", "started_at"], if_not_exists=True)
 
 
+@migration
+def m004_adjudications(db: Database) -> None:
+    """The adjudications journal in SQL (see ledger.adjudication): one row per decision, in the file's order."""
+    db["adjudications"].create(
+        {"seq": int, "t": str, "who": str, "scope": str, "field": str, "unit": str, "label": str, "replaces": str,
+         "replaces_kind": str, "comment": str, "line_hash": str, "end_offset": int},
+        pk="seq",
+        if_not_exists=True,
+    )
+    db["adjudications"].create_index(["scope", "field", "unit"], if_not_exists=True)
+
+
 VIEWS = {
     # One row per run with the figures people ask for first.
     "run_overview": """

@@ -30,6 +30,7 @@ def run_summary(row: dict[str, Any]) -> dict[str, Any]:
         "model": row["model"],
         "model_digest": row["model_digest"],
         "prompt_hash": row.get("prompt_hash"),
+        "study": row.get("study"),
         "status": status,
         "counts": row_counts(row),
         "started_at": row["started_at"],

@@ -7,6 +7,8 @@ can tell apart:
 - a record deleted: a gap in `seq`, or fewer records than the seal counted;
 - records reordered: a `seq` out of place that turns up elsewhere in the file;
 - journals swapped or renamed: records that name another run than their file;
+- an adjudication changed, deleted or reordered: the same tests on adjudications.jsonl, whose every seal fixes
+  the hash of its first N records;
 - the chain itself edited, reordered or cut: the same tests on chain.jsonl;
 - a whole chain rewritten: only a head kept elsewhere shows it (`--head`).
 """
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adjudication import ADJ_FILE, SEAL_KIND
 from .chain import CHAIN_FILE, check_seal_line
 from .evals import EVAL_DIR
 from .journal import JOURNAL_DIR, SUFFIX, line_hash
@@ -42,6 +45,8 @@ class Verification:
     entries: int = 0
     sealed_runs: int = 0
     sealed_evals: int = 0
+    adjudications: int = 0  # records in the adjudications file
+    sealed_adjudications: int = 0  # of them, how many the latest seal covers
     unsealed: list[str] = field(default_factory=list)  # journals of runs still running, crashed or not yet imported
     problems: list[Problem] = field(default_factory=list)
     head_check: dict[str, Any] | None = None
@@ -204,6 +209,7 @@ def verify_ledger(ledger_dir: Path, head: str | None = None, indexed: list[tuple
                 continue
         seals.append(seal)
     seen: set[tuple[str, str]] = set()
+    adjudication_seals = []
     for seal in seals:
         key = (seal["kind"], seal["id"])
         if key in seen:
@@ -211,9 +217,13 @@ def verify_ledger(ledger_dir: Path, head: str | None = None, indexed: list[tuple
                                            "sealed twice: a chain line was copied"))
             continue
         seen.add(key)
+        if seal["kind"] == SEAL_KIND:
+            adjudication_seals.append(seal)
+            continue
         problem = _check_sealed(ledger_dir, seal)
         if problem is not None:
             result.problems.append(problem)
+    _check_adjudications(ledger_dir, adjudication_seals, result)
     result.sealed_runs = sum(1 for k, _ in seen if k == "run")
     result.sealed_evals = sum(1 for k, _ in seen if k == "eval")
     _check_unsealed(ledger_dir, seen, result)
@@ -234,6 +244,36 @@ def _against_index(hashes: list[str], indexed: list[tuple[int, str]]) -> Problem
         if hashes[seq] != digest:
             return Problem("chain", CHAIN_FILE, seq, f"line {seq + 1} is not the seal the index recorded: it was changed")
     return None
+
+
+def _check_adjudications(ledger_dir: Path, seals: list[dict[str, Any]], result: Verification) -> None:
+    """The adjudications file: its own chain, and every seal's hash of its first N records (each seal fixes a
+    prefix, so a change anywhere in what was sealed is caught, the last record of that prefix included)."""
+    what = "adjudications"
+    lines = _read(ledger_dir / ADJ_FILE, what, ADJ_FILE, result.problems)
+    if lines is None:
+        if seals:
+            most = max(s["records"] for s in seals)
+            result.problems.append(Problem(what, ADJ_FILE, None, f"the file is gone (sealed with {most} records): it "
+                                                                 "was deleted or renamed"))
+        return
+    result.adjudications = len(lines)
+    broken = walk(lines, None, what, ADJ_FILE)
+    if broken is not None:
+        result.problems.append(broken)
+    for seal in sorted(seals, key=lambda s: s["records"]):
+        n = seal["records"]
+        if len(lines) < n:
+            gone = f"seq {len(lines)}" if len(lines) == n - 1 else f"seq {len(lines)} to {n - 1}"
+            result.problems.append(Problem(what, ADJ_FILE, len(lines), f"record {gone} was deleted (sealed with {n} "
+                                                                       "records)"))
+            return
+        if line_hash(lines[n - 1]) != seal["head"]:
+            if broken is None:  # the chain holds, so the sealed last record itself was changed
+                result.problems.append(Problem(what, ADJ_FILE, n - 1, f"record seq {n - 1} (adjudication) was changed "
+                                                                      "after it was sealed: its hash is not the sealed head"))
+            return
+        result.sealed_adjudications = n
 
 
 def _check_unsealed(ledger_dir: Path, seen: set[tuple[str, str]], result: Verification) -> None:

@@ -8,18 +8,22 @@ UserError: one line with the fix, exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.cli.adjudicate import register as register_adjudication
+from app.cli.ledger_access import _emit, _index_is_a_file, _json, _open, _read, _resolve_all
 from app.cli.options import non_negative, positive
 from app.errors import ExitCode, UserError
 
 FORMATS = ("md", "html", "csv", "json")  # ledger.report.FORMATS; repeated so the parser need not import the ledger
 
 Handler = Callable[[argparse.Namespace], int]
+REFERENCES = ("gold", "adjudicated", "both")
+REFERENCE_HELP = ("score against gold (default), adjudicated (gold with the adjudicated labels in place: notes-tui "
+                  "ledger adjudicate) or both, one after the other")
 
 
 def _busy_is_one_line(handler: Handler) -> Handler:
@@ -71,18 +75,26 @@ def register(sub: argparse._SubParsersAction, shared: Any) -> None:
     ev.add_argument("--map", metavar="GOLD=ANSWER", action="append", default=[],
                     help="map a gold value to an answer value (repeatable; replaces [evaluation].map)")
     ev.add_argument("--field", help="the answer field to score (default: the only choice or bool field)")
+    ev.add_argument("--reference", choices=REFERENCES, default="gold", help=REFERENCE_HELP)
     ev.set_defaults(handler=evaluate)
 
     st = shared.add(lsub, "study", shared.json, help="a study's cells against gold, their stability, the notes they differ on")
     st.add_argument("name", metavar="STUDY", help="the study's name (the experiment file's name)")
     st.add_argument("--file", metavar="FILE", help="the experiment file (default: the one the study was run from)")
     st.add_argument("--field", help="the answer field to score (default: the first choice or bool field)")
+    st.add_argument("--reference", choices=REFERENCES, default="gold", help=REFERENCE_HELP)
     st.add_argument("--different", action="store_true", help="--json: only notes where cells disagree or differ from gold")
     st.add_argument("--offset", type=non_negative, default=0, metavar="N", help="--json: notes from the Nth on")
     st.add_argument("--limit", type=positive, default=None, metavar="N",
-                    help="notes listed (default: all with --json, 20 disagreements in the terminal)")
+                    help="notes listed (default: all with --json and in an md or html report, 20 disagreements in the "
+                         "terminal)")
     st.add_argument("--bootstrap", type=non_negative, default=1000, metavar="N",
                     help="resamples for the bootstrap intervals (default 1000; 0: none)")
+    st.add_argument("--format", choices=FORMATS, default=None,
+                    help="a report instead of the terminal summary: md; html (one self-contained file, with the models, "
+                         "the exact prompts and their hashes, and the TRIPOD-LLM / MI-CLEAR-LLM map); csv (a row per "
+                         "cell and reference, the cell table's figures under fixed column names); json (as --json)")
+    st.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (default: standard output)")
     st.set_defaults(handler=study)
 
     ver = shared.add(lsub, "verify", shared.json, help="check the journals and the chain of sealed runs for tampering")
@@ -95,64 +107,9 @@ def register(sub: argparse._SubParsersAction, shared: Any) -> None:
     rerun.set_defaults(handler=rerun_toml)
 
     shared.add(lsub, "rebuild", help="recreate ledger.db from the journals alone").set_defaults(handler=rebuild)
+    register_adjudication(lsub, shared)
     for parser in lsub.choices.values():  # every ledger command: an index held by another process is one line
         parser.set_defaults(handler=_busy_is_one_line(parser.get_default("handler")))
-
-
-def _open(args: argparse.Namespace):
-    from ledger import Ledger, resolve_ledger_dir
-
-    return Ledger(resolve_ledger_dir(args.ledger))
-
-
-def _index_is_a_file(led) -> None:
-    if led.db_path.exists() and not led.db_path.is_file():
-        raise UserError(f"{led.db_path} is not a file (a directory?) — it is the ledger's index: move it away, and "
-                        "notes-tui ledger rebuild makes it again from the journals")
-
-
-def _read(led, fn):
-    """One import, then fn(db) on one connection; the ledger's lookup errors become the user's one line."""
-    from ledger.index import AmbiguousRun, RunNotFound
-    from ledger.runs import MixedRuns
-
-    _index_is_a_file(led)
-
-    try:
-        result = led.read(fn, None)
-    except RunNotFound as exc:
-        raise UserError(f"no run id starts with {exc.prefix!r} in {led.ledger_dir} — see notes-tui ledger list") from None
-    except AmbiguousRun as exc:
-        more = "…" if len(exc.candidates) > 5 else ""
-        raise UserError(f"run id prefix {exc.prefix!r} matches several runs ({', '.join(exc.candidates[:5])}{more}) — "
-                        "give more characters") from None
-    except MixedRuns as exc:
-        raise UserError(f"{exc} — a report or eval covers runs of one experiment asked the same way; report them "
-                        "separately, or compare them with notes-tui ledger compare") from None
-    if result is None:
-        raise UserError(f"no runs recorded in {led.ledger_dir} — run an experiment first (notes-tui --run FILE)")
-    return result
-
-
-def _resolve_all(db, prefixes: list[str]) -> list[str]:
-    from ledger.index import resolve_run
-
-    return list(dict.fromkeys(resolve_run(db, p) for p in prefixes))
-
-
-def _emit(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"-o {output}: cannot write it ({exc.strerror or exc}) — choose a writable path") from None
-    print(f"wrote {output}", file=sys.stderr)
-
-
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
 def list_runs(args: argparse.Namespace) -> int:
@@ -209,6 +166,7 @@ def compare(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from app.evaluation import evaluation_for, experiment_of_run, gold_info, read_gold
+    from ledger.adjudication import reference
     from ledger.evals import write_eval
     from ledger.evaluate import FieldNotScorable, evaluate_runs
     from ledger.report.terminal import format_eval
@@ -227,28 +185,52 @@ def evaluate(args: argparse.Namespace) -> int:
     ev = evaluation_for(exp, gold_column=args.gold_column, gold_query=args.gold_query, map_items=args.map,
                         field=args.field)
     gold = read_gold(exp, ev)
-    try:
-        result = _read(led, lambda db: evaluate_runs(db, ids, gold, ev.field, gold_info(ev)))
-    except FieldNotScorable as exc:
-        raise UserError(f"field {exc.field!r} is not a choice or bool field of run {ids[0]} (it has: "
-                        f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
-    try:
-        result["eval_id"] = write_eval(led.ledger_dir, result)
-    except OSError as exc:
-        raise UserError(f"cannot store the eval in {led.ledger_dir} ({exc.strerror or exc}) — the ledger must be "
-                        "writable: pass --ledger DIR or fix its permissions") from None
+    scope = first.get("study") or first["experiment"]
+    results = {}
+    for kind in _kinds(args.reference):
+        def scored(db, kind=kind):
+            labels, ref = reference(db, scope, ev.field, gold, kind)
+            result = evaluate_runs(db, ids, labels, ev.field, gold_info(ev))
+            result["reference"] = {**gold_info(ev), "scope": scope, **ref}
+            return result
+
+        try:
+            result = _read(led, scored)
+        except FieldNotScorable as exc:
+            raise UserError(f"field {exc.field!r} is not a choice or bool field of run {ids[0]} (it has: "
+                            f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
+        try:
+            result["eval_id"] = write_eval(led.ledger_dir, result)
+        except OSError as exc:
+            raise UserError(f"cannot store the eval in {led.ledger_dir} ({exc.strerror or exc}) — the ledger must be "
+                            "writable: pass --ledger DIR or fix its permissions") from None
+        results[kind] = result
     led.sync(wait_s=2.0)
-    print(_json(result) if args.json else format_eval(result))
+    if args.json:
+        print(_json(results if len(results) > 1 else results[args.reference]))
+    else:
+        print("\n\n".join(format_eval(r) for r in results.values()))
     return 0
+
+
+def _kinds(reference: str) -> list[str]:
+    return ["gold", "adjudicated"] if reference == "both" else [reference]
 
 
 def study(args: argparse.Namespace) -> int:
     from app.evaluation import evaluation_for, experiment_of_run, gold_info, read_gold
+    from ledger.adjudication import reference
     from ledger.evaluate import FieldNotScorable
+    from ledger.report import render_study
+    from ledger.report.study_data import study_methods
     from ledger.report.terminal import format_study
     from ledger.runs import load_run
     from ledger.study import StudyNotFound, load_cells, study_report
 
+    if args.json and args.format not in (None, "json"):
+        raise UserError(f"--json and --format {args.format} cannot be combined — give one of them "
+                        "(--format json is --json)")
+    args.json = args.json or args.format == "json"
     led = _open(args)
 
     def latest_run(db):
@@ -266,14 +248,28 @@ def study(args: argparse.Namespace) -> int:
     ev = evaluation_for(exp, field=args.field)
     gold = read_gold(exp, ev)
     limit = args.limit if args.json else None  # the terminal shows args.limit disagreements, not a page of notes
-    try:
-        result = _read(led, lambda db: study_report(db, args.name, gold, gold_info(ev), ev.field, reps=args.bootstrap,
-                                                    offset=args.offset if args.json else 0, limit=limit,
-                                                    different_only=args.different))
-    except FieldNotScorable as exc:
-        raise UserError(f"field {exc.field!r} is not a choice or bool field of study {args.name} (it has: "
-                        f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
-    print(_json(result) if args.json else format_study(result, args.limit or 20))
+    results = {}
+    for kind in _kinds(args.reference):
+        def report(db, kind=kind):
+            labels, ref = reference(db, args.name, ev.field, gold, kind)
+            result = study_report(db, args.name, labels, gold_info(ev), ev.field, reps=args.bootstrap,
+                                  offset=args.offset if args.json else 0, limit=limit, different_only=args.different)
+            result["reference"] = {**gold_info(ev), "scope": args.name, **ref}
+            if args.format in ("md", "html"):  # a report also says how the labels were produced (the run headers)
+                result["methods"] = study_methods(db, result["cells"])
+            return result
+
+        try:
+            results[kind] = _read(led, report)
+        except FieldNotScorable as exc:
+            raise UserError(f"field {exc.field!r} is not a choice or bool field of study {args.name} (it has: "
+                            f"{', '.join(exc.available) or 'none'}) — pass --field NAME") from None
+    if args.json:
+        _emit(_json(results if len(results) > 1 else results[args.reference]), args.output)
+    elif args.format:  # md, html, csv: one report, the figures against each reference and the methods once
+        _emit(render_study(list(results.values()), args.format, args.limit), args.output)
+    else:
+        _emit("\n\n".join(format_study(r, args.limit or 20) for r in results.values()), args.output)
     return 0
 
 

@@ -177,6 +177,12 @@ class Source(ABC):
             f"THEN 1 ELSE 0 END), 0) FROM ({self.inner_sql()}) s")[0]
         return int(longest), int(over)
 
+    def id_values(self, typed: str) -> list[Any]:
+        """The values an id column may hold for one part of an id as the user typed it (as `unit_uid` shows it).
+        The caller keeps only the units whose uid is what was typed. Here: the text itself, since the database
+        converts it to the column's type (MySQL compares an INT column with '5' as with 5)."""
+        return [typed]
+
     # -- writing ------------------------------------------------------------------------------------------------
     @abstractmethod
     def ensure_results_table(self) -> None: ...

@@ -6,15 +6,17 @@ a statement open between chunks: it pages through the to-do units by key (keyset
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from app.errors import SourceError
 from app.experiment import Experiment
 from app.sources.base import ResultRow, RunStamp, Source, Unit
 from app.sources.runlock import FileRunLock, Holder, RunLocked, lock_key
-from app.sources.seed import build_from_csv
+from app.sources.seed import build_from_csv, plain_integer
 
 CHUNK_ROWS = 500
 _TYPES = {"choice": "TEXT", "text": "TEXT", "bool": "INTEGER", "int": "INTEGER", "number": "REAL"}
@@ -56,6 +58,24 @@ class SqliteSource(Source):
 
     def q(self, name: str) -> str:
         return '"' + name + '"'
+
+    def id_values(self, typed: str) -> list[Any]:
+        # SQLite converts '5' to 5 only for a column of INTEGER or NUMERIC affinity: a column declared without a
+        # type (a table made from a CSV), a BLOB column, or an expression of a query keeps integer 5 and text '5'
+        # apart. So ask for each value that shows as the id typed: the text, the integer, the real, the bytes
+        values: list[Any] = [typed]
+        integer = plain_integer(typed)
+        if integer is not None:
+            values.append(integer)
+        else:
+            try:
+                real = float(typed)
+            except ValueError:
+                real = None
+            if real is not None and math.isfinite(real) and str(real) == typed:
+                values.append(real)
+        values.append(typed.encode("utf-8", "replace"))
+        return values
 
     def _check_columns(self) -> None:
         # SQLite reads a double-quoted name it does not know as a string literal, so ask for the columns by name

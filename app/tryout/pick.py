@@ -66,24 +66,38 @@ def units_for(source: Source, keys: Sequence[tuple]) -> list[Unit]:
     cols = [f"s.{source.q(c)}" for c in source.key_columns]
     one_key = "(" + " AND ".join(f"{c} = {ph}" for c in cols) + ")"
     where = " OR ".join([one_key] * len(keys))
-    order = ", ".join(cols + [f"s.{source.q(c)}" for c in source.src.order_by])
-    select = ", ".join(f"s.{source.q(c)}" for c in source.select_columns())
-    rows = source.fetch_all(f"SELECT {select} FROM ({source.inner_sql()}) s WHERE {where} ORDER BY {order}",
-                            tuple(v for key in keys for v in key))
     found: dict[str, Unit] = {}
-    for unit in source.rows_to_units(rows):
+    for unit in _units_where(source, where, tuple(v for key in keys for v in key)):
         found.setdefault(unit.uid, unit)  # a duplicated id: the first note, as a run answers it
     wanted = [Unit(k, None, {}).uid for k in keys]
     return [found[uid] for uid in wanted if uid in found]
 
 
+def _units_where(source: Source, where: str, params: tuple) -> list[Unit]:
+    order = ", ".join(f"s.{source.q(c)}" for c in source.key_columns + source.src.order_by)
+    select = ", ".join(f"s.{source.q(c)}" for c in source.select_columns())
+    rows = source.fetch_all(f"SELECT {select} FROM ({source.inner_sql()}) s WHERE {where} ORDER BY {order}", params)
+    return source.rows_to_units(rows)
+
+
 def one(source: Source, unit_id: str) -> Unit:
-    """The unit whose id (as the ledger and the feed show it: key values joined by '|') is `unit_id`."""
+    """The unit whose id (as the ledger and the feed show it: key values joined by '|') is `unit_id`.
+
+    Typed text, while the id columns may hold integers the database does not compare with text (SQLite, a column
+    without a type): each part is looked for as every value the source says it may be stored as, and the unit
+    whose id shows as typed is the one."""
     parts = unit_id.split("|", len(source.key_columns) - 1)
-    units = units_for(source, [tuple(parts)]) if len(parts) == len(source.key_columns) else []
+    units: list[Unit] = []
+    if len(parts) == len(source.key_columns):
+        conds, params = [], []
+        for col, part in zip(source.key_columns, parts):
+            values = source.id_values(part)
+            conds.append(f"s.{source.q(col)} IN ({', '.join([source.placeholder] * len(values))})")
+            params += values
+        units = _units_where(source, " AND ".join(conds), tuple(params))
     match = [u for u in units if u.uid == unit_id]
     if not match:
         cols = "|".join(source.key_columns)
         raise UserError(f"no note with id {unit_id!r} in {source.exp.source_label} (ids are {cols}, as "
                         "notes-tui ledger and the run monitor show them) — check the id")
-    return match[0]
+    return match[0]  # a duplicated id: the first note, as a run answers it

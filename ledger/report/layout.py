@@ -144,10 +144,26 @@ def gold_source_text(gold: dict[str, Any]) -> str:
     return where + (f", mapped {json.dumps(mapping, ensure_ascii=False)}" if mapping else ", compared as they are")
 
 
+def reference_text(ref: dict[str, Any]) -> str:
+    """Which labels a score was against: gold, or gold with the adjudicated labels in place."""
+    source = f"gold labels from {gold_source_text(ref)}" if ref.get("column") or ref.get("query") else "gold labels"
+    if ref.get("kind") == "adjudicated":
+        return (f"adjudicated: {source}, with {ref['adjudicated']} adjudicated labels in place "
+                f"({ref.get('changed_from_gold', 0)} differ from gold, {ref.get('added_to_gold', 0)} where gold had none); "
+                f"{ref['labels']} labels in all")
+    unused = ref.get("adjudications_not_used") or 0
+    return f"{source} ({ref['labels']} labels" + (f"; {unused} adjudicated labels not used)" if unused else ", none adjudicated)")
+
+
+def eval_reference(e: dict[str, Any]) -> dict[str, Any]:
+    """An eval's reference; evals made before adjudication existed were against gold alone."""
+    return e.get("reference") or {**e["gold"], "kind": "gold", "labels": e.get("gold_labels", e["with_gold"])}
+
+
 def eval_blocks(e: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [
         ("p", f"Eval {e.get('eval_id', '')} of field {e['field']} ({when(e.get('created_at'))}), runs "
-              f"{', '.join(e['runs'])}; gold labels from {gold_source_text(e['gold'])}."),
+              f"{', '.join(e['runs'])}; reference: {reference_text(eval_reference(e))}."),
         ("table", ["units", "with gold", "without gold", "not answered", "invalid answers", "accuracy",
                    "Cohen's kappa (95% CI)", "macro F1", "weighted F1"],
          [[num(e["units"]), num(e["with_gold"]), num(e["without_gold"]),

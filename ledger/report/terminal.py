@@ -10,7 +10,7 @@ from ..clock import format_duration
 from ..compare import DISAGREE_SHOWN
 from ..reasons import commonest, reason_text
 from ..verify import Verification
-from .layout import gold_source_text, kappa_text, label_text, num
+from .layout import eval_reference, kappa_text, label_text, num, reference_text
 
 
 def _kv(rows: list[tuple[str, Any]]) -> list[str]:
@@ -114,7 +114,7 @@ def format_eval(e: dict[str, Any]) -> str:
     na = e["not_answered"]
     lines = [
         f"eval {e.get('eval_id', '')}: {e['experiment']} field {e['field']}, runs {', '.join(e['runs'])}",
-        f"gold labels: {gold_source_text(e['gold'])}",
+        f"reference: {reference_text(eval_reference(e))}",
         f"units {e['units']}: {e['with_gold']} with gold, {e['without_gold']} without gold, "
         f"{na['empty'] + na['error']} not answered (empty {na['empty']}, errors {na['error']}); "
         f"{e['invalid_answers']} invalid answers scored as their fallback",
@@ -144,6 +144,8 @@ def format_verify(v: Verification) -> str:
             lines.append(f"  then {p.what} ({p.file}): {p.message}")
     lines.append(f"checked: {v.sealed_runs} sealed runs, {v.sealed_evals} evals, {len(v.unsealed)} unsealed journals "
                  "(running, crashed or not yet imported)")
+    if v.adjudications:
+        lines.append(f"adjudications: {v.adjudications} records, {v.sealed_adjudications} sealed")
     lines.append(f"head: {v.head or 'none (nothing sealed yet)'} ({v.entries} entries)")
     if v.head_check and v.head_check.get("found"):
         lines.append(v.head_check["message"])
@@ -226,10 +228,9 @@ def _p(value: Any) -> str:
 
 
 def format_study(s: dict[str, Any], notes_shown: int) -> str:
-    ref = s["reference"]
     lines = [
-        f"study {s['study']}: {len(s['cells'])} cells, field {s['field']}; reference: gold labels from "
-        f"{gold_source_text(ref)} ({ref['labels']} labels, {ref['adjudicated']} adjudicated)",
+        f"study {s['study']}: {len(s['cells'])} cells, field {s['field']}",
+        f"reference: {reference_text(s['reference'])}",
         f"95% intervals: accuracy Wilson, kappa asymptotic, macro-F1/Fleiss/alpha bootstrap over notes "
         f"({s['bootstrap']['reps']} resamples, seed {s['bootstrap']['seed']})",
         "",

@@ -345,6 +345,10 @@ STUDY: list[Bad] = [
     Bad("study-with-run-id", "a study runs one run per cell — leave --run-id out",
         lambda c: c.base() + "\n[study]\nrepeats = 2\n", args=("--run", "{exp}", "--run-id", "01HZZZZZZZZZZZZZZZZZZZZZZZ")),
     Bad("ledger-study-in-an-empty-ledger", "no runs recorded in", args=("ledger", "study", "nope")),
+    Bad("ledger-study-format-with-json", "--json and --format html cannot be combined",
+        args=("ledger", "study", "nope", "--format", "html", "--json")),
+    Bad("ledger-study-unknown-format", "argument --format: invalid choice: 'pdf'",
+        args=("ledger", "study", "nope", "--format", "pdf")),
 ]
 
 CASES: list[Bad] = (FILE + KEYS + PROMPT + SOURCE + SQLITE_FILES + MYSQL + SERVER + COMMAND_LINE + EVALUATION + SLURM

@@ -133,7 +133,8 @@ def test_an_index_made_before_the_audit_migration_is_upgraded(tmp_path):
     conn = sqlite3.connect(led.db_path)
     try:
         assert conn.execute("select status, quantization, parameter_size from runs").fetchone() == ("completed", "Q8_0", "8B")
-        assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == ["m001_initial", "m002_audit", "m003_study"]
+        assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == [
+            "m001_initial", "m002_audit", "m003_study", "m004_adjudications"]
         assert conn.execute("select count(*) from chain").fetchone()[0] == 1  # read back from chain.jsonl
         assert conn.execute("select valid_pct from run_overview").fetchone()[0] == 25.0
     finally:
@@ -160,5 +161,26 @@ def test_an_index_made_before_studies_gets_each_cells_study_from_its_header(tmp_
     try:
         got = conn.execute("select study, cell from runs").fetchall()
         assert sorted(got, key=lambda r: r[0] or "") == [(None, None), ("pna-study", "llama3/v1/r2")]
+    finally:
+        conn.close()
+
+
+def test_an_index_made_before_adjudications_imports_and_seals_the_file_on_its_next_sync(tmp_path):
+    from ledger.adjudication import Decision, append
+
+    led = Ledger(tmp_path)
+    Journal.create(tmp_path, make_header()).close("completed", counts_for(0, 0))
+    assert led.sync()
+    conn = sqlite3.connect(led.db_path)
+    conn.execute("drop table adjudications")
+    conn.execute("delete from _ledger_migrations where name = 'm004_adjudications'")
+    conn.commit()
+    conn.close()
+    append(tmp_path, Decision("s", "response", "7", "(1) Likely"), who="tester")  # written by a newer notes-tui
+    assert led.sync()
+    conn = sqlite3.connect(led.db_path)
+    try:
+        assert conn.execute("select unit, label, who from adjudications").fetchall() == [("7", '"(1) Likely"', "tester")]
+        assert conn.execute("select kind, records from chain where kind = 'adjudication'").fetchall() == [("adjudication", 1)]
     finally:
         conn.close()

@@ -60,7 +60,8 @@ def test_sync_imports_runs_units_and_counts(tmp_path: Path) -> None:
     assert (state["offset"], state["seq"], state["error"]) == (journal.path.stat().st_size, 4, None)
 
     conn = sqlite3.connect(led.db_path)
-    assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == ["m001_initial", "m002_audit", "m003_study"]
+    assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == [
+        "m001_initial", "m002_audit", "m003_study", "m004_adjudications"]
     assert conn.execute("pragma journal_mode").fetchone()[0] == "delete"
 
 

@@ -59,6 +59,7 @@ class LedgerScreen(NotesScreen):
         Binding("space", "mark", "Mark", id="ledger.mark"),
         Binding("c", "compare", "Compare marked", id="ledger.compare"),
         Binding("p", "report", "Report", id="ledger.report"),
+        Binding("s", "study", "Study", id="ledger.study"),
         Binding("n", "more", "More runs", id="ledger.more"),
         Binding("r", "refresh", "Refresh", show=False, id="ledger.refresh"),
     ]
@@ -188,6 +189,18 @@ class LedgerScreen(NotesScreen):
             from app.tui.dialogs.run_details import RunDetailsScreen
 
             self.app.push_screen(RunDetailsScreen(run["run_id"], "report"))
+
+    def action_study(self) -> None:
+        run = self.selected()
+        if run is None:
+            return
+        if not run.get("study"):
+            self.query_one(StatusLine).say(f"run {run['run_id'][:10]} is not a cell of a study: s opens a study from "
+                                           "one of its cells (an experiment file with [study])")
+            return
+        from app.tui.screens.study import StudyScreen
+
+        self.app.push_screen(StudyScreen(run["study"]))
 
     def action_filter(self) -> None:
         from app.tui.dialogs.ledger_filter import LedgerFilterScreen

@@ -62,6 +62,11 @@ class FitTable(DataTable):
                 self.move_cursor(row=i)
                 return
 
+    def set_columns(self, columns: Sequence[Col]) -> None:
+        """Other columns (a study's cells): the next set_rows lays the table out again."""
+        if tuple(columns) != self.all_cols:
+            self.all_cols, self.cols = tuple(columns), ()
+
     def set_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
         old, self._rows = self._rows, [(key, tuple(cells)) for key, cells in rows]
         if not self.is_mounted:
