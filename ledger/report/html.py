@@ -20,7 +20,10 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f2f2f2; }
 pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.6em; white-space: pre-wrap; overflow-wrap: anywhere; }
 .head { font-family: monospace; overflow-wrap: anywhere; }
-@media print { body { max-width: none; } }
+p { overflow-wrap: anywhere; }
+table { display: block; max-width: 100%; overflow-x: auto; }
+svg { max-width: 100%; height: auto; }
+@media print { body { max-width: none; } table { display: table; } }
 """
 
 

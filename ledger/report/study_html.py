@@ -10,7 +10,8 @@ from .html import CSS, _block
 from .study_layout import CELLS_SECTION, intro, sections, title
 from .svg import AXIS, BAR, FONT, WIDTH
 
-EXTRA_CSS = "td { overflow-wrap: anywhere; } pre { max-height: 40em; overflow: auto; }\n"
+# A study's tables have a column per cell: figures never break inside a number (the table scrolls sideways instead)
+EXTRA_CSS = "td { white-space: nowrap; } pre { max-height: 40em; overflow: auto; }\n"
 
 
 def accuracy_chart(s: dict[str, Any]) -> str:
