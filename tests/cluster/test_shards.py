@@ -99,3 +99,50 @@ def test_a_job_array_task_finds_its_shard():
     with pytest.raises(UserError, match="--array=0-N-1"):
         array_shard({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0"})
     assert parse_shard("0/4") == (0, 4)
+
+
+STUDY = """
+[study]
+models = ["llama3", "mistral"]
+repeats = 2
+
+[evaluation]
+gold_column = "gold"
+"""
+
+
+@pytest.mark.mysql
+def test_a_study_under_a_job_array_gives_every_task_its_shard_of_every_cell(tmp_path, mysql_db, capsys, private_ledger,
+                                                                            monkeypatch):
+    db, connect = mysql_db
+    conn = connect()
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE notes (patientvisitid INT, accession VARCHAR(255), note_text BLOB, gold VARCHAR(32))")
+        cur.executemany("INSERT INTO notes VALUES (%s, %s, %s, %s)",
+                        [(1000 + i, f"ACC{i:05d}", f"CHEST {i}: clear".encode(), "(2) Unlikely") for i in range(40)])
+    conn.close()
+    env = write_env(tmp_path / ".env", db)
+    with StandinOllama(latency=0.0, models=("llama3", "mistral")) as server:
+        exp = tmp_path / "study.toml"
+        exp.write_text(experiment_toml(source=mysql_source(env.name), hosts=[server.url], name="arr-study",
+                                       options="temperature = 0.7", extra=STUDY).replace("temperature = 0.0\n", ""))
+        for task in ("0", "1"):  # what `notes-tui submit FILE --array 2` runs, one task after the other
+            monkeypatch.setenv("SLURM_ARRAY_TASK_ID", task)
+            monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+            code, out, err = cli(capsys, "--run", str(exp))
+            assert code == 0, err
+            assert "study arr-study: 4 cells, 4 run now" in out
+        monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+        code, out, err = cli(capsys, "ledger", "study", "arr-study", "--json", "--bootstrap", "0")
+    assert code == 0, err
+    import json
+
+    doc = json.loads(out)
+    assert [c["cell"] for c in doc["cells"]] == [f"{m}/base/r{r}" for m in ("llama3", "mistral") for r in (1, 2)]
+    for cell in doc["cells"]:  # two runs a cell, one per task, together every note once
+        assert len(cell["runs"]) == 2 and cell["n"] == 40, cell
+    headers = [r["header"] for r in journal_records(private_ledger) if r["type"] == "header"]
+    by_cell: dict[str, list] = {}
+    for h in headers:
+        by_cell.setdefault(h["study"]["cell"], []).append((h["shard"]["index"], h["total"]))
+    assert all(sorted(i for i, _ in v) == [0, 1] and sum(t for _, t in v) == 40 for v in by_cell.values()), by_cell
