@@ -181,10 +181,16 @@ def eval_blocks(e: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+SMALL_N = 30  # under this many units a kappa's interval is wide: every kappa shown says so (as ledger study does)
+
+
 def kappa_text(d: dict[str, Any]) -> str:
+    """A kappa with its 95% interval and the n it rests on; a caution under SMALL_N."""
+    n = d.get("n", d.get("with_gold")) or 0
     if d.get("kappa") is None:
-        return "undefined (no units to compare)" if not d.get("n", d.get("with_gold")) else "undefined (one label only)"
-    return f"{d['kappa']:.3f} ({d['kappa_low']:.3f} to {d['kappa_high']:.3f})"
+        return "undefined (no units to compare)" if not n else f"undefined (one label only), n {n}"
+    small = f" — under {SMALL_N}: a wide interval, a sketch" if n < SMALL_N else ""
+    return f"{d['kappa']:.3f} ({d['kappa_low']:.3f} to {d['kappa_high']:.3f}), n {n}{small}"
 
 
 def matrix_block(labels: list[Any], matrix: list[list[int]]) -> Block:

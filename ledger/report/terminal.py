@@ -10,7 +10,7 @@ from ..clock import format_duration
 from ..compare import DISAGREE_SHOWN
 from ..reasons import commonest, reason_text
 from ..verify import Verification
-from .layout import eval_reference, kappa_text, label_text, num, reference_text
+from .layout import SMALL_N, eval_reference, kappa_text, label_text, num, reference_text
 
 
 def _kv(rows: list[tuple[str, Any]]) -> list[str]:
@@ -107,6 +107,11 @@ def format_compare(result: dict[str, Any]) -> str:
         for name, matrix in result["kappa_matrix"].items():
             lines.append(f"pairwise Cohen's kappa, {name}:")
             lines += _grid([""] + letters, [[letters[i]] + [num(v, 2) for v in row] for i, row in enumerate(matrix)])
+            ns = [p["fields"][name]["n"] for p in result["pairs"] if name in p["fields"]]
+            if ns:
+                small = f" — under {SMALL_N} in {sum(n < SMALL_N for n in ns)} pairs: wide intervals" \
+                    if min(ns) < SMALL_N else ""
+                lines.append(f"  n per pair: {min(ns)} to {max(ns)} units{small}")
     return "\n".join(lines)
 
 

@@ -214,6 +214,8 @@ def test_compare_two_runs_against_the_results_tables(built):
     assert sum(map(sum, f["matrix"])) == len(common)
     code, text, _ = built.led("compare", a, b)
     assert "Cohen's kappa" in text and "disagree (" in text and f["disagree"][0] in text
+    caution = " — under 30: a wide interval, a sketch" if f["n"] < 30 else ""
+    assert f"{f['kappa_high']:.3f}), n {f['n']}{caution}" in text  # n beside the kappa, and the caution where due
 
 
 def test_compare_three_runs_gives_a_kappa_matrix(built):
@@ -227,6 +229,9 @@ def test_compare_three_runs_gives_a_kappa_matrix(built):
     assert same["agreement"] == 1.0 and same["kappa"] == pytest.approx(1.0) and same["disagree"] == []
     text = built.led("compare", *runs)[1]
     assert "pairwise Cohen's kappa, response:" in text
+    ns = [p["fields"]["response"]["n"] for p in result["pairs"]]
+    small = sum(n < 30 for n in ns)
+    assert f"  n per pair: {min(ns)} to {max(ns)} units" + (f" — under 30 in {small} pairs" if small else "") in text
     res = spawn_cli("ledger", "compare", runs[0], runs[0][:12], "--ledger", str(built.ledger))
     assert res.returncode == 2 and "needs two different runs" in res.stderr
 

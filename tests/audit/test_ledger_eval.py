@@ -76,6 +76,8 @@ def test_eval_matches_scikit_learn_and_is_stored(built):
     assert report["evals"][0]["eval_id"] == e["eval_id"] and report["tripod"][6]["answered_by"] == "this report"
     md = built.led("report", *runs)[1]
     assert "Evaluation against gold labels" in md and f"{e['accuracy']:.3f}" in md
+    caution = " — under 30: a wide interval, a sketch" if e["with_gold"] < 30 else ""
+    assert f"{e['kappa_high']:.3f}), n {e['with_gold']}{caution}" in md  # n beside the kappa
     conn = sqlite3.connect(built.ledger / "ledger.db")
     try:
         row = conn.execute("select accuracy, kappa, models from eval_results where eval_id = ?", (e["eval_id"],)).fetchone()
