@@ -157,6 +157,10 @@ class LlamaCppBackend(Backend):
     def _load(self) -> None:
         from llama_cpp import Llama
 
+        from app.backends.llamacpp_log import route_llama_logs
+
+        route_llama_logs()
+
         with open(self.path, "rb") as f:
             magic = f.read(4)
         if magic != b"GGUF":

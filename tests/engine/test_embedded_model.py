@@ -87,3 +87,19 @@ def test_the_model_gets_a_thread_for_every_free_cpu():
     assert llama_threads(cpus=2, load=7.5) == 1
     assert llama_threads(cpus=8, load=3.4) == 5
     assert 1 <= llama_threads() <= (os.cpu_count() or 1)
+
+
+def test_llama_cpp_keeps_its_own_messages_out_of_check_and_in_its_debug_log(demo_workspace, private_ledger):
+    """Before: `check` printed llama.cpp's "n_ctx_per_seq (2048) < n_ctx_train (8192)" on stderr. A process of its
+    own: llama.cpp writes to the real stderr from C, past any capture."""
+    import subprocess
+    import sys
+
+    log = demo_workspace / "llama.log"
+    env = {**os.environ, "NOTES_TUI_LLAMA_LOG": str(log)}
+    res = subprocess.run([sys.executable, "-m", "app", "check", str(demo_workspace / "demo.toml")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "llama" not in res.stderr and "n_ctx" not in res.stderr and "n_ctx" not in res.stdout, res.stderr
+    kept = log.read_text()
+    assert "llama_model_loader" in kept and "n_ctx_per_seq" in kept

@@ -10,9 +10,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Checkbox, Input, Label, Static
+from textual.widgets import Input, Label, Static
 
 from app.tui.base import NotesDialog
+from app.tui.widgets.check_box import CheckBox
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class RunHereScreen(NotesDialog[RunChoice | None]):
         with Vertical(classes="dialog"):
             yield Label(f"Run {self.path.name} here", classes="dialog-title")
             yield Input(placeholder="at most this many notes (empty: every note to do)", id="limit")
-            yield Checkbox("answer again the notes whose answer was invalid", id="rerun")
+            yield CheckBox("answer again the notes whose answer was invalid", id="rerun")
             yield Static("The run is a process of its own: it keeps going when this app or your SSH connection "
                          "ends, and the Runs screen (4) finds it again.", classes="hint")
             yield Static("enter starts it · escape cancels", classes="hint")
@@ -44,7 +45,7 @@ class RunHereScreen(NotesDialog[RunChoice | None]):
         if text and (not text.isdigit() or int(text) < 1):
             self.query_one("#error", Static).update(f"{text!r}: give a whole number of notes, or leave it empty")
             return
-        self.dismiss(RunChoice(int(text) if text else None, self.query_one("#rerun", Checkbox).value))
+        self.dismiss(RunChoice(int(text) if text else None, self.query_one("#rerun", CheckBox).value))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
