@@ -18,6 +18,7 @@ from ..clock import parse_iso
 from ..evals import evals_for
 from ..runs import load_run_set, safe_host
 from ..serverfacts import remote_text, server_rows
+from .svg import nice_max
 from .tripod import tripod_items
 
 PERCENTILES = (50, 90, 95, 99)
@@ -212,7 +213,7 @@ def _latency(values: list[float]) -> dict[str, Any]:
         return {"n": 0}
     values.sort()
     top = values[-1]
-    width = top / HISTOGRAM_BINS if top > 0 else 1.0
+    width = nice_max(top) / HISTOGRAM_BINS  # bins of a round width, so the axis ends on a round number
     bins = [0] * HISTOGRAM_BINS
     for v in values:
         bins[min(HISTOGRAM_BINS - 1, int(v / width))] += 1

@@ -220,14 +220,14 @@ def _model(report: dict[str, Any]) -> list[Block]:
             ["parameter size", m["parameter_size"] or "–"], ["family", m["family"] or "–"],
             ["format", m["format"] or "–"], ["backend", m["backend"]], ["server version", m["server_version"] or "–"],
             ["hosts", ", ".join(m["hosts"]) or "–"], *m.get("server", [])]
-    return [("table", ["", ""], [[k, str(v)] for k, v in rows])]
+    return [("table", ["item", "value"], [[k, str(v)] for k, v in rows])]
 
 
 def _options(report: dict[str, Any]) -> list[Block]:
     o = report["options"]
     notes = {"seed": "", "temperature": "", "num_predict": "maximum tokens of an answer", "num_ctx": "context window"}
     rows = [[k, json.dumps(v), notes.get(k, "")] for k, v in o.items()]
-    return [("table", ["option", "value", ""], rows)]
+    return [("table", ["option", "value", "meaning"], rows)]
 
 
 def _prompt(report: dict[str, Any]) -> list[Block]:
@@ -246,7 +246,7 @@ def _prompt(report: dict[str, Any]) -> list[Block]:
 def _source(report: dict[str, Any]) -> list[Block]:
     s = report["source"]
     rows = [[k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v] for k, v in s.items() if v is not None]
-    return [("p", "Where the notes came from (credentials are never recorded):"), ("table", ["", ""], rows)]
+    return [("p", "Where the notes came from (credentials are never recorded):"), ("table", ["item", "value"], rows)]
 
 
 def _toml(report: dict[str, Any]) -> list[Block]:

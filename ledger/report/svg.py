@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Any
 
@@ -17,11 +18,16 @@ def _svg(height: int, body: list[str], title: str) -> str:
             f'viewBox="0 0 {WIDTH} {height}"><title>{escape(title)}</title>' + "".join(body) + "</svg>")
 
 
-def _nice_max(value: float) -> float:
+NICE_STEPS = (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+
+
+def nice_max(value: float) -> float:
+    """The round number an axis ends at: the least of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten that is at
+    least `value` (0.041 s ends at 0.05 s, 2,870 notes/s at 3,000)."""
     if value <= 0:
         return 1.0
-    step = 10 ** (len(str(int(value))) - 1)
-    return float(((int(value) // step) + 1) * step)
+    base = 10.0 ** math.floor(math.log10(value))
+    return next(float(f"{m * base:.12g}") for m in NICE_STEPS if m * base >= value * (1 - 1e-12))
 
 
 def bars(items: list[tuple[str, int]], title: str) -> str:
@@ -43,7 +49,7 @@ def histogram(bins: list[dict[str, Any]], title: str, unit: str) -> str:
     """Vertical bars over equal-width bins; x axis in `unit`."""
     height, left, bottom, top_pad = 220, 50, 30, 22
     plot_w, plot_h = WIDTH - left - 10, height - bottom - top_pad
-    peak = _nice_max(max((b["n"] for b in bins), default=0))
+    peak = nice_max(max((b["n"] for b in bins), default=0))
     body = [f'<text x="0" y="14" {FONT} font-weight="bold">{escape(title)}</text>',
             f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" y2="{top_pad + plot_h}" stroke="{AXIS}"/>',
             f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}" stroke="{AXIS}"/>',
@@ -64,8 +70,8 @@ def line(points: list[tuple[float, float]], title: str, x_unit: str, y_unit: str
     """One polyline; axes start at zero."""
     height, left, bottom, top_pad = 220, 50, 30, 22
     plot_w, plot_h = WIDTH - left - 10, height - bottom - top_pad
-    x_max = max((x for x, _ in points), default=0) or 1
-    y_max = _nice_max(max((y for _, y in points), default=0))
+    x_max = nice_max(max((x for x, _ in points), default=0))
+    y_max = nice_max(max((y for _, y in points), default=0))
     coords = " ".join(f"{left + plot_w * x / x_max:.1f},{top_pad + plot_h - plot_h * y / y_max:.1f}" for x, y in points)
     body = [f'<text x="0" y="14" {FONT} font-weight="bold">{escape(title)}</text>',
             f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" y2="{top_pad + plot_h}" stroke="{AXIS}"/>',

@@ -41,6 +41,31 @@ def test_list_filters_by_model_and_start(built):
     assert len(since) == 4  # --since includes a run that started at that very moment
 
 
+def test_list_matches_part_of_a_name_and_says_when_nothing_matches(built):
+    code, out, _ = built.led("list", "--json", "--experiment", "V11")  # any part, any case
+    assert code == 0 and sorted(r["experiment"] for r in json.loads(out)) == ["pna-v11", "pna-v11-qwen"]
+    code, out, _ = built.led("list", "--json", "--model", "wen2")
+    assert [r["run_id"] for r in json.loads(out)] == built.runs["pna-v11-qwen"]
+    code, out, _ = built.led("list", "--json", "--experiment", "pna-v1", "--exact")  # whole names, for scripts
+    assert [r["experiment"] for r in json.loads(out)] == ["pna-v1", "pna-v1"]
+    assert json.loads(built.led("list", "--json", "--experiment", "pna-v", "--exact")[1]) == []
+
+    code, out, err = built.led("list", "--experiment", "pna-v2")  # nothing: says so, with the names there are
+    assert code == 0 and err == ""
+    assert out == ("no run's experiment contains 'pna-v2' — the experiments here, closest first: pna-v1, pna-v11, "
+                   "pna-v11-qwen\n")
+    code, out, err = built.led("list", "--json", "--model", "mistral")  # JSON stays a list; the reason on stderr
+    assert code == 0 and json.loads(out) == []
+    assert err.startswith("no run's model contains 'mistral' — the models here, closest first: ")
+    assert "llama3:latest" in err and "qwen2.5:7b" in err
+    out = built.led("list", "--experiment", "qwen", "--model", "llama3")[1]  # each matches, not together
+    assert out == "no run matches experiment 'qwen' and model 'llama3' together (each matches runs on its own)\n"
+    out = built.led("list", "--status", "done")[1]
+    assert out == "no run is 'done' — the statuses are completed, running, interrupted, failed, crashed\n"
+    out = built.led("list", "--experiment", "pna-v1", "--exact", "--status", "failed")[1]
+    assert out == "no run is failed\n"
+
+
 def test_list_since_mistake_is_one_line(built):
     res = spawn_cli("ledger", "list", "--since", "last tuesday", "--ledger", str(built.ledger))
     assert res.returncode == 2 and res.stdout == ""
@@ -317,3 +342,24 @@ def test_an_interrupted_run_and_its_resumption_make_one_report(tmp_path, private
     assert data["runs"][1]["counts"]["total"] == 40 - data["runs"][0]["counts"]["done"]
     assert all(r["sealed"] is not None for r in data["runs"])
     assert len(data["timeline"][0]["points"]) > 2  # the interrupted run committed batches before it stopped
+
+
+def test_no_report_table_has_an_empty_header_and_chart_axes_end_on_round_numbers(built):
+    import math
+    import re
+
+    from ledger.report.svg import NICE_STEPS
+
+    runs = built.runs["pna-v1"]
+    lines = _report(built, runs, "md").splitlines()
+    heads = [lines[i - 1] for i, line in enumerate(lines) if line.startswith("|---")]
+    assert heads
+    for head in heads:
+        assert all(cell.strip() for cell in head.strip("|").split("|")), head  # every column named
+    html = _report(built, runs, "html")
+    ends = [float(v) for v in re.findall(r'text-anchor="end"[^>]*>([0-9.,]+)(?: [a-z/]+)?</text>', html.replace(",", ""))]
+    assert len(ends) >= 4
+    for value in ends:
+        if value:
+            mantissa = value / 10 ** math.floor(math.log10(value))
+            assert any(abs(mantissa - m) < 1e-9 for m in NICE_STEPS), value
