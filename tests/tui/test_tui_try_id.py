@@ -40,9 +40,16 @@ async def test_the_try_dialog_finds_an_integer_id_typed_as_text(tmp_path):
             body = lambda: app.screen.query_one("#try-reply").render().plain  # noqa: E731
             await until(pilot, lambda: "1 note:" in body() or "error:" in body(), timeout=30, what="the try to end")
             found = body()
+            done = app.screen.query_one("#try-done").render().plain
+            labels = [str(w.render()) for w in app.screen.query(".labels Label")]
             app.screen.query_one("#id").value = "50"
             await pilot.press("enter")
             await until(pilot, lambda: "error:" in body(), timeout=30, what="the second try to end")
             missing = body()
+            failed = app.screen.query_one("#try-done").render().plain
     assert "note 5: valid" in found and "CXR 5: streaky opacity." in found and "[1/1]" in found
     assert missing.startswith("error: no note with id '50'") and "\n" not in missing
+    # the fields are labelled, and a line below the replies says the try is done and sums it up (issue 24 item 16)
+    assert labels == ["notes", "random seed", "or one note id"]
+    assert done.startswith("done in ") and "1 note: 1 valid, 0 invalid" in done
+    assert failed == "not sent: see the error above"
