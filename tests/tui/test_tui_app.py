@@ -38,8 +38,9 @@ def test_no_binding_on_keys_that_screen_or_tmux_take():
 @run
 async def test_help_lists_every_key_of_every_screen(tmp_path):
     app = build_app(tmp_path)
-    async with app.run_test(size=(120, 70)) as pilot:  # tall enough for the whole list without scrolling
+    async with app.run_test(size=(120, 120)) as pilot:  # tall enough for the whole list without scrolling
         await pilot.press("question_mark")
+        await until(pilot, lambda: "escape closes · ctrl+p" in screen_text(app), what="the help")
         text = screen_text(app)
         for key in app_keys(NotesApp):
             assert key.keys in text and key.what in text
@@ -109,3 +110,26 @@ async def test_no_color_is_all_greys_and_keeps_every_state_readable(tmp_path, mo
             # in greys, red would be a dark grey on a dark background: weight and underline carry it instead
             assert ("underline" in str(state.style)) is no_color
     assert display("question_mark") == "?"
+
+
+@run
+async def test_help_explains_the_terms_of_the_per_note_log(tmp_path):
+    from datetime import datetime
+
+    from app.runs.followed import log_line
+    from app.tui.dialogs.help import LOG_LEGEND
+
+    # the legend's example is what the log really prints
+    t = datetime(2026, 12, 6, 14, 2, 11).timestamp()
+    line = log_line({"t": t, "outcome": "valid", "id": "1007|ACC00007", "answer": {"response": "(1) Likely"},
+                     "attempts": 1, "latency_ms": 812, "tokens_in": 412, "tokens_out": 38})
+    assert line == "14:02:11 valid   1007|ACC00007  response=(1) Likely  a1 812 ms 412/38 tok"
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        app.screen.query_one("#help-body").scroll_end(animate=False)
+        await pilot.pause()
+        text = screen_text(app)
+        assert "4 Runs: log" in text and "the per-note log, term by term" in text
+        for term, meaning in LOG_LEGEND:
+            assert term in text and meaning[:40] in text, term
