@@ -12,7 +12,6 @@ from textual.widgets import Label, Static
 from app.tui.base import NotesDialog
 from app.tui.keys import Key, app_keys, screen_keys
 
-
 # The terms of a line of the Runs screen's per-note log (app.runs.followed.log_line), e.g.
 # "14:02:11 valid   1007|ACC00007  response=(1) Likely  a1 812 ms 412/38 tok"
 LOG_LEGEND = [
