@@ -114,6 +114,12 @@ def modified(when: datetime | None) -> str:
     return f"{when.astimezone():%Y-%m-%d}" if when else "-"
 
 
+def _finishing(phase: str) -> str:
+    if phase.startswith("writing"):
+        return "writing the manifest"
+    return "verifying" if phase.startswith("verifying") or phase.startswith("pulling") or not phase else phase
+
+
 def pull_line(pull: Pull) -> str:
     """`llama3.1:8b  2.1 GB / 4.7 GB  45%  38.2 MB/s  ETA 1m05s` and the like."""
     if pull.state == QUEUED:
@@ -127,6 +133,10 @@ def pull_line(pull: Pull) -> str:
         return f"{pull.name}  cancelled" + (f" at {pull.fraction:.0%}" if pull.fraction is not None else "")
     if not pull.total:
         return f"{pull.name}  {pull.phase}"
+    if pull.done >= pull.total or not pull.phase.startswith("pulling"):
+        # every byte is in: Ollama checks the digest and writes the manifest, which takes seconds on a big model and
+        # showed as "0.0 MB/s ETA 0s" as if it had stalled
+        return f"{pull.name}  {size(pull.total)}  100%  {_finishing(pull.phase)}"
     rate = f"{pull.rate / 1e6:.1f} MB/s" if pull.rate else "- MB/s"
     return (f"{pull.name}  {size(pull.done)} / {size(pull.total)}  {pull.fraction or 0:.0%}  {rate}  "
             f"ETA {format_duration(pull.eta_s)}")

@@ -86,6 +86,9 @@ async def test_pulls_queue_one_at_a_time_and_cancel_stops_one(tmp_path):
             await until(pilot, lambda: first.done > 0, what="first pull moving")
             assert (first.state, second.state) == ("pulling", "queued")
             assert "queue mistral" in screen_text(app)
+            # the message names the pull c cancels: the running one, not the one just queued (issue 24 item 18)
+            assert app.screen.query_one("#status").render().plain == \
+                "mistral queued behind llama3.1:8b · c cancels llama3.1:8b (pulling now)"
             await pilot.press("c")  # cancels the running pull; the queued one starts
             await until(pilot, lambda: first.state == "cancelled" and second.state == "pulling", what="next pull")
             await until(pilot, lambda: server.stats()["pulls_cancelled"] == 1, what="the server saw the cancel")
@@ -243,3 +246,18 @@ async def test_cloud_models_are_marked_and_an_openai_server_lists_what_it_serves
             await pilot.press("p")
             assert "nothing to pull or delete here" in screen_text(app)
             assert vllm.stats()["requests"] >= 1 and ollama.stats()["pulls"] == 0
+
+
+def test_a_pull_with_every_byte_in_says_verifying_not_a_stalled_rate():
+    from app.cluster.present import pull_line
+    from app.cluster.pulls import PULLING, Pull
+
+    pull = Pull(id=1, url="http://x", name="llama3.1:8b")
+    pull.state, pull.total, pull.done, pull.rate, pull.phase = PULLING, 4_700_000_000, 4_700_000_000, 0.0, "pulling 6a0746"
+    assert pull_line(pull) == "llama3.1:8b  4.7 GB  100%  verifying"
+    pull.phase = "verifying sha256 digest"
+    assert pull_line(pull) == "llama3.1:8b  4.7 GB  100%  verifying"
+    pull.phase = "writing manifest"
+    assert pull_line(pull) == "llama3.1:8b  4.7 GB  100%  writing the manifest"
+    pull.done, pull.phase, pull.rate = 2_100_000_000, "pulling 6a0746", 38.2e6
+    assert pull_line(pull).startswith("llama3.1:8b  2.1 GB / 4.7 GB  45%  38.2 MB/s  ETA ")

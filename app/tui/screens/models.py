@@ -211,8 +211,12 @@ class ModelsScreen(NotesScreen):
             except ServerError as exc:
                 self.query_one(StatusLine).say(str(exc), error=True)
                 return
-            where = "queued" if pull.state == QUEUED and len(self.app.pulls.active()) > 1 else "started"
-            self.query_one(StatusLine).say(f"pull of {pull.name} {where} (c cancels it)")
+            running = [p for p in self.app.pulls.active() if p.url == url and p.state == PULLING and p is not pull]
+            if pull.state == QUEUED and running:
+                message = f"{pull.name} queued behind {running[0].name} · c cancels {running[0].name} (pulling now)"
+            else:
+                message = f"pull of {pull.name} started (c cancels it)"
+            self.query_one(StatusLine).say(message)
             self.render_pulls()
 
         self.app.push_screen(PullModelScreen(self.app.state.server(url).label), chosen)
