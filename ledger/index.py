@@ -40,6 +40,7 @@ LEASE_NAME = "ledger.lease"
 REBUILD_MARK = ".rebuild-"
 BUSY_TIMEOUT_MS = 10_000
 CLOSED_STATUSES = ("completed", "interrupted", "failed")
+_CONTAINS = "instr(lower({}), lower(?)) > 0"  # part of a name, any case (ASCII letters, as SQLite's lower())
 LIST_COLUMNS = (
     "run_id, experiment, study, model, model_digest, prompt_hash, recorded_status, hostname, pid, pid_start, started_at, ended_at, "
     "last_seen_at, last_error, extra_counts, " + ", ".join(COUNT_KEYS)
@@ -303,18 +304,23 @@ class Ledger:
 
     def list_runs(self, experiment: str | None = None, status: str | None = None, limit: int | None = None,
                   model: str | None = None, since: str | None = None, offset: int = 0,
-                  study: str | None = None) -> list[dict[str, Any]]:
+                  study: str | None = None, partial: bool = False) -> list[dict[str, Any]]:
         """Runs, newest first. `status` filters on the displayed status (running and crashed are computed);
         `model` matches the name with or without its tag; `since` is a UTC ISO time (see clock.parse_since);
-        `offset` skips that many (a screen pages through 10,000 runs 200 at a time); `study` keeps the cells of one."""
+        `offset` skips that many (a screen pages through 10,000 runs 200 at a time); `study` keeps the cells of one.
+        `partial`: `experiment` and `model` match any part of the name, in any case (a filter typed by a person,
+        as `/` in k9s); `study` is always matched whole."""
         where, params = [], []
         if experiment is not None:
-            where.append("runs.experiment = ?")
+            where.append(_CONTAINS.format("runs.experiment") if partial else "runs.experiment = ?")
             params.append(experiment)
         if study is not None:
             where.append("runs.study = ?")
             params.append(study)
-        if model is not None:
+        if model is not None and partial:
+            where.append(_CONTAINS.format("runs.model"))
+            params.append(model)
+        elif model is not None:
             # "llama3" means every tag of it ("llama3:latest", "llama3:8b"); "llama3:8b" only that one
             where.append("(runs.model = ? or (instr(?, ':') = 0 and substr(runs.model, 1, ?) = ?))")
             params += [model, model, len(model) + 1, model + ":"]
@@ -348,6 +354,14 @@ class Ledger:
             return runs
 
         return self._read(query, [])
+
+    def names(self, field: str) -> list[str]:
+        """The experiment (`field="experiment"`) or model names the runs were recorded with, most runs first."""
+        if field not in ("experiment", "model"):
+            raise ValueError(f"no list of {field!r} names")
+        sql = (f"select {field} as name, count(*) as n from runs where {field} is not null and {field} != '' "
+               f"group by {field} order by n desc, {field}")
+        return self._read(lambda db: [row["name"] for row in db.query(sql)], [])
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """Everything recorded about one run (JSON columns decoded), plus status, counts and duration_s."""

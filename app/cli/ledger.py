@@ -46,9 +46,11 @@ def register(sub: argparse._SubParsersAction, shared: Any) -> None:
     lsub = led.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True, parser_class=type(led))
 
     lst = shared.add(lsub, "list", shared.json, help="runs, newest first")
-    lst.add_argument("--experiment", help="only runs of this experiment")
+    lst.add_argument("--experiment", help="only runs whose experiment's name contains this (any case)")
     lst.add_argument("--status", help="only runs with this status")
-    lst.add_argument("--model", help="only runs of this model (without a tag: every tag of it)")
+    lst.add_argument("--model", help="only runs whose model's name contains this (any case)")
+    lst.add_argument("--exact", action="store_true",
+                     help="--experiment and --model match the whole name (a model without a tag: every tag of it)")
     lst.add_argument("--since", metavar="DATE", help="only runs started since DATE (2024-05-01, an ISO time, or 7d, 12h)")
     lst.set_defaults(handler=list_runs)
 
@@ -124,7 +126,17 @@ def list_runs(args: argparse.Namespace) -> int:
             raise UserError(f"--since {args.since!r} is not a date — write 2024-05-01, 2024-05-01T10:30 or 7d") from None
     led = _open(args)
     _index_is_a_file(led)
-    runs = led.list_runs(experiment=args.experiment, status=args.status, model=args.model, since=since)
+    runs = led.list_runs(experiment=args.experiment, status=args.status, model=args.model, since=since,
+                         partial=not args.exact)
+    if not runs and any(v is not None for v in (args.experiment, args.model, args.status, since)):
+        from ledger.names import nothing_matched
+
+        why = nothing_matched(led, experiment=args.experiment, model=args.model, status=args.status, since=since,
+                              partial=not args.exact)
+        print(runs_to_json(runs) if args.json else why)
+        if args.json:  # the JSON stays a list for scripts; the reason goes to the person
+            print(why, file=sys.stderr)
+        return 0
     print(runs_to_json(runs) if args.json else format_runs_table(runs))
     return 0
 

@@ -19,13 +19,16 @@ def config_path(environ: dict[str, str] | None = None) -> Path:
     return base / "notes-tui" / "config.toml"
 
 
-def write_private(path: Path, text: str) -> None:
-    """Owner-only from the first byte (0600 in a 0700 folder), and whole or not at all (temp file, then rename)."""
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Owner-only from the first byte (0600 in a 0700 folder), and whole or not at all (temp file, then rename).
+    `mode`: the file's own, for a file rewritten in place of one the user may have made stricter or wider."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

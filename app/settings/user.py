@@ -176,3 +176,50 @@ def save_server(path: Path, url: str, name: str | None = None) -> SavedServer:
     _parse(path, new)  # never write a file we could not read back
     write_private(path, new)
     return entry
+
+
+_TABLE = re.compile(r"^\s*\[")  # a table header, [x] or [[x]]: where a [[servers]] entry ends
+_SERVERS = re.compile(r"^\s*\[\[\s*servers\s*\]\]\s*(#.*)?$")
+
+
+def remove_server(path: Path, url: str) -> SavedServer:
+    """Take the `[[servers]]` entry of `url` out of the user config, as `save_server` put it in: the rest of the text,
+    its comments and the file's mode kept, written whole or not at all, and refused unless the file then reads back
+    as the same settings less that one server. A config that is a symlink (kept with dotfiles) stays one."""
+    target = path.resolve()
+    config = load_user_config(target)
+    index = next((i for i, s in enumerate(config.servers) if s.url == url), None)
+    if index is None:
+        raise ConfigError(path, "servers", f"{url} is not saved here", "nothing to remove")
+    old = target.read_text(encoding="utf-8")
+    lines = old.splitlines(keepends=True)
+    tables = [i for i, line in enumerate(lines) if _TABLE.match(line)]
+    new = None
+    for n, start in enumerate(tables):
+        end = tables[n + 1] if n + 1 < len(tables) else len(lines)
+        if _SERVERS.match(lines[start]) and _entry_url(lines[start:end]) == url:
+            last = end - 1  # the entry ends at its last key: blank lines and comments after it go with what follows
+            while last > start and (not lines[last].strip() or lines[last].lstrip().startswith("#")):
+                last -= 1
+            after, blank_before = last + 1, start > 0 and not lines[start - 1].strip()
+            if after < len(lines) and not lines[after].strip() and (start == 0 or blank_before):
+                after += 1  # the blank line save_server put between entries goes with this one
+            elif after == len(lines) and blank_before:
+                start -= 1  # the last entry: the blank line before it goes too
+            new = "".join(lines[:start] + lines[after:])
+            break
+    expected = config.model_copy(update={"servers": config.servers[:index] + config.servers[index + 1:]})
+    if new is None or _parse(target, new) != expected:
+        raise ConfigError(path, "servers", f"{url} could not be taken out of the file on its own",
+                          "remove its [[servers]] entry with an editor")
+    write_private(target, new, mode=target.stat().st_mode & 0o7777)
+    return config.servers[index]
+
+
+def _entry_url(lines: list[str]) -> str | None:
+    """The URL of one `[[servers]]` entry's text, as SavedServer writes it; None if it does not read as one."""
+    try:
+        entry = tomllib.loads("".join(lines))["servers"][0]
+        return server_url(entry["url"])
+    except (tomllib.TOMLDecodeError, KeyError, IndexError, TypeError, ValueError):
+        return None

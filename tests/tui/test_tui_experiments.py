@@ -110,3 +110,61 @@ async def test_edit_opens_the_editor_and_checks_the_file_again(tmp_path, standin
         await pilot.press("e")
         assert "could not start the editor '/no/such/editor'" in screen_text(app)
         assert os.path.exists(key)
+
+
+def question(app) -> str:
+    """The text of the confirmation on screen, its lines joined."""
+    return " ".join(app.screen.query_one(".question").render().plain.split())
+
+
+def fake_editor(folder, name: str, fix: bool):
+    """An editor called `name` in a folder of its own: it writes its name to a log, and with `fix` repairs broken.toml
+    (shell builtins only: PATH holds nothing else)."""
+    folder.mkdir(exist_ok=True)
+    script = folder / name
+    script.write_text("#!/bin/sh\n" + f'echo {name} >> "{folder}/log"\n'
+                      + ('printf "%s\\n" "$FIXED" > "$1"\n' if fix else ""))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return folder / "log"
+
+
+@run
+async def test_edit_without_an_editor_set_says_which_opens_first(tmp_path, standin, monkeypatch):
+    folder = workspace(tmp_path, standin.url)
+    key = str(folder / "broken.toml")
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.delenv("EDITOR", raising=False)
+    monkeypatch.setenv("FIXED", (folder / "pna.toml").read_text())
+    with_nano = tmp_path / "bin-nano"
+    log = fake_editor(with_nano, "nano", fix=True)
+    monkeypatch.setenv("PATH", str(with_nano))
+    app = build_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        app.screen.query_one("#experiments-table").select_key(key)
+        await pilot.press("e")  # nano is installed: the dialog names it and its keys before the app is suspended
+        text = question(app)
+        assert "No $VISUAL or $EDITOR is set, so broken.toml opens in nano: ctrl+o saves, ctrl+x leaves" in text
+        assert "export EDITOR=" in text and not log.exists()  # nothing started yet
+        await pilot.press("enter")  # the focused button opens it
+        await until(pilot, lambda: rows(app, "experiments-table")[key][2] == "valid", what="edited in nano")
+        assert log.read_text() == "nano\n"
+        await pilot.press("e")  # said once a session: the next e opens it at once
+        await until(pilot, lambda: log.read_text() == "nano\nnano\n", what="opened again without asking")
+        assert "No $VISUAL" not in screen_text(app)
+
+    with_vi = tmp_path / "bin-vi"  # no nano: vi, and how to leave it
+    log = fake_editor(with_vi, "vi", fix=False)
+    monkeypatch.setenv("PATH", str(with_vi))
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        app.screen.query_one("#experiments-table").select_key(str(folder / "pna.toml"))
+        await pilot.press("e")
+        text = question(app)
+        assert "so pna.toml opens in vi: i to type, then escape and :wq saves and leaves" in text
+        await pilot.press("n")  # no: nothing opens
+        await pilot.pause()
+        assert not log.exists() and "No $VISUAL" not in screen_text(app)
+        await pilot.press("e", "y")
+        await until(pilot, lambda: log.exists() and "pna.toml is valid" in screen_text(app), what="edited in vi")

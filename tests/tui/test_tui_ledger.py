@@ -84,3 +84,69 @@ async def browse(tmp_path, ids):
         await pilot.press("space", "down", "space", "c")
         await until(pilot, lambda: "kappa" in app.screen.query_one("#run-text").render().plain, what="compare")
         assert "agreement" in app.screen.query_one("#run-text").render().plain
+
+
+def test_filter_matches_part_of_a_name_says_when_nothing_matches_and_esc_clears_it(tmp_path, capsys):
+    ids = make_runs(tmp_path, capsys)  # newest first: pna-b twice, then pna-a three times
+    filter_partly(tmp_path, ids)
+
+
+@run
+async def filter_partly(tmp_path, ids):
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await until(pilot, lambda: len(rows(app, "ledger-table")) == 5, what="every run")
+        assert "esc Clear filter" not in screen_text(app)  # nothing to clear yet: not offered
+
+        await pilot.press("f")  # part of the name, in another case
+        app.screen.query_one("#experiment").value = "NA-b"
+        await pilot.press("enter")
+        await until(pilot, lambda: list(rows(app, "ledger-table")) == ids[:2], what="pna-b's runs")
+        text = screen_text(app)
+        assert "filter: experiment NA-b (esc clears)" in text and "esc Clear filter" in text
+
+        await pilot.press("escape")  # one key: every run again
+        await until(pilot, lambda: len(rows(app, "ledger-table")) == 5, what="the filter cleared")
+        assert "filter: none" in screen_text(app) and "esc Clear filter" not in screen_text(app)
+
+        await pilot.press("f")  # a model filter: part of it, and enter from the status list applies
+        app.screen.query_one("#model").value = "stra"
+        app.screen.query_one("#status").focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: list(rows(app, "ledger-table")) == ids[:2], what="mistral's runs")
+        assert "filter: model stra" in screen_text(app)
+
+        await pilot.press("f")  # space opens the statuses; enter there picks one, enter again applies
+        app.screen.query_one("#model").value = ""
+        select = app.screen.query_one("#status")
+        select.focus()
+        await pilot.press("space")
+        await until(pilot, lambda: select.expanded, what="the list of statuses")
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: not select.expanded and select.value == "completed", what="completed picked")
+        await pilot.press("enter")
+        await until(pilot, lambda: "filter: status completed" in screen_text(app), what="the status filter")
+        assert len(rows(app, "ledger-table")) == 5
+
+        await pilot.press("f")  # a name nothing has: says so, with the names there are, closest first
+        app.screen.query_one("#experiment").value = "pna-bx"
+        await pilot.press("enter")
+        await until(pilot, lambda: "No run matches the filter" in screen_text(app), what="the empty filter")
+        assert rows(app, "ledger-table") == {}
+        text = " ".join(screen_text(app).split())
+        assert ("no run's experiment contains 'pna-bx' — the experiments here, closest first: pna-b, pna-a"
+                in text), text
+        assert "esc clears it" in text
+
+        await pilot.press("f")  # each part matches runs, not together
+        app.screen.query_one("#experiment").value = "pna-a"
+        app.screen.query_one("#model").value = "mistral"
+        await pilot.press("enter")
+        await until(pilot, lambda: "together" in screen_text(app), what="the empty combination")
+        text = " ".join(screen_text(app).split())
+        assert "no run matches experiment 'pna-a', model 'mistral' and status completed together" in text
+
+        await pilot.press("escape")
+        await until(pilot, lambda: len(rows(app, "ledger-table")) == 5, what="cleared again")
+        assert "No run matches" not in screen_text(app)

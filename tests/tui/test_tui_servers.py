@@ -7,6 +7,7 @@ import socket
 import threading
 
 from app.cluster.health import PROBE_TIMEOUT_S
+from app.tui.dialogs.confirm import ConfirmScreen
 from tests.helpers.tuikit import build_app, closed_url, rows, run, screen_text, until, write_config
 from tests.standin.standin_ollama import StandinOllama, spawn_standin
 
@@ -154,3 +155,46 @@ async def test_add_server_checks_the_url_saves_it_and_shows_it(tmp_path, standin
         assert "is already saved" in app.screen.query_one("#error").render().plain
         await pilot.press("escape")
         assert config.read_text() == before
+
+
+@run
+async def test_remove_a_saved_server_after_a_confirmation_keeping_the_rest_of_the_config(tmp_path, standin):
+    config = tmp_path / "user-config.toml"
+    gone = closed_url()
+    config.write_text(f'# my servers\n[models]\nquota_gb = 50  # the lab\'s allowance\n\n[[servers]]\nurl = "{standin.url}"'
+                      f'\nname = "gpu-a"\n\n[[servers]]  # the old box\nurl = "{gone}"\nname = "old"\n')
+    config.chmod(0o640)
+    ws = tmp_path / "workspace" / "experiments"
+    ws.mkdir(parents=True)
+    (ws / "pna.toml").write_text(f'[model]\nhosts = ["{standin.url}"]\n')  # gpu-a is also named here
+    app = build_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: list(rows(app, "servers-table")) == [standin.url, gone], what="both listed")
+        await pilot.press("x")  # gpu-a: asks first, saying it stays listed from pna.toml
+        question = " ".join(app.screen.query_one(".question").render().plain.split())
+        assert f"Remove the saved server gpu-a ({standin.url}) from" in question
+        assert "It stays listed while it comes from pna.toml." in question
+        before = config.read_text()
+        await pilot.press("n")  # no: nothing written
+        assert config.read_text() == before and rows(app, "servers-table")[standin.url][1] == "config, pna.toml"
+
+        await pilot.press("x", "y")
+        await until(pilot, lambda: rows(app, "servers-table")[standin.url][1] == "pna.toml", what="gpu-a unsaved")
+        assert "removed gpu-a from" in screen_text(app) and "still listed: from pna.toml" in screen_text(app)
+        text = config.read_text()
+        assert standin.url not in text and "gpu-a" not in text
+        assert text.startswith("# my servers\n[models]\nquota_gb = 50  # the lab's allowance\n") and "old" in text
+        assert oct(config.stat().st_mode & 0o777) == "0o640"  # its mode kept
+        assert not list(tmp_path.glob(".user-config.toml.*"))  # no temp file left behind
+
+        await pilot.press("x")  # a server only named by an experiment: nothing to remove, and where it comes from
+        text = " ".join(screen_text(app).split())
+        assert app.screen.query_one("#servers-table").selected_key == standin.url
+        assert "is not a saved server (it comes from pna.toml): nothing to remove — edit the hosts of pna.toml" in text
+        assert not isinstance(app.screen, ConfirmScreen)
+
+        await pilot.press("up", "x", "y")  # the old box (saved ones come first): gone, the cursor on the next
+        await until(pilot, lambda: list(rows(app, "servers-table")) == [standin.url], what="the old box gone")
+        assert app.screen.query_one("#servers-table").selected_key == standin.url
+        assert "[[servers]]" not in config.read_text() and "quota_gb = 50" in config.read_text()
+        assert app.ctx.config.servers == []

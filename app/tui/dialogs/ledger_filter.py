@@ -1,4 +1,5 @@
-"""Which runs the Ledger screen lists: by experiment, model (a name without a tag matches every tag) and status."""
+"""Which runs the Ledger screen lists: by experiment and model (any part of the name, any case, as `/` in k9s) and
+status. Enter applies from every field, the status list included."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Label, Select, Static
 
 from app.tui.base import NotesDialog
-
-STATUSES = ("completed", "running", "interrupted", "failed", "crashed")
+from ledger.names import STATUSES
 
 
 @dataclass
@@ -26,6 +26,20 @@ class Filters:
                                            ("status", self.status)) if v]
         return ", ".join(parts) or "none"
 
+    @property
+    def active(self) -> bool:
+        return bool(self.experiment or self.model or self.status)
+
+
+class StatusSelect(Select):
+    """A Select whose enter applies the filter, as enter in the text fields does: down, up or space opens the
+    list (enter there picks a status)."""
+
+    BINDINGS = [
+        Binding("down,space,up", "show_overlay", "Show menu", show=False),
+        Binding("enter", "screen.apply", "Apply", show=False),
+    ]
+
 
 class LedgerFilterScreen(NotesDialog):
     BINDINGS = [Binding("escape", "cancel", "Cancel", show=False)]
@@ -38,14 +52,19 @@ class LedgerFilterScreen(NotesDialog):
         c = self.current
         with Vertical(classes="dialog"):
             yield Label("Filter the runs", classes="dialog-title")
-            yield Input(value=c.experiment or "", placeholder="experiment (empty: all)", id="experiment")
-            yield Input(value=c.model or "", placeholder="model, e.g. llama3 or llama3:8b (empty: all)", id="model")
-            yield Select([(s, s) for s in STATUSES], value=c.status or Select.NULL, prompt="any status",
-                         id="status", allow_blank=True)
-            yield Static("tab: next field · enter applies · escape cancels", classes="hint")
+            yield Input(value=c.experiment or "", placeholder="experiment, or part of its name (empty: all)",
+                        id="experiment")
+            yield Input(value=c.model or "", placeholder="model, or part of it: llama3, 8b (empty: all)", id="model")
+            yield StatusSelect([(s, s) for s in STATUSES], value=c.status or Select.NULL, prompt="any status",
+                               id="status", allow_blank=True)
+            yield Static("any part of a name, any case · enter applies, from any field · tab: next field · "
+                         "space: the statuses · escape cancels", classes="hint")
 
     @on(Input.Submitted)
-    def _apply(self, _event) -> None:
+    def _submitted(self, _event) -> None:
+        self.action_apply()
+
+    def action_apply(self) -> None:
         status = self.query_one("#status", Select).value
         self.dismiss(Filters(experiment=self.query_one("#experiment", Input).value.strip() or None,
                              model=self.query_one("#model", Input).value.strip() or None,

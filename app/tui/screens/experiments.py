@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,16 @@ def load_row(path: Path) -> ExperimentRow:
     return row
 
 
+LEAVE = {"nano": "ctrl+o saves, ctrl+x leaves; ",
+         "vi": "i to type, then escape and :wq saves and leaves (:q! leaves without saving); "}
+
+
+def fallback_editor() -> str:
+    """The editor e opens when neither $VISUAL nor $EDITOR is set: nano where it is installed (its keys are on its
+    screen), else vi (on every Unix)."""
+    return "nano" if shutil.which("nano") else "vi"
+
+
 def last_run_text(run: dict | None) -> str:
     if not run:
         return "never run"
@@ -91,6 +102,7 @@ class ExperimentsScreen(NotesScreen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[str, ExperimentRow] = {}
+        self._editor_told = False  # the editor e opens without $VISUAL/$EDITOR was named (once a session)
 
     def compose(self) -> ComposeResult:
         yield AppHeader("experiments")
@@ -239,7 +251,26 @@ class ExperimentsScreen(NotesScreen):
         row = self._need_row(valid=False)
         if row is None:
             return
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if editor or self._editor_told:
+            self._edit(row, editor or fallback_editor())
+            return
+        # no editor chosen: say which one opens, and how to leave it, while the screen is still there to say it
+        chosen = fallback_editor()
+        from app.tui.dialogs.confirm import ConfirmScreen
+
+        question = (f"No $VISUAL or $EDITOR is set, so {row.path.name} opens in {chosen}: {LEAVE.get(chosen, '')}"
+                    "notes-tui comes back and checks the file again.\n"
+                    "To choose your editor: export EDITOR=… (e.g. in ~/.bashrc).")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._editor_told = True  # once per session
+                self._edit(row, chosen)
+
+        self.app.push_screen(ConfirmScreen(question, yes=f"Open in {chosen}", no="Cancel", danger=False), answered)
+
+    def _edit(self, row: ExperimentRow, editor: str) -> None:
         status = self.query_one(StatusLine)
         command = [*shlex.split(editor), str(row.path)]
         try:

@@ -1,6 +1,6 @@
 """Screen 5, Ledger: every run in the ledger dir, newest first, a page at a time (10,000 runs open at once), filtered by
-experiment, model or status; a run's details, its report, the eval where there is one, and a comparison of the runs
-marked with space."""
+experiment, model (any part of the name) or status — a filter that matches nothing says so, with the names there
+are; a run's details, its report, the eval where there is one, and a comparison of the runs marked with space."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ class LedgerScreen(NotesScreen):
         Binding("s", "study", "Study", id="ledger.study"),
         Binding("n", "more", "More runs", id="ledger.more"),
         Binding("r", "refresh", "Refresh", show=False, id="ledger.refresh"),
+        Binding("escape", "clear_filter", "Clear filter", id="ledger.clear_filter"),  # on the key bar while filtered
     ]
     HELP = [("enter", "the selected run: everything the ledger holds, its evals, its log")]
 
@@ -71,6 +72,7 @@ class LedgerScreen(NotesScreen):
         self.filters = Filters()
         self.marked: list[str] = []
         self.complete = False  # every run matching the filters is loaded
+        self.no_match: str | None = None  # why the filter matches no run, with the names there are
 
     def compose(self) -> ComposeResult:
         yield AppHeader("ledger")
@@ -85,6 +87,11 @@ class LedgerScreen(NotesScreen):
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_filter":
+            return self.filters.active  # esc does nothing, and is not offered, when nothing is filtered
+        return True
 
     @property
     def table(self) -> FitTable:
@@ -103,19 +110,25 @@ class LedgerScreen(NotesScreen):
     @work(thread=True, exclusive=True, group="ledger", exit_on_error=False)
     def _load(self, offset: int, count: int) -> None:
         from ledger import Ledger
+        from ledger.names import nothing_matched
 
         f = self.filters
+        why = None
         try:
-            page = Ledger(self.app.ledger_dir).list_runs(experiment=f.experiment, model=f.model, status=f.status,
-                                                         limit=count + 1, offset=offset)
+            led = Ledger(self.app.ledger_dir)
+            page = led.list_runs(experiment=f.experiment, model=f.model, status=f.status, limit=count + 1,
+                                 offset=offset, partial=True)
+            if not page and not offset and f.active:
+                why = nothing_matched(led, experiment=f.experiment, model=f.model, status=f.status)
         except Exception as exc:  # noqa: BLE001 - an unreadable ledger is a line on the screen
             self.app.call_from_thread(self.query_one(StatusLine).say, f"cannot read the ledger: {exc}", True)
             return
-        self.app.call_from_thread(self._loaded, offset, page[:count], len(page) <= count)
+        self.app.call_from_thread(self._loaded, offset, page[:count], len(page) <= count, why)
 
-    def _loaded(self, offset: int, page: list[dict], complete: bool) -> None:
+    def _loaded(self, offset: int, page: list[dict], complete: bool, why: str | None = None) -> None:
         self.runs = self.runs[:offset] + page
         self.complete = complete
+        self.no_match = why if not self.runs else None
         self.render_runs()
 
     # ---- rendering ----
@@ -124,8 +137,8 @@ class LedgerScreen(NotesScreen):
         more = "" if self.complete else f" · n loads {PAGE} more"
         runs = f"{len(self.runs):,} run" + ("" if len(self.runs) == 1 else "s")
         self.query_one("#ledger-title", Shown).show(Text.assemble(
-            ("Ledger", "bold"), f"  {runs} shown{more} · filter: {self.filters.text()} · "
-            f"{short_path(app.ledger_dir)}"))
+            ("Ledger", "bold"), f"  {runs} shown{more} · filter: {self.filters.text()}"
+            f"{' (esc clears)' if self.filters.active else ''} · {short_path(app.ledger_dir)}"))
         self.table.set_rows([(r["run_id"], run_cells(app, r, r["run_id"] in self.marked)) for r in self.runs])
         self.render_detail()
 
@@ -136,6 +149,10 @@ class LedgerScreen(NotesScreen):
     def render_detail(self) -> None:
         detail = self.query_one("#ledger-detail", Shown)
         run = self.selected()
+        if run is None and self.no_match and self.no_match != "no runs recorded":
+            detail.show(Text.assemble(("No run matches the filter: ", "bold"), self.no_match,
+                                      ". f changes the filter, esc clears it."))
+            return
         if run is None:
             detail.show(Text("No runs recorded here yet: run an experiment (3, then g) or notes-tui --run FILE."
                              if not self.runs else ""))
@@ -207,7 +224,14 @@ class LedgerScreen(NotesScreen):
 
         def chosen(filters: Filters | None) -> None:
             if filters is not None:
-                self.filters, self.runs = filters, []
-                self._load(0, PAGE)
+                self._filter_by(filters)
 
         self.app.push_screen(LedgerFilterScreen(self.filters), chosen)
+
+    def action_clear_filter(self) -> None:
+        self._filter_by(Filters())
+
+    def _filter_by(self, filters: Filters) -> None:
+        self.filters, self.runs, self.no_match = filters, [], None
+        self.query_one(KeyBar).refresh()  # esc Clear filter comes and goes with the filter
+        self._load(0, PAGE)

@@ -1,5 +1,6 @@
 """Screen 1, Servers: every known Ollama server and the user's Slurm server jobs — how each is, how long a job has
-left, the models loaded now — with keys to add a server, start a server job from a profile and cancel one."""
+left, the models loaded now — with keys to add a server, remove a saved one, start a server job from a profile and
+cancel one."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def status_cell(app, health: Health, job: ServerJob | None) -> Text:
 class ServersScreen(NotesScreen):
     BINDINGS = [
         Binding("a", "add_server", "Add server", id="servers.add"),
+        Binding("x", "remove_server", "Remove", id="servers.remove"),
         Binding("s", "start_job", "Start job", id="servers.start_job"),
         Binding("k", "cancel_job", "Cancel job", id="servers.cancel_job"),
         Binding("r", "refresh", "Refresh", id="servers.refresh"),
@@ -208,6 +210,53 @@ class ServersScreen(NotesScreen):
 
         self.app.push_screen(AddServerScreen(), added)
 
+    def action_remove_server(self) -> None:
+        from app.cluster.known import ORIGIN_CONFIG
+
+        server = self.app.state.server(self.table.selected_key or "")
+        status = self.query_one(StatusLine)
+        if server is None:
+            job = self.selected_job()
+            status.say(f"server job {job.job_id} is not a saved server: k cancels it" if job else
+                       "select a saved server first (its From column says config): x removes it from the user config")
+            return
+        if ORIGIN_CONFIG not in server.origins:
+            status.say(f"{server.label} is not a saved server (it comes from {server.origin_text}): nothing to "
+                       f"remove — {_not_saved_fix(server.origins)}")
+            return
+        from app.tui.dialogs.confirm import ConfirmScreen
+
+        others = [o for o in server.origins if o != ORIGIN_CONFIG]
+        stays = (f"\nIt stays listed while it comes from {', '.join(others)}." if others else "")
+        question = (f"Remove the saved server {server.label}" + (f" ({server.url})" if server.name else "")
+                    + f" from {short_path(self.app.ctx.config_path)}?\nThe server itself is not touched (a adds "
+                    f"it again).{stays}")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._remove(server.url)
+
+        self.app.push_screen(ConfirmScreen(question, yes="Remove", no="Keep"), answered)
+
+    def _remove(self, url: str) -> None:
+        from app.settings.user import remove_server
+
+        before = [s.url for s in self.app.state.servers]
+        status = self.query_one(StatusLine)
+        try:
+            gone = remove_server(self.app.ctx.config_path, url)
+        except UserError as exc:
+            status.say(str(exc), True)
+            return
+        self.app.reload_servers()
+        still = self.app.state.server(url)
+        if still is None and url in before:  # the cursor goes to the server that took its place, else the one above
+            i, now = before.index(url), [s.url for s in self.app.state.servers]
+            self.app.state.selected_url = next((u for u in before[i + 1:] + before[:i][::-1] if u in now), None)
+            self.render_servers()
+        status.say(f"removed {gone.name or gone.url} from {short_path(self.app.ctx.config_path)}"
+                   + (f"; still listed: from {still.origin_text}" if still else ""))
+
     def action_start_job(self) -> None:
         from app.tui.dialogs.start_job import StartJobScreen
 
@@ -267,3 +316,18 @@ class ServersScreen(NotesScreen):
             return
         app.call_from_thread(self.query_one(StatusLine).say, f"cancelled job {job_id}")
         app.call_from_thread(app.refresh_jobs)
+
+
+def _not_saved_fix(origins: tuple[str, ...]) -> str:
+    """Where a server that is not saved comes from, and how it would leave the list."""
+    from app.cluster.known import ORIGIN_ENV
+
+    ways = []
+    for origin in origins:
+        if origin == ORIGIN_ENV:
+            ways.append("unset OLLAMA_HOST before starting notes-tui")
+        elif origin.startswith("job "):
+            ways.append(f"k cancels {origin}")
+        else:
+            ways.append(f"edit the hosts of {origin}")
+    return "; ".join(ways)
