@@ -57,10 +57,10 @@ class LedgerScreen(NotesScreen):
     BINDINGS = [
         Binding("f", "filter", "Filter", id="ledger.filter"),
         Binding("space", "mark", "Mark", id="ledger.mark"),
-        Binding("c", "compare", "Compare marked", id="ledger.compare"),
+        Binding("c", "compare", "Compare", id="ledger.compare"),
         Binding("p", "report", "Report", id="ledger.report"),
         Binding("s", "study", "Study", id="ledger.study"),
-        Binding("n", "more", "More runs", id="ledger.more"),
+        Binding("n", "more", "More", id="ledger.more"),
         Binding("r", "refresh", "Refresh", show=False, id="ledger.refresh"),
         Binding("escape", "clear_filter", "Clear filter", id="ledger.clear_filter"),  # on the key bar while filtered
     ]
