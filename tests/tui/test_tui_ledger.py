@@ -84,6 +84,21 @@ async def browse(tmp_path, ids):
         await pilot.press("space", "down", "space", "c")
         await until(pilot, lambda: "kappa" in app.screen.query_one("#run-text").render().plain, what="compare")
         assert "agreement" in app.screen.query_one("#run-text").render().plain
+        await pilot.press("escape")
+
+        # p with runs marked: one report of them together (issue 24 item 8), saved as md and html from the dialog
+        await pilot.press("p")
+        await until(pilot, lambda: bool(app.screen.query("#run-markdown")), what="the report of the marked runs")
+        report = app.screen.query_one("#run-markdown").source
+        assert ids[0] in report and ids[1] in report
+        assert f"report of runs {ids[0][:10]}, {ids[1][:10]}" in screen_text(app)
+        hint = lambda: app.screen.query_one("#run-hint").render().plain  # noqa: E731
+        for key, ext in (("m", "md"), ("h", "html")):
+            await pilot.press(key)
+            path = tmp_path / "workspace" / "reports" / f"report-{ids[0][:10]}-and-1.{ext}"
+            await until(pilot, lambda p=path: hint() == f"saved: {p}", what=f"the {ext} saved")
+            assert ids[1] in path.read_text()
+        assert path.read_text().startswith("<!DOCTYPE html>")
 
 
 def test_filter_matches_part_of_a_name_says_when_nothing_matches_and_esc_clears_it(tmp_path, capsys):

@@ -15,10 +15,16 @@ from app.tui.tones import tone
 
 LOG_TAIL = 40
 TITLES = {"show": "run {}", "report": "report of run {}", "compare": "run {} compared"}
+REPORT_TOGETHER = "report of runs {} (one experiment, each note counted once)"
+
+
+REPORT_DIR = "reports"  # in the workspace: where the Ledger screen saves a report
 
 
 class RunDetailsScreen(NotesDialog[None]):
-    BINDINGS = [Binding("escape,q", "close", "Close", show=False)]
+    BINDINGS = [Binding("escape,q", "close", "Close", show=False),
+                Binding("m", "save('md')", "Save as Markdown", show=False),
+                Binding("h", "save('html')", "Save as HTML", show=False)]
 
     def __init__(self, run_id: str, what: str, others: list[str] | None = None):
         super().__init__()
@@ -26,12 +32,14 @@ class RunDetailsScreen(NotesDialog[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(TITLES[self.what].format(self.run_id), classes="dialog-title")
+            title = REPORT_TOGETHER.format(", ".join(r[:10] for r in self.runs)) if self.what == "report" and \
+                self.others else TITLES[self.what].format(self.run_id)
+            yield Label(title, classes="dialog-title")
             with VerticalScroll(id="run-body"):
                 yield Static("reading the ledger…", id="run-text")
-            yield Static("↑/↓ scroll · escape closes · notes-tui ledger " + (
-                "report RUN --format html -o FILE writes it as one page" if self.what == "report" else
-                "show|report|compare|eval print the same"), classes="hint")
+            yield Static("↑/↓ scroll · escape closes · " + (
+                "m saves it as Markdown, h as one HTML page" if self.what == "report" else
+                "notes-tui ledger show|report|compare|eval print the same"), classes="hint", id="run-hint")
 
     def on_mount(self) -> None:
         self.query_one("#run-body").focus()
@@ -64,7 +72,7 @@ class RunDetailsScreen(NotesDialog[None]):
             from ledger.report import render
             from ledger.report.data import build_report
 
-            return render(build_report(db, [self.run_id]), "md")  # shown as Markdown: its tables read as tables
+            return render(build_report(db, self.runs), "md")  # shown as Markdown: its tables read as tables
         if self.what == "compare":
             from ledger.compare import compare_runs
             from ledger.report.terminal import format_compare
@@ -83,6 +91,33 @@ class RunDetailsScreen(NotesDialog[None]):
             text.append(f"\n\n--- the end of its log ({log}) ---\n", style=tone(self.app, "strong"))
             text.append("\n".join(lines))
         return text
+
+    @property
+    def runs(self) -> list[str]:
+        return [self.run_id, *self.others]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        return self.what == "report" if action == "save" else True
+
+    def action_save(self, fmt: str) -> None:
+        self._save(fmt)
+
+    @work(thread=True, exclusive=True, group="save", exit_on_error=False)
+    def _save(self, fmt: str) -> None:
+        from ledger import Ledger
+        from ledger.report import render
+        from ledger.report.data import build_report
+
+        folder = self.app.ctx.workspace / REPORT_DIR
+        path = folder / f"report-{self.run_id[:10]}{'-and-' + str(len(self.others)) if self.others else ''}.{fmt}"
+        try:
+            text = Ledger(self.app.ledger_dir).read(lambda db: render(build_report(db, self.runs), fmt), None)
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text or "", encoding="utf-8")
+            message = Text(f"saved: {path}", style=tone(self.app, "ok"))
+        except Exception as exc:  # noqa: BLE001 - a report that cannot be written is a line in the dialog
+            message = Text(f"cannot save the report to {path}: {exc}", style=tone(self.app, "bad"))
+        self.app.call_from_thread(self.query_one("#run-hint", Static).update, message)
 
     def action_close(self) -> None:
         self.dismiss(None)

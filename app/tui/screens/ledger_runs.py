@@ -64,7 +64,9 @@ class LedgerScreen(NotesScreen):
         Binding("r", "refresh", "Refresh", show=False, id="ledger.refresh"),
         Binding("escape", "clear_filter", "Clear filter", id="ledger.clear_filter"),  # on the key bar while filtered
     ]
-    HELP = [("enter", "the selected run: everything the ledger holds, its evals, its log")]
+    HELP = [("enter", "the selected run: everything the ledger holds, its evals, its log"),
+            ("p, runs marked", "one report of the marked runs together (a run and its resumption)"),
+            ("m / h", "in a report: save it as Markdown / one HTML page in reports/")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -201,10 +203,15 @@ class LedgerScreen(NotesScreen):
         self.app.push_screen(RunDetailsScreen(self.marked[0], "compare", others=self.marked[1:]))
 
     def action_report(self) -> None:
+        """The marked runs together (an interrupted run and its resumption, the shards of an array), as
+        `ledger report A B` does; else the selected run."""
+        from app.tui.dialogs.run_details import RunDetailsScreen
+
+        if self.marked:
+            self.app.push_screen(RunDetailsScreen(self.marked[0], "report", others=self.marked[1:]))
+            return
         run = self.selected()
         if run is not None:
-            from app.tui.dialogs.run_details import RunDetailsScreen
-
             self.app.push_screen(RunDetailsScreen(run["run_id"], "report"))
 
     def action_study(self) -> None:
