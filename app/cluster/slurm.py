@@ -183,6 +183,26 @@ def parse_sbatch(text: str) -> str:
 Runner = Callable[..., subprocess.CompletedProcess]
 
 
+# What Slurm says when it is Slurm that is broken here, not the request: the cause in words and what to do.
+CAUSES = (
+    (("unable to contact slurm controller", "connection refused", "socket timed out", "zero bytes were transmitted",
+      "slurm_load_jobs error: unable", "connect failure"),
+     "the Slurm controller (slurmctld) is not answering: it is down or unreachable from this node; try again in a "
+     "minute, and if it lasts ask your site (scontrol ping)"),
+    (("could not establish a configuration source", "slurm.conf", "unable to process configuration",
+      "parse error", "configuration file"),
+     "Slurm's configuration cannot be read on this node (SLURM_CONF or /etc/slurm/slurm.conf): run notes-tui on a "
+     "login node of the cluster, or fix SLURM_CONF"),
+    (("munge", "invalid user", "authentication", "credential"),
+     "Slurm does not accept this node's credentials (munge): ask your site"),
+)
+
+
+def _cause(said: str) -> str | None:
+    low = said.lower()
+    return next((cause for words, cause in CAUSES if any(w in low for w in words)), None)
+
+
 class Slurm:
     """Slurm's commands for one cluster (`-M NAME` when `cluster` is set)."""
 
@@ -218,6 +238,9 @@ class Slurm:
             return (f"{command} -M {self.cluster}: Slurm cannot reach cluster {self.cluster!r} ({said}) — -M needs "
                     "slurmdbd accounting: check the name with sacctmgr list clusters, or remove cluster from [slurm] "
                     "in the user config on a one-cluster site")
+        cause = _cause(said)
+        if cause is not None:  # Slurm itself is not working here: no job option would help
+            return f"{command} could not get {what or 'an answer'}: {said} — {cause}"
         if command == "sbatch":
             return (f"sbatch refused {what or 'the job'}: {said} — check the profile's (or [slurm.run]'s) partition, "
                     "mem, cpus and gres against what the cluster offers: sinfo -o \"%P %c %m %G\"")

@@ -120,13 +120,13 @@ class NotesApp(App):
     @work(thread=True, exclusive=True, group="squeue", exit_on_error=False)
     def refresh_jobs(self) -> None:
         jobs = self.jobs.get()  # squeue, at most once per 15 s however often this is called
-        self.call_from_thread(self._jobs_arrived, jobs)
+        self.call_from_thread(self._jobs_arrived, jobs, self.jobs.error)
 
-    def _jobs_arrived(self, jobs: list[ServerJob]) -> None:
+    def _jobs_arrived(self, jobs: list[ServerJob], error: str | None = None) -> None:
         state = self.state
-        if jobs == state.job_list and state.servers == self._servers_now(jobs):
+        if jobs == state.job_list and error == state.jobs_error and state.servers == self._servers_now(jobs):
             return
-        state.job_list = jobs
+        state.job_list, state.jobs_error = jobs, error
         state.servers = self._servers_now(jobs)
         self.servers_changed.publish("")
         self.poll_servers()

@@ -55,6 +55,7 @@ class TuiState:
     servers: list[KnownServer] = field(default_factory=list)
     selected_url: str | None = None  # a server's URL, or a server job's row key while it has no address yet
     job_list: list[ServerJob] = field(default_factory=list)  # the user's server jobs, from squeue
+    jobs_error: str | None = None  # why the last squeue failed (job_list is then the last list it gave)
     models: dict[str, ModelList] = field(default_factory=dict)  # by server URL
     started: dict[str, StartedRun] = field(default_factory=dict)  # by run id
     follow_run_id: str | None = None  # the run the Runs screen follows

@@ -3,6 +3,8 @@ a hung server, the cursor across refreshes, adding a server."""
 
 from __future__ import annotations
 
+import os
+
 import socket
 import threading
 
@@ -198,3 +200,26 @@ async def test_remove_a_saved_server_after_a_confirmation_keeping_the_rest_of_th
         assert app.screen.query_one("#servers-table").selected_key == standin.url
         assert "[[servers]]" not in config.read_text() and "quota_gb = 50" in config.read_text()
         assert app.ctx.config.servers == []
+
+
+@run
+async def test_a_failing_squeue_is_said_with_its_cause_not_shown_as_no_jobs(tmp_path, monkeypatch):
+    """A stand-in squeue that fails as Slurm's does when slurmctld is down (the real one cannot be stopped here
+    on demand): Servers says the jobs are unknown and why, not "0 server jobs"."""
+    import app.cluster.slurm as slurm_module
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "squeue"
+    fake.write_text("#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(slurm_module, "_shared", {})
+    monkeypatch.setattr(slurm_module.Slurm, "available", property(lambda self: True))  # the autouse no_slurm undone
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: "squeue failed" in screen_text(app), what="the failure on screen")
+        text = screen_text(app)
+        assert "0 server jobs" not in text and "server jobs unknown: squeue failed (below)" in text
+        assert "squeue could not get the job list: Unable to contact slurm controller (connect failure)" in text
+        assert "slurmctld) is not answering" in text and "partition" not in text

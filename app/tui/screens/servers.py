@@ -103,6 +103,8 @@ class ServersScreen(NotesScreen):
                                                 time_left_text(job), "")))
         jobs = f" · {len(app.state.job_list)} server job{'s' if len(app.state.job_list) != 1 else ''}" if app.jobs.available \
             else ""
+        if app.state.jobs_error:  # not "0 server jobs", which reads as "my job is gone"
+            jobs = " · server jobs unknown: squeue failed (below)"
         self.query_one("#servers-title", Shown).show(Text.assemble(
             ("Servers", "bold"), f"  {len(app.state.servers)} known{jobs} · health every 5 s · enter: its models"))
         self.table.set_rows(rows)
@@ -122,6 +124,14 @@ class ServersScreen(NotesScreen):
             return self.app.state.job(key[len(JOB_ROW):])
         return self.app.state.job_of(key)
 
+    def _show_detail(self, detail: Shown, content: Text) -> None:
+        """Say first why squeue failed, while it does (as `server list` does), then the selected server."""
+        error = self.app.state.jobs_error
+        if error:
+            kept = " (the jobs listed are from before it failed)" if self.app.state.job_list else ""
+            content = Text(f"{error}{kept}\n", style=tone(self.app, "bad")) + content
+        detail.show(content)
+
     def render_detail(self) -> None:
         app = self.app
         detail = self.query_one("#server-detail", Shown)
@@ -130,7 +140,7 @@ class ServersScreen(NotesScreen):
         server = app.state.server(key)
         if server is None and job is None:
             slurm = " or start a server job with s" if app.jobs.available else ""
-            detail.show(Text.assemble(
+            self._show_detail(detail, Text.assemble(
                 ("No model server is known yet. ", "bold"),
                 f"Press a to add one (http://HOST:PORT){slurm}, export OLLAMA_HOST before starting notes-tui, "
                 f"or name hosts in an experiment in {short_path(app.ctx.workspace / 'experiments')}/."))
@@ -176,7 +186,7 @@ class ServersScreen(NotesScreen):
                     text.append(f"{m.name:<{width}}  {present.size(m.size_vram):>8} VRAM  {until}")
             elif h.answers:
                 text.append("\nno model loaded now")
-        detail.show(text)
+        self._show_detail(detail, text)
 
     # ---- events and actions ----
     @on(DataTable.RowHighlighted, "#servers-table")
