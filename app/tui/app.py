@@ -168,8 +168,10 @@ class NotesApp(App):
         state = self.state.model_list(url)
         try:
             state.entries, state.error = await list_models(url), None
-        except ServerError as exc:
+            state.listed_at = time.monotonic()
+        except ServerError as exc:  # the entries stay: the last list known, marked as such
             state.error = str(exc)
+            self.monitor.poll([url])  # is it down? asked now, so the header says so at once, not at the next round
         finally:
             state.loading, state.loaded_once, state.fetched_at = False, True, time.monotonic()
             self._model_tasks.pop(url, None)

@@ -37,6 +37,7 @@ class ModelList:
     loading: bool = False
     loaded_once: bool = False
     fetched_at: float = 0.0
+    listed_at: float | None = None  # when the server last answered with its list (time.monotonic())
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,40 @@ def test_a_pull_with_every_byte_in_says_verifying_not_a_stalled_rate():
     assert pull_line(pull) == "llama3.1:8b  4.7 GB  100%  writing the manifest"
     pull.done, pull.phase, pull.rate = 2_100_000_000, "pulling 6a0746", 38.2e6
     assert pull_line(pull).startswith("llama3.1:8b  2.1 GB / 4.7 GB  45%  38.2 MB/s  ETA ")
+
+
+@run
+async def test_a_server_that_goes_down_keeps_its_list_marked_last_known_and_one_never_reached_is_unknown(tmp_path):
+    """Issue 24 item 5: not "0 models" and "quota ???"."""
+    server = StandinOllama(models=("llama3", "qwen2.5:7b"))
+    server.__enter__()
+    never = closed_url()
+    write_config(tmp_path / "user-config.toml", servers=[(never, "never")])
+    app = build_app(tmp_path, {"OLLAMA_HOST": server.url})
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.health(server.url).state == "up", what="server up")
+            app.screen.query_one("#servers-table").select_key(server.url)
+            await pilot.press("enter")
+            await until(pilot, lambda: app.state.model_list(server.url).loaded_once, what="model list")
+            await until(pilot, lambda: "2 models" in screen_text(app), what="the list")
+            server.__exit__(None, None, None)
+            await pilot.press("r")  # asked again now that it is gone: down at once, not at the next health round
+            await until(pilot, lambda: app.state.model_list(server.url).error is not None, what="the failed list")
+            await until(pilot, lambda: "2 models last known, " in screen_text(app) and " · down" in screen_text(app),
+                        timeout=3, what="down and last known")
+            text = screen_text(app)
+            assert f"Models on {server.url.removeprefix('http://')} · down" in text
+            assert names(app) == ["llama3:latest", "qwen2.5:7b"]  # the list kept, not emptied
+            assert "(last known)" in text and "the list shown is the last known" in " ".join(text.split())
+
+            await pilot.press("1")
+            app.screen.query_one("#servers-table").select_key(never)
+            await pilot.press("enter")
+            await until(pilot, lambda: app.state.model_list(never).loaded_once, what="the never-reached list")
+            await until(pilot, lambda: "models unknown (never reached)" in screen_text(app), what="unknown")
+            text = screen_text(app)
+            assert "0 models" not in text and "???" not in text
+            assert "use unknown (the server was never reached)" in text
+    finally:
+        server.__exit__(None, None, None)

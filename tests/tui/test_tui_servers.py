@@ -4,7 +4,6 @@ a hung server, the cursor across refreshes, adding a server."""
 from __future__ import annotations
 
 import os
-
 import socket
 import threading
 

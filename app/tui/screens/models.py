@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -22,6 +24,7 @@ from app.tui.widgets.pull_panel import PullPanel
 from app.tui.widgets.quota_bar import QuotaBar
 from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
+from ledger.clock import format_duration
 
 COLUMNS = (
     Col("name", "Name", None, min_width=14, grow=1),
@@ -115,7 +118,8 @@ class ModelsScreen(NotesScreen):
                                         present.modified(m.modified_at), m.short_digest)) for m in entries])
         cloud = [m.name for m in entries if m.cloud]
         if state.error:
-            status.say(state.error, error=True)
+            kept = " — the list shown is the last known" if state.listed_at is not None and state.entries else ""
+            status.say(state.error + kept, error=True)
         elif served:
             status.say(f"served models — {OPENAI_NO_MANAGEMENT}")
         elif cloud:
@@ -135,12 +139,25 @@ class ModelsScreen(NotesScreen):
         state = app.state.model_list(server.url)
         arrow = "↓" if (SORTS[self.sort_key][1] != self.sort_reverse) else "↑"
         text = Text.assemble(("Models", "bold"), " on ", (server.label, "bold"), " · ")
-        text.append(present.state(h), style=state_tone(app, h.state))
+        if state.error and not h.answers:  # the list just failed: down now, not at the next health round
+            text.append("down", style=state_tone(app, "down"))
+        else:
+            text.append(present.state(h), style=state_tone(app, h.state))
         if h.version:
             text.append(f" · {'Ollama ' if h.kind != 'openai-compatible' else ''}{h.version}")
-        count = "loading…" if state.loading and not state.loaded_once else f"{len(state.entries)} models"
-        text.append(f" · {count} · sort: {self.sort_key} {arrow}")
+        text.append(f" · {self._count_text(state)} · sort: {self.sort_key} {arrow}")
         title.show(text)
+
+    @staticmethod
+    def _count_text(state) -> str:
+        if state.loading and not state.loaded_once:
+            return "loading…"
+        if state.error and state.listed_at is None:
+            return "models unknown (never reached)"
+        count = f"{len(state.entries)} model{'' if len(state.entries) == 1 else 's'}"
+        if state.error:
+            return f"{count} last known, {format_duration(time.monotonic() - state.listed_at)} ago"
+        return count
 
     def render_pulls(self) -> None:
         if self.url is None:
@@ -150,8 +167,11 @@ class ModelsScreen(NotesScreen):
         self.query_one(PullPanel).show_pulls(pulls)
         state = app.state.model_list(self.url)
         pulling = sum(p.total for p in pulls if p.state == PULLING)
-        used = sum(m.size for m in state.entries) if state.loaded_once and not state.error else None
-        self.query_one(QuotaBar).show_usage(used, app.ctx.config.quota_bytes, pulling)
+        used = sum(m.size for m in state.entries) if state.listed_at is not None else None
+        self.query_one(QuotaBar).show_usage(used, app.ctx.config.quota_bytes, pulling,
+                                            last_known=bool(state.error and used is not None),
+                                            unknown="the server was never reached" if state.error and used is None
+                                            else None)
         for pull in pulls:
             if pull.over_quota and pull.id not in self._flagged:
                 self._flagged.add(pull.id)

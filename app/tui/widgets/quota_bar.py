@@ -21,9 +21,11 @@ class QuotaBar(Shown):
     QuotaBar { height: 1; padding: 0 1; }
     """
 
-    def show_usage(self, used: int | None, quota: int, pulling: int = 0) -> None:
+    def show_usage(self, used: int | None, quota: int, pulling: int = 0, last_known: bool = False,
+                   unknown: str | None = None) -> None:
         if used is None:
-            self.show(Text(f"quota {'?' * 3} of {quota / 1e9:g} GB", style=tone(self.app, "quiet")))
+            why = unknown or "the list is loading"
+            self.show(Text(f"quota of {quota / 1e9:g} GB: use unknown ({why})", style=tone(self.app, "quiet")))
             return
         fraction = used / quota
         style = tone(self.app, "bad" if fraction > 1 else "warn" if fraction > 0.9 else "ok")
@@ -34,4 +36,6 @@ class QuotaBar(Shown):
             text.append("  over quota", style=tone(self.app, "bad"))
         if pulling:
             text.append(f"  + {present.size(pulling)} being pulled", style=tone(self.app, "quiet"))
+        if last_known:
+            text.append("  (last known)", style=tone(self.app, "quiet"))
         self.show(text)
