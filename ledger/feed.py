@@ -8,6 +8,11 @@
      "latency_ms": 210.3, "tokens_in": 480, "tokens_out": 31, "truncated": false, "error": null,
      "host": "http://gpu-n57:48362", "t": ...}                                    one per note as it finishes
     {"type": "progress", "counts": {...}, "in_flight": 8, "elapsed_s": 12.0, "rate": 39.6, "t": ...}  about 1/s
+    {"type": "waiting", "on": "servers", "where": ["http://gpu-n57:48362"], "error": "connection refused",
+     "since": 1717171700.5, "give_up_at": 1717171760.5, "over": false, "t": ...}
+                        the run waits (on "servers": none answers; on "results": its results write keeps failing),
+                        once when the wait begins or changes and once with "over": true when it ends; while it waits
+                        each progress line also carries "waiting": [the same objects]
     {"type": "end", "status": "interrupted", "reason": "SIGTERM", "counts": {...}, "reasons": {"thinking": 3}, "t": ...}
 
 `t` is Unix time in seconds. `answer` holds labels and numbers only (choice, bool, int, number fields), like the

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from app.engine.events import HostState, Notice, Progress, RunFinished, RunStarted
+from app.engine.events import HostState, Notice, Progress, RunFinished, RunStarted, Waiting
 
 
 def clock(seconds: float) -> str:
@@ -20,6 +20,8 @@ class ConsolePrinter:
         self.every_s = every_s
         self._last = 0.0
         self._host_said: dict[str, float] = {}
+        self._down: set[str] = set()  # hosts said down and not yet up again: a retry that fails again says nothing
+        self._waiting_on: set[str] = set()  # Waiting.on said and not yet over
         self.started: RunStarted | None = None
 
     def say(self, text: str) -> None:
@@ -39,9 +41,23 @@ class ConsolePrinter:
             self.say(f"note: {event.message}")
         elif isinstance(event, HostState):
             now = time.monotonic()
+            if event.state == "down":
+                if event.host in self._down:
+                    return
+                self._down.add(event.host)
+            elif event.state == "up":
+                self._down.discard(event.host)
             if event.state != "busy" or now - self._host_said.get(event.host, 0.0) >= self.every_s:
                 self._host_said[event.host] = now
                 self.say(f"host {event.host}: {event.detail or event.state}")
+        elif isinstance(event, Waiting):
+            # once when the wait begins and once when it ends; a new error meanwhile shows in the progress lines
+            if event.over:
+                self._waiting_on.discard(event.on)
+                self.say(event.over_words())
+            elif event.on not in self._waiting_on:
+                self._waiting_on.add(event.on)
+                self.say(event.words())
         elif isinstance(event, Progress):
             now = time.monotonic()
             if now - self._last >= self.every_s:
@@ -59,8 +75,11 @@ class ConsolePrinter:
         valid = f"{100.0 * c.valid / answered:.1f}%" if answered else "-"
         eta = clock((c.total - c.done) / rate) if rate > 0 else "--:--:--"
         limit = f" of {sum(p.limits.values())}" if p.limits else ""
-        return (f"[{clock(p.elapsed_s)}] {c.done}/{c.total} ({pct:.1f}%)  valid {valid}  {rate:.1f} notes/s  "
-                f"ETA {eta}  in flight {p.in_flight}{limit}")
+        line = f"[{clock(p.elapsed_s)}] {c.done}/{c.total} ({pct:.1f}%)  "
+        if not any(w.on == "servers" for w in p.waiting):  # with no server to answer, a rate and ETA mean nothing
+            line += f"valid {valid}  {rate:.1f} notes/s  ETA {eta}  in flight {p.in_flight}{limit}"
+        # what it waits for, since when and until when, on the same line
+        return line + "".join(f"  {w.words()}" for w in p.waiting)
 
     @staticmethod
     def summary(f: RunFinished) -> str:

@@ -1,4 +1,5 @@
-"""The live feed as an engine subscriber: each finished note and a progress line a second, for the run monitor.
+"""The live feed as an engine subscriber: each finished note, a progress line a second and what the run waits on
+(its servers, or writing its results), for the run monitor.
 
 The journal records units per committed batch (it never claims a row the results table lacks), which can be minutes
 apart; this writes every UnitDone at once to `<ledger>/live/<run>.jsonl` (format in ledger/feed.py), marked
@@ -12,7 +13,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from app.engine.events import Progress, RunFinished, RunStarted, UnitDone
+from app.engine.events import Progress, RunFinished, RunStarted, UnitDone, Waiting
 from ledger.feed import FeedWriter, prune_feeds
 
 FLUSH_EVERY_S = 0.2
@@ -41,9 +42,16 @@ class LiveFeed:
         elif isinstance(event, Progress):
             if self.writer is not None:
                 c = event.counts
-                self.writer.add("progress", {"counts": c.as_dict(), "in_flight": event.in_flight, "limits": event.limits,
-                                             "elapsed_s": round(event.elapsed_s, 3),
-                                             "rate": round(c.done / event.elapsed_s, 3) if event.elapsed_s > 0 else 0.0})
+                line = {"counts": c.as_dict(), "in_flight": event.in_flight, "limits": event.limits,
+                        "elapsed_s": round(event.elapsed_s, 3),
+                        "rate": round(c.done / event.elapsed_s, 3) if event.elapsed_s > 0 else 0.0}
+                if event.waiting:  # repeated each second, so a follower that attaches mid-wait knows it too
+                    line["waiting"] = [w.record() for w in event.waiting]
+                self.writer.add("progress", line)
+                self._flush_soon()
+        elif isinstance(event, Waiting):
+            if self.writer is not None:
+                self.writer.add("waiting", event.record())
                 self._flush_soon()
         elif isinstance(event, RunStarted):
             prune_feeds(self.ledger_dir)

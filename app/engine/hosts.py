@@ -32,6 +32,8 @@ class HostSlot:
     down_until: float = 0.0
     down_count: int = 0
     last_error: str = ""
+    down_since: float | None = None  # its first refusal since it last answered (the pool's clock)
+    down_error: str = ""  # what that refusal said, kept apart from errors of requests cut mid-answer
     seen_limits: Counter = field(default_factory=Counter)  # the limit at each answer: its min/median/max of the run
 
     @property
@@ -117,6 +119,7 @@ class HostPool:
         self.last_ok = now
         if slot.down_count:
             slot.down_count = 0
+            slot.down_since = None
             self._on_state(slot, "up", "")
         slot.limiter.sample(now - lease.sent, lease.n_at_send, lease.epoch)
         slot.seen_limits[slot.limit] += 1
@@ -135,10 +138,26 @@ class HostPool:
         self._release(lease)
         slot.last_error = error
         if down:
+            now = self.clock()
+            slot.down_error = error
+            if slot.down_since is None:
+                slot.down_since = now
+            if now < slot.down_until:
+                # sent before the pause began: the host is already known down, its next try already set (counting
+                # each such refusal would make one outage with 8 requests in flight pause the host 15 s at once, and
+                # a server back after 3 s wait 15 s to be asked again)
+                return
             slot.down_count += 1
             pause = min(DOWN_MAX_S, DOWN_BASE_S * 2 ** (slot.down_count - 1))
-            slot.down_until = self.clock() + pause
+            slot.down_until = now + pause
             self._on_state(slot, "down", f"{error}; next try in {pause:.1f} s")
+
+    def unreachable(self) -> tuple[float, float] | None:
+        """While every host is down (refused since it last answered): (when the last of them went down, when the run
+        gives up waiting), on the pool's clock; None while any host may answer."""
+        if not self.slots or any(s.down_since is None for s in self.slots):
+            return None
+        return max(s.down_since for s in self.slots if s.down_since is not None), self.last_ok + self.give_up_after_s
 
     def cancelled(self, lease: Lease) -> None:
         self._release(lease)

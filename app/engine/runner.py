@@ -9,14 +9,14 @@ import sqlite3
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
-from app.engine.events import BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted, UnitDone
+from app.engine.events import BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted, UnitDone, Waiting
 from app.engine.hosts import AllHostsDown, HostPool, HostSlot, Lease
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header
@@ -79,6 +79,10 @@ class Runner:
         # keys this run holds: read ahead, in flight or awaiting commit (dropped once committed), and failed ones
         # (kept), so a read that starts over after a lost connection does not hand them out twice
         self._taken: set[tuple] = set()
+        # what the run waits on now, by Waiting.on, and what each said (on the monotonic clock), so a retry that
+        # changes nothing says nothing
+        self._waiting: dict[str, Waiting] = {}
+        self._waiting_key: dict[str, tuple] = {}
 
     def request_stop(self, reason: str) -> None:
         """Stop dispatching; notes in flight may finish within the grace period. Safe to call more than once.
@@ -143,6 +147,7 @@ class Runner:
         self.pool = HostPool(info.hosts, initial, cap, self.exp.spec.run.give_up_s, on_state=self._host_state)
         self._t0 = t0
         self._commit_queue: asyncio.Queue = asyncio.Queue()
+        self._hear_write_trouble(asyncio.get_running_loop())
         committer = asyncio.create_task(self._committer())
         ticker = asyncio.create_task(self._ticker())
         status = "completed"
@@ -165,6 +170,7 @@ class Runner:
             await committer
         except BaseException as exc:  # noqa: BLE001
             self._fatal = self._fatal or exc
+        self.source.write_waiting = None
         ticker.cancel()
         if self._fatal is not None:
             status = "failed"
@@ -413,9 +419,12 @@ class Runner:
                 try:
                     await asyncio.to_thread(self.source.write_results, self.stamp, rows)
                 except BaseException as exc:
+                    self._waiting.pop("results", None)  # not over: the run fails on it
+                    self._waiting_key.pop("results", None)
                     self._fatal = self._fatal or exc
                     self.request_stop("error")
                     raise
+                self._set_waiting("results", None)
             self._taken.difference_update(key for event, _, key in batch if event.outcome != "error")
             self.bus.emit(BatchCommitted(units=tuple(e for e, _, _ in batch), counts=self.counts.snapshot()))
 
@@ -446,10 +455,60 @@ class Runner:
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
             self.bus.emit(Progress(counts=self.counts.snapshot(), elapsed_s=time.monotonic() - self._t0,
-                                   in_flight=self.pool.in_flight, limits=self.pool.limits()))
+                                   in_flight=self.pool.in_flight, limits=self.pool.limits(),
+                                   waiting=tuple(self._waiting.values())))
 
     def _host_state(self, slot: HostSlot, state: str, detail: str) -> None:
         self.bus.emit(HostState(host=slot.url, state=state, limit=slot.limit, detail=detail))
+        if state != "busy":
+            self._servers_waiting()
+
+    # -- waiting: for the servers, or to write the results ---------------------------------------------------------
+    def _servers_waiting(self) -> None:
+        """Every host refused since it last answered: the run waits for one of them, until give_up_s after the last
+        answer (HostPool.acquire gives up then)."""
+        down = self.pool.unreachable()
+        if down is None:
+            self._set_waiting("servers", None)
+            return
+        since, give_up = down
+        slots = self.pool.slots
+        errors = {s.down_error for s in slots}
+        error = errors.pop() if len(errors) == 1 else "; ".join(f"{s.url}: {s.down_error}" for s in slots)
+        hosts = tuple(s.url for s in slots)
+        self._set_waiting("servers", (hosts, error, since, give_up))
+
+    def _hear_write_trouble(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The source says, from its writer thread, when a results write fails and it tries again (MySQL gone, a
+        SQLite file locked by another program): (error, since, gives up at), on the monotonic clock."""
+        def heard(error: str, since: float, give_up_at: float | None) -> None:
+            loop.call_soon_threadsafe(self._results_waiting, error, since, give_up_at)
+
+        self.source.write_waiting = heard
+
+    def _results_waiting(self, error: str, since: float, give_up_at: float | None) -> None:
+        database = self.source.database_label()
+        where = f"{self.source.results_table}" + (f" in {database}" if database else "")
+        self._set_waiting("results", ((where,), error, since, give_up_at))
+
+    def _set_waiting(self, on: str, what: tuple | None) -> None:
+        """Emit a Waiting when the run starts waiting on `on` or what it waits on changed (`what`: where, error,
+        since and give-up time, monotonic), and one `over` when it no longer does (`what` None)."""
+        if what is None:
+            self._waiting_key.pop(on, None)
+            old = self._waiting.pop(on, None)
+            if old is not None:
+                self.bus.emit(replace(old, over=True))
+            return
+        if self._waiting_key.get(on) == what:
+            return
+        self._waiting_key[on] = what
+        where, error, since, give_up_at = what
+        wall = time.time() - time.monotonic()  # the feed and the screen say clock times
+        wait = Waiting(on=on, where=where, error=error, since=since + wall,
+                       give_up_at=None if give_up_at is None else give_up_at + wall)
+        self._waiting[on] = wait
+        self.bus.emit(wait)
 
 
 def _ms(started: float) -> float:

@@ -7,7 +7,8 @@
     from app.runs.follow import FeedFollower, FeedUpdate  # one run, note by note, from its live feed
     f = FeedFollower(ledger_dir, run_id)
     f.poll() -> FeedUpdate                                # new unit lines since the last poll, counts now, rates,
-                                                          # header, end line; reads only new bytes (every 0.5-1 s)
+                                                          # header, end line, what the run waits on (its servers,
+                                                          # writing its results); reads only new bytes (every 0.5-1 s)
 
     from app.runs.stop import request_stop, StopSent      # stop gracefully from anywhere
     request_stop(ledger_dir, run) -> StopSent             # SIGTERM on this host, a stop request for another host

@@ -5,6 +5,7 @@
     update.units                  # the unit lines finished since the last poll, oldest first (dicts)
     update.counts                 # the run's Counts now, or None until known
     update.ended                  # the feed's end line once the run closed (status, reason, counts), else None
+    update.waiting                # what the run waits on now (its servers, writing its results): Waiting, or []
 
 The follower keeps no history: memory stays flat however long the run, and the caller keeps the last few thousand
 unit lines it wants to show. Counts are exact: each progress line carries the run's counts, and the units after it
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from app.engine.events import Counts
+from app.engine.events import Counts, Waiting
 from ledger.feed import Tail, feed_path, parse_line, read_first_line
 
 RATE_WINDOW_S = 10.0  # the recent rate spans this much run time: a run at 0.5 notes/s finishes 0 or 1 note a second
@@ -43,6 +44,7 @@ class FeedUpdate:
     recent_rate: float | None = None  # notes/s over the last RATE_WINDOW_S of progress lines (sparkline, ETA)
     header: dict[str, Any] | None = None  # the feed's first line: experiment, total, model, hostname, pid, ...
     ended: dict[str, Any] | None = None
+    waiting: list[Waiting] | None = None  # what the run waits on now; None: not told (a hand-made update)
     bytes_read: int = 0  # by this poll
 
 
@@ -56,6 +58,7 @@ class FeedFollower:
         self.counts: Counts | None = None
         self.ended: dict[str, Any] | None = None
         self._progress: dict[str, Any] = {}
+        self.waiting: dict[str, Waiting] = {}  # by Waiting.on
         self._recent_rate: float | None = None
         self._ticks: collections.deque[tuple[int, float]] = collections.deque()  # (done, elapsed_s) of progress lines
         self._attached = False
@@ -80,7 +83,7 @@ class FeedFollower:
                           in_flight=p.get("in_flight"), limits=limits if isinstance(limits, dict) else None,
                           elapsed_s=p.get("elapsed_s"), rate=p.get("rate"),
                           recent_rate=self._recent_rate, header=self.header, ended=self.ended,
-                          bytes_read=self.tail.bytes_read - before)
+                          waiting=list(self.waiting.values()), bytes_read=self.tail.bytes_read - before)
 
     def _attach(self) -> None:
         """The first poll that finds the feed: a long one is read from within backlog_bytes of its end (its header
@@ -123,12 +126,23 @@ class FeedFollower:
                     self._recent_rate = self._rate_over_window(counts.done, float(elapsed))
                 self.counts = counts
                 self._progress = record
+            # the run's waits as of this line: a follower that attached mid-wait learns of it here
+            listed = record.get("waiting")
+            waits = [w for w in map(Waiting.from_record, listed if isinstance(listed, list) else []) if w is not None]
+            self.waiting = {w.on: w for w in waits}
+        elif kind == "waiting":
+            wait = Waiting.from_record(record)
+            if wait is not None and wait.over:
+                self.waiting.pop(wait.on, None)
+            elif wait is not None:
+                self.waiting[wait.on] = wait
         elif kind == "feed":
             self.header = record
             if self.counts is None:  # from the very start: every unit line follows, so tallying from zero is exact
                 self.counts = Counts(total=_int(record.get("total")))
         elif kind == "end":
             self.ended = record
+            self.waiting = {}  # a run that ended waits for nothing (one that gave up says so in its end line)
             self.counts = counts_from(record.get("counts")) or self.counts
 
 

@@ -5,6 +5,7 @@ Runs screen draws it, the tests check it without a terminal.
     followed = FollowedRun(ledger_dir, run_id)
     lines, _ = followed.apply(update)      # a FeedUpdate from followed.follower.poll(); returns the new log lines
     followed.eta_s, followed.fraction, followed.why_invalid(), followed.labels, followed.reasons
+    followed.waiting, followed.waiting_words()   # what it waits on (its servers, writing its results), in words
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from app.engine.events import Counts
+from app.engine.events import Counts, Waiting
 from app.runs.follow import FeedFollower, FeedUpdate
 
 RATE_POINTS = 60  # the sparkline's history: one point per change of the recent rate
@@ -47,6 +48,7 @@ class FollowedRun:
         self.limits: dict[str, int] = {}  # each host's in-flight limit now
         self.elapsed_s: float | None = None
         self.ended: dict | None = None
+        self.waiting: list[Waiting] = []  # what the run waits on now: its servers, writing its results
         self.rates: collections.deque[float] = collections.deque(maxlen=RATE_POINTS)
         self.labels: dict[str, collections.Counter] = {}
         self.reasons: collections.Counter[str] = collections.Counter()  # invalid answers by reason (ledger.reasons)
@@ -83,6 +85,10 @@ class FollowedRun:
         self.limits = update.limits if update.limits is not None else self.limits
         self.elapsed_s = update.elapsed_s if update.elapsed_s is not None else self.elapsed_s
         self.ended = update.ended or self.ended
+        if update.waiting is not None:
+            self.waiting = update.waiting
+        if self.ended is not None:
+            self.waiting = []
         for u in update.units:
             if u.get("outcome") == "invalid" and u.get("error"):
                 self.reasons[str(u["error"])] += 1
@@ -113,6 +119,11 @@ class FollowedRun:
         if self.ended is not None or not self.rate or not total or done >= total:
             return None
         return (total - done) / self.rate
+
+    def waiting_words(self, now: float | None = None) -> list[str]:
+        """What the run waits on, one line each (Waiting.words): which server or database, since when, the error,
+        and when it gives up."""
+        return [w.words(now) for w in self.waiting]
 
     def labels_scope(self) -> str:
         """The label tallies cover the notes seen since following began: say so when that is not all of them."""

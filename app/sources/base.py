@@ -114,6 +114,9 @@ class Source(ABC):
     placeholder: str
     #: (index, count): this run answers only the units whose key hashes to `index` (a job array's task)
     shard: tuple[int, int] | None = None
+    #: told, from the writer's thread, each time a results write fails and is tried again: (error in words, when the
+    #: write first failed, when it stops trying), time.monotonic() seconds. The run sets it to say it is waiting.
+    write_waiting: Callable[[str, float, float | None], None] | None = None
 
     def __init__(self, exp: Experiment):
         self.exp = exp
@@ -184,6 +187,15 @@ class Source(ABC):
         return [typed]
 
     # -- writing ------------------------------------------------------------------------------------------------
+    def tell_write_waiting(self, error: str, since: float, give_up_at: float | None) -> None:
+        """A results write failed and is tried again: tell the run (see `write_waiting`); never fails the write."""
+        hook = self.write_waiting
+        if hook is not None:
+            try:
+                hook(error, since, give_up_at)
+            except Exception:  # noqa: BLE001 - e.g. the run's event loop already closed
+                pass
+
     @abstractmethod
     def ensure_results_table(self) -> None: ...
 

@@ -332,6 +332,7 @@ class MySQLSource(Source):
                 lost_at = lost_at or time.monotonic()
                 if not _lost(exc) or time.monotonic() - lost_at > RECONNECT_FOR_S:
                     raise
+                self.tell_write_waiting(_said(exc), lost_at, lost_at + RECONNECT_FOR_S)
                 self._drop_writer()
                 attempt += 1
                 time.sleep(_backoff(attempt))
@@ -475,6 +476,12 @@ def _lost(exc: BaseException) -> bool:
     if isinstance(exc, pymysql.err.InterfaceError):
         return _code(exc) == 0
     return _code(exc) in _LOST
+
+
+def _said(exc: BaseException) -> str:
+    """What the server or driver said, without pymysql's (code, '...') wrapping."""
+    text = str(exc.args[1]) if len(exc.args) > 1 and exc.args[1] else (str(exc) or exc.__class__.__name__)
+    return text.strip().splitlines()[0][:200] if text.strip() else exc.__class__.__name__
 
 
 def _backoff(attempt: int) -> float:

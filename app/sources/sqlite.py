@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from collections.abc import Callable, Generator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,9 @@ from app.sources.runlock import FileRunLock, Holder, RunLocked, lock_key
 from app.sources.seed import build_from_csv, plain_integer
 
 CHUNK_ROWS = 500
+BUSY_TIMEOUT_MS = 30_000  # a statement waits this long for a lock another connection holds
+WRITE_WAIT_S = 30.0  # a results write waits as long, and says so while it does
+LOCK_TRY_MS = 1_000
 _TYPES = {"choice": "TEXT", "text": "TEXT", "bool": "INTEGER", "int": "INTEGER", "number": "REAL"}
 
 
@@ -44,12 +48,12 @@ class SqliteSource(Source):
             raise SourceError(f"{exp.path}: source.path: no SQLite database at {path} — fix the path")
         try:
             self.conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self.conn.text_factory = _text_or_bytes
             self.conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             # a second connection for writes, so a reader in one thread never shares a transaction with a writer
             self.writer = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-            self.writer.execute("PRAGMA busy_timeout = 30000")
+            self.writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except sqlite3.DatabaseError as exc:
             raise SourceError(f"{exp.path}: source.path: {path} is not a usable SQLite database ({exc}) — point path "
                               "at the SQLite file that holds the notes") from None
@@ -191,13 +195,33 @@ class SqliteSource(Source):
                f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
         now = datetime.now(UTC).isoformat(timespec="microseconds")
         params = self.result_params(stamp, rows, now)
-        self.writer.execute("BEGIN IMMEDIATE")
+        since = time.monotonic()
+        self._under_lock("BEGIN IMMEDIATE", since)
         try:
             self.writer.executemany(sql, params)
+            self._under_lock("COMMIT", since)
         except BaseException:
-            self.writer.execute("ROLLBACK")
+            if self.writer.in_transaction:
+                self.writer.execute("ROLLBACK")
             raise
-        self.writer.execute("COMMIT")
+
+    def _under_lock(self, statement: str, since: float) -> None:
+        """BEGIN IMMEDIATE or COMMIT of a results write: a lock another program holds on the file (a write under way,
+        a browser open on it) is waited for as the busy timeout would, WRITE_WAIT_S from `since`, but a second at a
+        time, so the run can say what it waits for. A COMMIT refused as busy leaves the transaction open to retry."""
+        self.writer.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
+        try:
+            while True:
+                try:
+                    self.writer.execute(statement)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or time.monotonic() - since >= WRITE_WAIT_S:
+                        raise
+                    self.tell_write_waiting(f"{exc}: another program holds a lock on the file", since,
+                                            since + WRITE_WAIT_S)
+        finally:
+            self.writer.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def lock_run(self, run_id: str) -> Holder | None:
         path = self.exp.sqlite_path
@@ -228,3 +252,11 @@ class SqliteSource(Source):
         self.writer.close()
         if self._run_lock is not None:
             self._run_lock.release()
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Locked by another connection (SQLITE_BUSY, SQLITE_LOCKED and their extended codes), not a refused statement."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc)

@@ -45,6 +45,10 @@ def test_mariadb_stopped_for_20_s_mid_run(tmp_path, private_ledger):
             assert proc.returncode == 0, out + err
             assert back >= DOWN_S and answered_while_down > 0  # it went on answering what it had read meanwhile
             assert f"{N}/{N} notes" in out and "Traceback" not in err
+            # it said it waited to write its results, once (not once per retry), and when that was over
+            said = [line for line in out.splitlines() if line.startswith("cannot write its results to pna_results in ")]
+            assert len(said) == 1 and "retries until" in said[0], out
+            assert "its results are written again after" in out
             rerun = spawn_run(exp)
             out, err = rerun.communicate(timeout=120)
             assert rerun.returncode == 0 and "0 notes to do" in out, (out, err)

@@ -260,3 +260,50 @@ def test_an_app_whose_terminal_vanishes_does_not_linger(tmp_path):
         wait_for(lambda: rows_in(exp) == 3000, 90, "the run to finish without the app", every=0.1)
     finally:
         server.stop()
+
+
+def test_a_run_whose_server_is_killed_says_it_waits_and_until_when_then_goes_on_when_it_returns(tmp_path):
+    """Issue 24.1: the only server of a run started from the app is killed mid-run. Within 5 s the Runs screen says
+    the run waits for that server, since when, the error and when it gives up (not a rate fading to nothing); the
+    server started again on the same port, the wait clears and the run finishes every note."""
+    need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
+    server = spawn_standin(latency=0.05, slots=4)
+    port = int(server.url.rsplit(":", 1)[1])
+    host = server.url.split("://", 1)[1]
+    tmux = Tmux(f"notes-tui-test-{os.getpid()}")
+
+    def joined() -> str:  # a long line wraps at 80 columns: read the screen as one line
+        return " ".join(line.strip() for line in tmux.screen().splitlines())
+
+    try:
+        exp = experiment_with_notes(tmp_path, server.url, 500)
+        tmux.start(app_command(tmp_path, {"NOTES_TUI_CONFIG": str(tmp_path / "config.toml")}))
+        tmux.wait_for("1 Servers")
+        tmux("send-keys", "-t", "t", "3")
+        tmux.wait_for("pna-test", "500")
+        tmux("send-keys", "-t", "t", "g")
+        tmux.wait_for("Run pna.toml here")
+        tmux("send-keys", "-t", "t", "Enter")
+        tmux.wait_for("notes/s", "ETA")
+        wait_for(lambda: rows_in(exp) >= 60, 60, "a few batches written", every=0.1)
+        server.kill()
+        killed = time.monotonic()
+        expected = f"waiting for its server {host} (connection refused) since "
+        wait_for(lambda: expected in joined() and "gives up at" in joined(), 5, "the waiting state on screen",
+                 every=0.1)
+        took = time.monotonic() - killed
+        shown = joined()
+        assert "waiting for server" in shown and "notes/s" not in shown, shown  # the row, and no fading rate
+        print(f"\nkill -> waiting state on screen: {took:.2f} s\n{tmux.screen()}")
+        assert rows_in(exp) < 500
+        time.sleep(3)
+        server = spawn_standin(latency=0.05, slots=4, port=port)  # the server job is back, at the same address
+        back = time.monotonic()
+        wait_for(lambda: "waiting for its server" not in joined() and "notes/s" in joined(), 30,
+                 "the wait to clear", every=0.1)
+        print(f"server back -> wait cleared on screen: {time.monotonic() - back:.2f} s")
+        wait_for(lambda: rows_in(exp) == 500, 90, "the run to finish every note", every=0.2)
+        tmux.wait_for("500/500", "completed")
+    finally:
+        tmux("kill-server", check=False)
+        server.stop()

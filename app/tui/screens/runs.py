@@ -1,6 +1,7 @@
 """Screen 4, Runs: every run the ledger dir shows running — started here, headless on this host, or under sbatch on
 another node — and the one selected followed live through its feed: progress with ETA, the counters, notes/s, how
-its labels fall, each note as it finishes (never note text or free text), and a graceful stop from anywhere."""
+its labels fall, each note as it finishes (never note text or free text), what it waits for when it cannot go on
+(its servers, writing its results: where, since when, the error, until when), and a graceful stop from anywhere."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def where(hostname: str | None, slurm: dict) -> str:
     """A run's host as its row says it: "here" for this host, and its Slurm job when it has one."""
     shown = "here" if hostname == this_host() else (hostname or "?")
     return shown + (f" · job {slurm['job_id']}" if slurm.get("job_id") else "")
+
+
+def waiting_state(waits) -> str:
+    """The run's state in its row while it waits (engine.events.Waiting): servers first."""
+    on = {w.on: w for w in waits}
+    if "servers" in on:
+        return "waiting for server" + ("s" if len(on["servers"].where) > 1 else "")
+    return "cannot write results"
 
 
 def last_line(path) -> str | None:
@@ -187,6 +196,8 @@ class RunsScreen(NotesScreen):
         f = self.followed
         if f is not None and f.run_id == run_id and f.ended is not None:
             return str(f.ended.get("status") or "ended")
+        if f is not None and f.run_id == run_id and f.waiting:
+            return waiting_state(f.waiting)
         return "running"
 
     def _progress_of(self, run_id: str, done: int, total: int) -> str:
@@ -273,10 +284,16 @@ class RunsScreen(NotesScreen):
             if f.ended.get("reason"):
                 text.append(f" ({f.ended['reason']})")
         else:
-            text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
-            text.append(f" · ETA {format_duration(eta)}" if eta is not None else "")
-            if f.in_flight is not None and self.size.width >= 100:
-                text.append(f" · in flight {f.in_flight}" + (f" of {sum(f.limits.values())}" if f.limits else ""))
+            if f.waiting:
+                text.append(f" · {waiting_state(f.waiting)}", style=tone(app, "warn"))
+            if not any(w.on == "servers" for w in f.waiting):  # with no server to answer, not a rate fading to nothing
+                text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
+                text.append(f" · ETA {format_duration(eta)}" if eta is not None else "")
+                if f.in_flight is not None and self.size.width >= 100:
+                    text.append(f" · in flight {f.in_flight}" + (f" of {sum(f.limits.values())}" if f.limits else ""))
+            # what it waits for, since when, the error, and when it gives up
+            for line in f.waiting_words():
+                text.append(f"\n{line}", style=tone(app, "bad"))
             if len(f.limits) > 1:
                 # the limit the run found for each server (it grows while answers stay fast, shrinks when they queue)
                 text.append("\nlimit per host: " + " · ".join(f"{host_label(url)} {n}" for url, n in f.limits.items()),
