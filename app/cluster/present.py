@@ -140,3 +140,16 @@ def pull_line(pull: Pull) -> str:
     rate = f"{pull.rate / 1e6:.1f} MB/s" if pull.rate else "- MB/s"
     return (f"{pull.name}  {size(pull.done)} / {size(pull.total)}  {pull.fraction or 0:.0%}  {rate}  "
             f"ETA {format_duration(pull.eta_s)}")
+
+
+def local_time(value: str | datetime | None, seconds: bool = False) -> str:
+    """A ledger time (ISO UTC, `…Z`) as local time, `2026-12-06 14:03`: the TUI's one convention; the zone is said
+    once where the times are (a column header, a line), see `local_zone`."""
+    if not value:
+        return "-"
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def local_zone() -> str:
+    return datetime.now().astimezone().tzname() or "local"

@@ -59,6 +59,16 @@ async def browse(tmp_path, ids):
         assert list(rows(app, "ledger-table")) == ids and app.screen.complete
         first = rows(app, "ledger-table")[ids[0]]
         assert first[2:4] == ("pna-b", "mistral:latest") and first[6:9] == ("completed", "5/5", "100%")
+        # times as local time, the zone said once (issue 24 items 10, 15): in the column header and the line below
+        from datetime import datetime
+
+        from ledger import Ledger
+
+        started = Ledger(tmp_path / "ledger").get_run(ids[0])["started_at"]
+        local = datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone()
+        zone = local.tzname()
+        assert first[9] == f"{local:%Y-%m-%d %H:%M}" and f"Started ({zone})" in screen_text(app)
+        assert f"started {local:%Y-%m-%d %H:%M} {zone}" in app.screen.query_one("#ledger-detail").render().plain
 
         await pilot.press("f")  # only pna-b's runs
         app.screen.query_one("#experiment").value = "pna-b"

@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from app.cluster.present import local_time, local_zone
 from app.tui.base import NotesScreen
 from app.tui.dialogs.ledger_filter import Filters
 from app.tui.tones import tone
@@ -32,7 +33,7 @@ COLUMNS = (
     Col("status", "Status", 11),
     Col("done", "Done", None, min_width=7, max_width=15, right=True),
     Col("valid", "Valid", 6, right=True),
-    Col("started", "Started", 16, hide_below=100),
+    Col("started", f"Started ({local_zone()})", 16, hide_below=100),
     Col("duration", "Took", 7, right=True),
 )
 STATUS_TONE = {"completed": "ok", "running": "accent", "interrupted": "warn", "failed": "bad", "crashed": "bad"}
@@ -50,7 +51,7 @@ def run_cells(app, run: dict, marked: bool) -> tuple:
             (run.get("model_digest") or "").removeprefix("sha256:")[:8], (run.get("prompt_hash") or "")[:8],
             Text(run["status"], style=tone(app, STATUS_TONE.get(run["status"], "quiet"))),
             f"{done:,}/{total:,}", f"{valid / done:.0%}" if done else "-",
-            (run.get("started_at") or "")[:16].replace("T", " "), format_duration(took))
+            local_time(run.get("started_at")), format_duration(took))
 
 
 class LedgerScreen(NotesScreen):
@@ -163,7 +164,8 @@ class LedgerScreen(NotesScreen):
         text = Text()
         text.append(run["run_id"], style=tone(self.app, "strong"))
         text.append(f"  {run.get('experiment')} · {run.get('model')} · {run['status']}"
-                    f" on {run.get('hostname')} (pid {run.get('pid')})\n")
+                    f" on {run.get('hostname')} (pid {run.get('pid')}) · started {local_time(run.get('started_at'))}"
+                    f" {local_zone()}\n")
         text.append(f"done {c.get('done', 0)}/{c.get('total', 0)}: valid {c.get('valid', 0)}, invalid "
                     f"{c.get('invalid', 0)}, retried {c.get('retried', 0)}, empty {c.get('empty', 0)}, truncated "
                     f"{c.get('truncated', 0)}, errors {c.get('errors', 0)}")

@@ -36,6 +36,9 @@ def fit_path(path: str, room: int) -> str:
     return path
 
 
+MIN_PATH = 16  # below this the path goes without the words before it
+
+
 class AppHeader(Widget):
     DEFAULT_CSS = """
     AppHeader { dock: top; height: 1; background: $panel; color: $foreground; }
@@ -50,12 +53,19 @@ class AppHeader(Widget):
         text = Text(" notes-tui ", style="bold", no_wrap=True, overflow="crop")
         for mode, (key, title) in app.SCREEN_KEYS.items():  # type: ignore[attr-defined]
             text.append(f" {key} {title} ", style="reverse bold" if mode == self.current else "")
-        # the screens and their keys always show; then who, then the ledger path, losing its leading folders first
+        # the screens and their keys always show; then the ledger path, which matters more than who (at 80 columns
+        # "root@vm · le…" said neither): its leading folders go first, then the words around it, then who
         room = self.size.width - text.cell_len - 2
-        lead = f"{app.who} · ledger "  # type: ignore[attr-defined]
-        right = f"{lead}{fit_path(short_path(app.ledger_dir), room - len(lead) - 1)} "  # type: ignore[attr-defined]
-        if len(right) > room:
-            right = right[: max(0, room - 1)] + "…" if room > 1 else ""
+        path = short_path(app.ledger_dir)  # type: ignore[attr-defined]
+        right = ""
+        for lead in (f"{app.who} · ledger ", "ledger ", ""):  # type: ignore[attr-defined]
+            fitted = fit_path(path, room - len(lead) - 1)
+            if len(lead) + len(fitted) + 1 <= room and (fitted == path or len(fitted) >= MIN_PATH or not lead):
+                right = f"{lead}{fitted} "
+                break
+        else:  # not even the last two folders fit: the last one, which names it (its end if it is too long)
+            last = "…/" + path.rstrip("/").rsplit("/", 1)[-1]
+            right = (last if len(last) < room else "…" + last[-(room - 2):]) + " " if room > 2 else ""
         text.append(" " * max(1, self.size.width - text.cell_len - len(right)))
         text.append(right, style=tone(self.app, "quiet"))
         return text
