@@ -35,7 +35,8 @@ def reference_line(s: dict[str, Any]) -> str:
 def intervals_text(s: dict[str, Any]) -> str:
     b = s["bootstrap"]
     return ("95% intervals: accuracy Wilson, Cohen's kappa asymptotic, macro-F1, Fleiss' kappa and Krippendorff's "
-            f"alpha bootstrap over {b.get('over', 'notes')} ({b['reps']} resamples, seed {b['seed']}).")
+            f"alpha bootstrap over {b.get('over', 'notes')} ({b['reps']} resamples, seed {b['seed']}"
+            + (f", drawn by {b['sampler']}" if b.get("sampler") else "") + ").")
 
 
 def _shape(s: dict[str, Any]) -> str:

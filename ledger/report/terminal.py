@@ -237,7 +237,8 @@ def format_study(s: dict[str, Any], notes_shown: int) -> str:
         f"study {s['study']}: {len(s['cells'])} cells, field {s['field']}",
         f"reference: {reference_text(s['reference'])}",
         f"95% intervals: accuracy Wilson, kappa asymptotic, macro-F1/Fleiss/alpha bootstrap over notes "
-        f"({s['bootstrap']['reps']} resamples, seed {s['bootstrap']['seed']})",
+        f"({s['bootstrap']['reps']} resamples, seed {s['bootstrap']['seed']}"
+        + (f", {s['bootstrap']['sampler']}" if s["bootstrap"].get("sampler") else "") + ")",
         "",
         "cells against the reference:",
     ]
@@ -274,8 +275,9 @@ def format_study(s: dict[str, Any], notes_shown: int) -> str:
     else:
         lines.append("  none: one model and one prompt")
     shown = [n for n in s["notes"] if n["different"]][:notes_shown]
-    lines += ["", f"notes where cells disagree or differ from the reference: {s['notes_different']} of "
-              f"{s['notes_total']}" + (f" (the first {len(shown)}; --json or --limit for more)" if shown else "")]
+    every = s.get("notes_all", s["notes_total"])
+    more = f" (the first {len(shown)}; --json or --limit for more)" if 0 < len(shown) < s["notes_different"] else ""
+    lines += ["", f"notes where cells disagree or differ from the reference: {s['notes_different']} of {every}{more}"]
     if shown:
         names = [c["cell"] for c in s["cells"]]
         rows = [[n["unit"], label_text(n["gold"]) if n["gold"] is not None else "–"]

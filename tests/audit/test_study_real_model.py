@@ -79,7 +79,9 @@ def test_the_demo_study_on_the_real_model_and_each_figure_recomputed(demo_study,
     doc = json.loads(out)
     answers, gold = _answers(demo_study / "data" / "demo.db"), _gold(demo_study)
     assert [c["cell"] for c in doc["cells"]] == CELLS and set(answers) == set(CELLS)
-    assert doc["bootstrap"] == {"reps": 200, "seed": doc["bootstrap"]["seed"], "over": "notes"}
+    assert doc["bootstrap"] == {"reps": 200, "seed": doc["bootstrap"]["seed"], "over": "notes",
+                                "sampler": doc["bootstrap"]["sampler"]}
+    assert doc["bootstrap"]["sampler"].startswith(("numpy ", "python"))
 
     for cell in doc["cells"]:
         mine = answers[cell["cell"]]
