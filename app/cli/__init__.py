@@ -1,6 +1,6 @@
 """`notes-tui` command line: the parser and `main` — the TUI by default, `--run FILE` headless, and the script
-commands, one module each (run, check, try_, server, models, ledger, submit). Every option works where a user types
-it, before or after the subcommand (options.Shared).
+commands, one module each (run, check, try_, server, models, ledger, submit, doctor). Every option works where a
+user types it, before or after the subcommand (options.Shared).
 
 This package stays light: each command imports what it needs when it runs, so `notes-tui --run` and the TUI start
 without loading each other's libraries. Only `main` here launches the TUI; the command modules know no screen.
@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import ledger, models, server, submit, try_
+    from app.cli import doctor, ledger, models, server, submit, try_
 
     shared = Shared()
     parser = _Parser(
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     check.add_argument("--rerun-invalid", action="store_true", default=argparse.SUPPRESS, help="count invalid answers as to do")
     check.set_defaults(handler=_check)
-    for command in (server, models, ledger, submit, try_):
+    for command in (server, models, ledger, submit, try_, doctor):
         command.register(sub, shared)
     return parser
 

@@ -25,7 +25,7 @@ from app.cluster.models import ServerError, list_models
 from app.cluster.pulls import Pull, PullQueue
 from app.cluster.slurm import ServerJob
 from app.context import Context
-from app.tui.screens.experiments import ExperimentsScreen
+from app.tui.screens.experiments import ExperimentsScreen, experiment_files
 from app.tui.screens.ledger_runs import LedgerScreen
 from app.tui.screens.models import ModelsScreen
 from app.tui.screens.runs import RunsScreen
@@ -35,6 +35,7 @@ from app.tui.widgets.app_header import user_at_host
 
 POLL_S = 5.0  # server health: an upper limit, one request in flight per server
 JOBS_S = 15.0  # squeue: at most this often for the whole app (sites treat `watch squeue` as an RPC storm)
+EXPERIMENTS_S = 5.0  # the workspace's experiments/*.toml: a glob and a stat per file, so a new file's hosts show
 SWITCH_HOLD_S = 0.01
 REPAINT_AFTER_RESIZE_S = 0.2
 EXIT_WATCHDOG_S = 3.0
@@ -72,6 +73,7 @@ class NotesApp(App):
         self.now = now or (lambda: datetime.now().astimezone())
         # the server jobs come from squeue, which blocks: a worker asks (one call per 15 s for the whole process)
         self.jobs = ctx.jobs()
+        self._experiment_files = experiment_files(ctx.workspace / "experiments")  # before they are read for hosts
         servers = known_servers(ctx.workspace, ctx.config, ctx.environ)
         self.state = TuiState(servers=servers, selected_url=servers[0].url if servers else None)
         self.monitor = HealthMonitor(self._health_changed, prober)
@@ -84,6 +86,8 @@ class NotesApp(App):
         self.health_changed: Signal[str] = Signal(self, "health_changed")
         self.models_changed: Signal[str] = Signal(self, "models_changed")
         self.pulls_changed: Signal[str] = Signal(self, "pulls_changed")
+        # the experiments folder changed: every file with its (mtime, size)
+        self.experiments_changed: Signal[dict[str, tuple[int, int]]] = Signal(self, "experiments_changed")
 
     # ---- life ----
     def on_mount(self) -> None:
@@ -94,6 +98,7 @@ class NotesApp(App):
             loop.add_signal_handler(sig, self._ended_by, sig)
         self.poll_servers()
         self.set_interval(POLL_S, self.poll_servers)
+        self.set_interval(EXPERIMENTS_S, self.watch_experiments)
         if self.jobs.available:
             self.refresh_jobs()
             self.set_interval(JOBS_S, self.refresh_jobs)
@@ -133,6 +138,24 @@ class NotesApp(App):
 
     def _servers_now(self, jobs: list[ServerJob]) -> list[KnownServer]:
         return known_servers(self.ctx.workspace, self.ctx.config, self.ctx.environ, jobs)
+
+    @work(thread=True, exclusive=True, group="experiment-files", exit_on_error=False)
+    def watch_experiments(self) -> None:
+        """Has a file of experiments/ been added, changed or removed? (In a worker: the folder can be on NFS.)"""
+        files = experiment_files(self.ctx.workspace / "experiments")
+        if files != self._experiment_files:
+            self.call_from_thread(self._experiments_changed, files)
+
+    def _experiments_changed(self, files: dict[str, tuple[int, int]]) -> None:
+        if files == self._experiment_files:
+            return
+        self._experiment_files = files
+        servers = self._servers_now(self.state.job_list)  # the hosts the experiments name
+        if servers != self.state.servers:
+            self.state.servers = servers
+            self.servers_changed.publish("")
+            self.poll_servers()
+        self.experiments_changed.publish(files)
 
     async def on_unmount(self) -> None:
         self.pulls.cancel_all()

@@ -20,7 +20,7 @@ def palette_commands(app: NotesApp, screen: Screen) -> Iterator[SystemCommand]:
             yield SystemCommand(key.what, f"key {key.keys}", _run(app, None, key.action))
     for mode, screen_cls in app.MODES.items():
         title = app.SCREEN_KEYS[mode][1]
-        for key in screen_keys(screen_cls):
+        for key in screen_keys(screen_cls, slurm=app.jobs.available):
             if key.action:
                 yield SystemCommand(f"{title}: {key.what}", f"key {key.keys} on screen {app.SCREEN_KEYS[mode][0]}",
                                     _run(app, mode, key.action))

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
+# the bindings that need Slurm (sbatch, squeue): where there is none they are absent from the key bar (the screens'
+# check_action), the help and the palette
+SLURM_ONLY = frozenset({"servers.start_job", "servers.cancel_job", "experiments.submit"})
+
 GLOBAL_EXTRA = [("ctrl+p", "command palette: every action by name"), ("ctrl+q", "quit (as q)"),
                 ("tab / shift+tab", "move between parts of a screen"), ("escape", "close a dialog")]
 
@@ -33,6 +37,8 @@ def app_keys(app_cls: type) -> list[Key]:
     return keys + [Key(k, what, None) for k, what in GLOBAL_EXTRA]
 
 
-def screen_keys(screen_cls: type) -> list[Key]:
-    keys = [Key(display(b.key), b.description, b.action) for b in _bindings(screen_cls)]
+def screen_keys(screen_cls: type, slurm: bool = True) -> list[Key]:
+    """The keys of a screen; without `slurm`, not those that need Slurm."""
+    keys = [Key(display(b.key), b.description, b.action) for b in _bindings(screen_cls)
+            if slurm or b.id not in SLURM_ONLY]
     return keys + [Key(k, what, None) for k, what in getattr(screen_cls, "HELP", [])]

@@ -36,6 +36,7 @@ class HelpScreen(NotesDialog[None]):
             yield Label("Keys", classes="dialog-title")
             with VerticalScroll(id="help-body"):
                 yield Static(self._table(), id="help")
+            yield Static("setup not working? notes-tui doctor (in a shell) checks it all, with fixes", classes="hint")
             yield Static("escape closes · ctrl+p finds any action by name", classes="hint")
 
     def _table(self) -> Table:
@@ -53,7 +54,7 @@ class HelpScreen(NotesDialog[None]):
         section("Everywhere", app_keys(type(app)))
         for mode, screen_cls in app.MODES.items():
             key, title = app.SCREEN_KEYS[mode]
-            section(f"{key} {title}", screen_keys(screen_cls))
+            section(f"{key} {title}", screen_keys(screen_cls, slurm=app.jobs.available))
         table.add_row(Text("4 Runs: log", style="bold underline"), "the per-note log, term by term")
         for term, meaning in LOG_LEGEND:
             table.add_row(term, meaning)

@@ -76,6 +76,7 @@ class ServersScreen(NotesScreen):
 
     def on_screen_resume(self) -> None:
         self.render_servers()
+        self.app.watch_experiments()  # the hosts of an experiment file added a moment ago, now
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("start_job", "cancel_job"):
@@ -203,6 +204,7 @@ class ServersScreen(NotesScreen):
         await self.app.run_action("show('models')")
 
     def action_refresh(self) -> None:
+        self.app.watch_experiments()
         self.app.poll_servers()
         if self.app.jobs.available:
             self.app.jobs.expire()
