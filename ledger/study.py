@@ -106,6 +106,7 @@ def study_report(db: Reader, name: str, gold: dict[str, Any], gold_info: dict[st
     preferred = list(spec.labels)
     table = _collect(db, cells, spec, gold, usage=True)
     rows = [_cell_row(cell, table, i, preferred, reps, seed) for i, cell in enumerate(cells)]
+    _add_costs(db, name, cells, rows)
     best = max((r for r in rows if r["accuracy"] is not None), key=lambda r: (r["accuracy"], r["n"]), default=None)
     notes = _Notes(table)
     return {
@@ -424,6 +425,40 @@ def _cell_row(cell: dict[str, Any], table: _Table, i: int, preferred: list[Any],
         "latency_ms": usage["latency_ms"], "tokens_in": usage["tokens_in"], "tokens_out": usage["tokens_out"],
         "small": c.n < SMALL_N,
     }  # fmt: skip
+
+
+def _add_costs(db: Reader, name: str, cells: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Why a cell's invalid answers failed (`invalid_reasons`, commonest first) and the GPU-hours its runs used
+    (`gpu_hours`: run time x the GPUs of the server jobs each run recorded; None where no run recorded them)."""
+    cell_of = {r["run_id"]: c["cell"] for c in cells for r in c["runs"]}
+    reasons: dict[str, Counter] = {c["cell"]: Counter() for c in cells}
+    with_invalid = [r["run_id"] for c in cells for r in c["runs"] if r.get("invalid") != 0]  # None: not counted yet
+    if with_invalid:  # only the runs that had any: the query reads their units, not the study's
+        marks = ",".join("?" * len(with_invalid))
+        for run_id, error, n in db.conn.execute(
+                f"select run_id, coalesce(error, '?'), count(*) from units where run_id in ({marks}) "
+                "and outcome = 'invalid' group by run_id, error", with_invalid):
+            reasons[cell_of[run_id]][error] += n
+    hours: dict[str, float | None] = {c["cell"]: None for c in cells}
+    for run_id, jobs, seconds in db.conn.execute(
+            "select run_id, json_extract(header, '$.server_jobs'), (julianday(coalesce(ended_at, last_seen_at)) "
+            "- julianday(started_at)) * 86400 from runs where study = ?", [name]):
+        gpus = _gpus(jobs)
+        if gpus and seconds is not None and run_id in cell_of:
+            cell = cell_of[run_id]
+            hours[cell] = (hours[cell] or 0.0) + gpus * seconds / 3600
+    for row in rows:
+        row["invalid_reasons"] = dict(reasons[row["cell"]].most_common())
+        row["gpu_hours"] = None if hours[row["cell"]] is None else round(hours[row["cell"]], 3)
+
+
+def _gpus(jobs_json: str | None) -> float:
+    try:
+        jobs = json.loads(jobs_json) if jobs_json else []
+    except ValueError:
+        return 0.0
+    return float(sum(j.get("gpus") or 0 for j in jobs if isinstance(j, dict) and isinstance(j.get("gpus"), int | float))
+                 ) if isinstance(jobs, list) else 0.0
 
 
 def _macro_f1_statistic(kinds: list[tuple[int, int]]) -> LinearStatistic:

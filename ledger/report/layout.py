@@ -272,3 +272,23 @@ def _integrity(report: dict[str, Any]) -> list[Block]:
                      else f"chain entry {seal['entry']}, journal head {seal['journal_head']}"])
     return [("p", head_line(report)), ("table", ["run", "seal"], rows),
             ("p", "This report holds no note text and no free-text answer: the ledger never records them.")]
+
+
+def study_cost_lines(s: dict[str, Any]) -> list[str]:
+    """Under a study's cell table: why each cell's invalid answers failed, and the GPU-hours where runs recorded
+    their server jobs' GPUs."""
+    from ..reasons import commonest, reason_text
+
+    lines = []
+    for c in s["cells"]:
+        reasons = c.get("invalid_reasons") or {}
+        if reasons:
+            counts = ", ".join(f"{k} {n}" for k, n in reasons.items())
+            lines.append(f"invalid in {c['cell']}: {counts} — {reason_text(commonest(reasons))}")
+    hours = [(c["cell"], c.get("gpu_hours")) for c in s["cells"] if c.get("gpu_hours") is not None]
+    if hours:
+        lines.append("GPU-hours: " + ", ".join(f"{cell} {h:.2f}" for cell, h in hours)
+                     + f"; {sum(h for _, h in hours):.2f} in all")
+    else:
+        lines.append("GPU-hours: not recorded (no run of the study recorded the GPUs of its server jobs)")
+    return lines

@@ -14,7 +14,8 @@ CELL_KEYS = ("cell", "model", "prompt", "repeat", "seed", "run_id", "model_name"
              "n", "answered", "labels_answered", "valid", "invalid", "empty", "errors", "valid_pct",
              "accuracy", "accuracy_low", "accuracy_high", "macro_f1", "macro_f1_low", "macro_f1_high",
              "kappa", "kappa_low", "kappa_high", "latency_ms", "tokens_in", "tokens_out", "small")  # fmt: skip
-COLUMNS = ("study", "field", *CELL_KEYS, "best", "runs", "reference", "reference_labels", "reference_adjudicated")
+COLUMNS = ("study", "field", *CELL_KEYS, "best", "runs", "reference", "reference_labels", "reference_adjudicated",
+           "gpu_hours", "invalid_reasons")  # invalid_reasons: "schema 2; thinking 1", commonest first
 
 
 def _value(value: Any) -> Any:
@@ -31,7 +32,9 @@ def study_rows(s: dict[str, Any]) -> list[dict[str, Any]]:
     ref = s["reference"]
     return [{"study": s["study"], "field": s["field"], **{k: c.get(k) for k in CELL_KEYS}, "best": c["cell"] == s["best_cell"],
              "runs": " ".join(c["runs"]), "reference": ref.get("kind") or "gold", "reference_labels": ref.get("labels"),
-             "reference_adjudicated": ref.get("adjudicated")} for c in s["cells"]]
+             "reference_adjudicated": ref.get("adjudicated"), "gpu_hours": c.get("gpu_hours"),
+             "invalid_reasons": "; ".join(f"{k} {n}" for k, n in (c.get("invalid_reasons") or {}).items())}
+            for c in s["cells"]]
 
 
 def study_to_csv(studies: list[dict[str, Any]]) -> str:

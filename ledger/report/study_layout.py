@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .layout import Block, label_text, matrix_block, num, reference_text, when
+from .layout import Block, label_text, matrix_block, num, reference_text, study_cost_lines, when
 from .study_tripod import study_items
 from .terminal import _ci, _p, _pct
 
@@ -119,6 +119,7 @@ def cell_blocks(s: dict[str, Any]) -> list[Block]:
         ("p", "n: notes the cell answered that have a reference label. A cell's label for a note is its latest answer "
               "(an invalid answer counts as its fallback); notes it never answered are missing, not wrong."),
     ]
+    blocks += [("p", line + ("" if line.endswith(")") else ".")) for line in study_cost_lines(s)]
     if s["best_cell"]:
         blocks.append(("p", f"Best by accuracy: {s['best_cell']}."))
     if any(c["labels_answered"] == 1 for c in s["cells"]):

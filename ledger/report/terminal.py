@@ -10,7 +10,7 @@ from ..clock import format_duration
 from ..compare import DISAGREE_SHOWN
 from ..reasons import commonest, reason_text
 from ..verify import Verification
-from .layout import SMALL_N, eval_reference, kappa_text, label_text, num, reference_text
+from .layout import SMALL_N, eval_reference, kappa_text, label_text, num, reference_text, study_cost_lines
 
 
 def _kv(rows: list[tuple[str, Any]]) -> list[str]:
@@ -253,6 +253,7 @@ def format_study(s: dict[str, Any], notes_shown: int) -> str:
         lines.append(f"  best by accuracy: {s['best_cell']}")
     if any(c["labels_answered"] == 1 for c in s["cells"]):
         lines.append("  one label: the cell gave every note the same answer; its kappa is 0 by construction")
+    lines += [f"  {line}" for line in study_cost_lines(s)]
     small = [c["cell"] for c in s["cells"] if c["small"]]
     if small:
         lines.append(f"  caution: under {s['small_n']} notes with a reference label in {', '.join(small)}: the intervals "
