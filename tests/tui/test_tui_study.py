@@ -21,13 +21,16 @@ async def _drive(tmp_path, body):
 
 
 def test_the_study_view_shows_the_cells_and_the_notes_they_differ_on_and_records_an_adjudication(
-        tmp_path, server, capsys, private_ledger):  # noqa: F811
+        tmp_path, server, capsys, private_ledger, monkeypatch):  # noqa: F811
+    import app.tui.screens.study as study_screen
+
+    monkeypatch.setattr(study_screen, "PAGE", 4)
     exp = _exp(tmp_path, server)
     assert cli(capsys, "--run", str(exp))[0] == 0
     code, out, err = cli(capsys, "ledger", "study", "pna-study", "--json", "--bootstrap", "0")
     doc = json.loads(out)
     different = [n["unit"] for n in doc["notes"] if n["different"]]
-    assert different and len(different) < 12, "the stand-in must make cells differ on some notes only"
+    assert 4 < len(different) < 12, "the stand-in must make cells differ on some notes only, more than a page"
     note = next(n for n in doc["notes"] if n["unit"] == different[0])
     label = note["labels"][CELLS[0]]
     gold = note["gold"]
@@ -45,13 +48,18 @@ def test_the_study_view_shows_the_cells_and_the_notes_they_differ_on_and_records
             assert line.split()[2] == "12"  # n
         assert "under 30 notes with a reference: the intervals are wide" in text
         table = rows(app, "study-notes")
-        assert list(table) == different  # "different only" is where the view starts
-        assert f"{len(different)} of {len(different)} notes where cells disagree or differ" in text
+        assert list(table) == different[:4]  # "different only" is where the view starts, a page (4 here) at a time
+        await pilot.press("n")  # the next page: study_notes, not every figure again
+        await until(pilot, lambda: list(rows(app, "study-notes")) == different, what="the second page")
+        assert f"{len(different)} of {len(different)} notes where cells disagree or differ" in screen_text(app)
+        table = rows(app, "study-notes")
+        assert f"4 of {len(different)} notes where cells disagree or differ" in text
         assert table[different[0]][2] == label.split(" ")[0]  # cell A's label, short
+        await pilot.press("d")  # every note, a page at a time
+        await until(pilot, lambda: list(rows(app, "study-notes")) == ["0", "1", "2", "3"], what="every note's first page")
+        assert "4 of 12 notes (d: only where they differ)" in screen_text(app)
         await pilot.press("d")
-        await until(pilot, lambda: len(rows(app, "study-notes")) == 12, what="every note")
-        await pilot.press("d")
-        await until(pilot, lambda: len(rows(app, "study-notes")) == len(different), what="different only again")
+        await until(pilot, lambda: list(rows(app, "study-notes")) == different[:4], what="different only again")
 
         # t: the note's text from the source, shown and not kept
         await pilot.press("t")
@@ -73,7 +81,8 @@ def test_the_study_view_shows_the_cells_and_the_notes_they_differ_on_and_records
         agree = set(note["labels"].values()) == {target}
         assert (different[0] not in rows(app, "study-notes")) == agree  # no longer different where every cell agrees
         await pilot.press("d")
-        await until(pilot, lambda: len(rows(app, "study-notes")) == 12, what="every note")
+        await until(pilot, lambda: len(rows(app, "study-notes")) == 4, what="every note's first page")
+        assert int(different[0]) < 4, "the adjudicated note must be on the first page of every note"
         assert rows(app, "study-notes")[different[0]][1] == target.split(" ")[0] + "*"  # adjudicated, marked
         await pilot.press("g")
         await until(pilot, lambda: "reference: gold (0 notes adjudicated)" in screen_text(app), what="gold alone")

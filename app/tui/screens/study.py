@@ -118,11 +118,19 @@ class StudyScreen(NotesScreen):
     def _read(self, offset: int, count: int) -> dict[str, Any]:
         from ledger import Ledger
         from ledger.adjudication import reference
-        from ledger.study import study_report
+        from ledger.study import study_notes, study_report
 
         led = Ledger(self.app.ledger_dir)
         ctx = self.study_ctx or self._study_context(led)
         self.study_ctx = ctx
+
+        if offset and self.report is not None:  # n: the next page only, not every figure again
+            def page(db):
+                labels, _ref = reference(db, self.study, ctx["field"], ctx["gold"], self.reference_kind)
+                return self.report | study_notes(db, self.study, labels, ctx["field"], offset=offset, limit=count,
+                                                  different_only=self.different_only)
+
+            return led.read(page, None)
 
         def figures(db):
             labels, ref = reference(db, self.study, ctx["field"], ctx["gold"], self.reference_kind)
