@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     Col("name", "Experiment", None, min_width=14, max_width=32),
-    Col("model", "Backend / model", None, min_width=12, max_width=30),
+    Col("model", "Backend / model", None, min_width=12, max_width=30, keep_tag=True),
     Col("valid", "File", None, min_width=6, max_width=40, grow=1),
     Col("last", "Last run", None, min_width=12, max_width=34),
     Col("todo", "To do", 8, right=True),

@@ -27,7 +27,7 @@ COLUMNS = (
     Col("mark", "", 1),
     Col("run", "Run", 10),
     Col("experiment", "Experiment", None, min_width=10, max_width=30, grow=1),
-    Col("model", "Model", None, min_width=8, max_width=24),
+    Col("model", "Model", None, min_width=8, max_width=24, keep_tag=True),
     Col("digest", "Digest", 8, hide_below=110),
     Col("prompt", "Prompt", 8, hide_below=120),
     Col("status", "Status", 11),

@@ -27,7 +27,7 @@ from app.tui.widgets.status_line import StatusLine
 from ledger.clock import format_duration
 
 COLUMNS = (
-    Col("name", "Name", None, min_width=14, grow=1),
+    Col("name", "Name", None, min_width=14, grow=1, keep_tag=True),
     Col("size", "Size", 7, right=True),
     Col("params", "Params", 6, right=True),
     Col("quant", "Quant", 6),

@@ -23,6 +23,7 @@ class Col:
     right: bool = False
     hide_below: int = 0  # left out when the table is narrower: the detail line below the table shows it instead
     hide_empty: bool = False  # left out while no row has anything in it
+    keep_tag: bool = False  # a model name: cut its name, never its tag ("qwen2.5…:7b-instruct", not "qwen2.5:7b-in…")
 
 
 class FitTable(DataTable):
@@ -78,7 +79,7 @@ class FitTable(DataTable):
         for (key, cells), (_, before) in zip(self._rows, old):
             for i, col, width in zip(shown, self.cols, self._widths):
                 if cells[i] != before[i]:
-                    self.update_cell(key, col.key, self._cut(cells[i], width, col.right))
+                    self.update_cell(key, col.key, self._cut(cells[i], width, col.right, col.keep_tag))
 
     def _width(self) -> int:
         """The width to fit, scrollbar included: the scrollbar comes and goes as rows do (a rebuild clears them
@@ -140,16 +141,20 @@ class FitTable(DataTable):
             label = Text(col.label, justify="right" if col.right else "left")
             self.add_column(label, width=width, key=col.key)
         for key, cells in self._rows:
-            self.add_row(*(self._cut(cells[i], w, col.right) for i, w, col in zip(shown, self._widths, self.cols)),
-                         key=key)
+            self.add_row(*(self._cut(cells[i], w, col.right, col.keep_tag)
+                           for i, w, col in zip(shown, self._widths, self.cols)), key=key)
         if keep is not None:
             self.select_key(keep)
 
     @staticmethod
-    def _cut(cell: Cell, width: int, right: bool) -> Text:
+    def _cut(cell: Cell, width: int, right: bool, keep_tag: bool = False) -> Text:
         text = cell.copy() if isinstance(cell, Text) else Text(cell)
         if right:
             text.justify = "right"
         if text.cell_len > width:
+            plain = text.plain
+            name, colon, tag = plain.rpartition(":")
+            if keep_tag and colon and len(tag) + 3 <= width:  # at least two characters of the name, and the …
+                return Text(name[: width - len(tag) - 2] + "…:" + tag, style=text.style, justify=text.justify)
             text.truncate(width, overflow="ellipsis")
         return text
