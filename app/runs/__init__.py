@@ -3,6 +3,14 @@
     from app.runs.running import running_runs, RunningRun          # which runs are running now, on any host
     running_runs(ledger_dir) -> list[RunningRun]                # index `running` rows + journal header (model, total,
                                                           # hosts, Slurm ids), feed and log paths; poll every few s
+    recent_runs(ledger_dir, ended=10) -> list[RunningRun]       # those, then the last 10 that ended (status, last
+                                                          # error, counts, duration): what the Runs screen lists
+
+    from app.runs.states import run_state                 # the ledger's words for where a run is, whoever tells it:
+    run_state(recorded, last_error, ended, exit_code, exit_line).words   # "completed", "failed: why", never "exit 143"
+
+    from app.runs.listing import listing, title_counts    # the Runs screen's rows and its title's counts, from one
+    listing(recent_runs(...), started_here, followed)     # set of facts so that they agree
 
     from app.runs.follow import FeedFollower, FeedUpdate  # one run, note by note, from its live feed
     f = FeedFollower(ledger_dir, run_id)

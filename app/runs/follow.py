@@ -42,6 +42,8 @@ class FeedUpdate:
     elapsed_s: float | None = None
     rate: float | None = None  # notes/s since the run started
     recent_rate: float | None = None  # notes/s over the last RATE_WINDOW_S of progress lines (sparkline, ETA)
+    recent_rates: list[float] = field(default_factory=list)  # each recent rate this poll read, oldest first (one
+    # poll of a run that ended, or of a long backlog, reads many progress lines: the sparkline gets each of them)
     header: dict[str, Any] | None = None  # the feed's first line: experiment, total, model, hostname, pid, ...
     ended: dict[str, Any] | None = None
     waiting: list[Waiting] | None = None  # what the run waits on now; None: not told (a hand-made update)
@@ -60,6 +62,7 @@ class FeedFollower:
         self._progress: dict[str, Any] = {}
         self.waiting: dict[str, Waiting] = {}  # by Waiting.on
         self._recent_rate: float | None = None
+        self._rates: list[float] = []  # the recent rates of this poll's progress lines
         self._ticks: collections.deque[tuple[int, float]] = collections.deque()  # (done, elapsed_s) of progress lines
         self._attached = False
 
@@ -73,6 +76,7 @@ class FeedFollower:
         if not self._attached:
             self._attach()
         units: list[dict[str, Any]] = []
+        self._rates = []
         for line in self.tail.read():
             record = parse_line(line)
             if record is not None:
@@ -82,7 +86,8 @@ class FeedFollower:
         return FeedUpdate(units=units, counts=self.counts.snapshot() if self.counts is not None else None,
                           in_flight=p.get("in_flight"), limits=limits if isinstance(limits, dict) else None,
                           elapsed_s=p.get("elapsed_s"), rate=p.get("rate"),
-                          recent_rate=self._recent_rate, header=self.header, ended=self.ended,
+                          recent_rate=self._recent_rate, recent_rates=self._rates, header=self.header,
+                          ended=self.ended,
                           waiting=list(self.waiting.values()), bytes_read=self.tail.bytes_read - before)
 
     def _attach(self) -> None:
@@ -124,6 +129,8 @@ class FeedFollower:
                 elapsed = record.get("elapsed_s")
                 if isinstance(elapsed, (int, float)):
                     self._recent_rate = self._rate_over_window(counts.done, float(elapsed))
+                    if self._recent_rate is not None:
+                        self._rates.append(self._recent_rate)
                 self.counts = counts
                 self._progress = record
             # the run's waits as of this line: a follower that attached mid-wait learns of it here

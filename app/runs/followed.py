@@ -6,6 +6,10 @@ Runs screen draws it, the tests check it without a terminal.
     lines, _ = followed.apply(update)      # a FeedUpdate from followed.follower.poll(); returns the new log lines
     followed.eta_s, followed.fraction, followed.why_invalid(), followed.labels, followed.reasons
     followed.waiting, followed.waiting_words()   # what it waits on (its servers, writing its results), in words
+    followed.recorded = running_run        # the ledger's row (app.runs.running), refreshed every few seconds
+    followed.state, followed.row_words()   # where it is in the ledger's words (app.runs.states): running, completed,
+                                           # interrupted, failed: <why>, crashed — whoever told it first
+    followed.duration_s, followed.final_rate, followed.rate_peak   # once it ended: how long, notes/s over the run
 """
 
 from __future__ import annotations
@@ -17,9 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.events import Counts, Waiting
-from app.runs.follow import FeedFollower, FeedUpdate
+from app.runs.follow import FeedFollower, FeedUpdate, counts_from
+from app.runs.running import RunningRun
+from app.runs.states import ENDED, RunState, run_state
 
 RATE_POINTS = 60  # the sparkline's history: one point per change of the recent rate
+QUIET_S = 2.0  # a run the ledger has closed whose feed grew by nothing for this long: its feed is read to the end
+
+
+def waiting_state(waits: list[Waiting]) -> str:
+    """The run's state in its row while it waits: servers first."""
+    on = {w.on: w for w in waits}
+    if "servers" in on:
+        return "waiting for server" + ("s" if len(on["servers"].where) > 1 else "")
+    return "cannot write results"
 
 
 def log_line(unit: dict[str, Any]) -> str:
@@ -54,6 +69,11 @@ class FollowedRun:
         self.reasons: collections.Counter[str] = collections.Counter()  # invalid answers by reason (ledger.reasons)
         self.seen = 0
         self.start_error: str | None = None  # a run started here that ended before its feed did: why (its log)
+        self.recorded: RunningRun | None = None  # the ledger's row, as of its last read
+        self.exit_code: int | None = None  # a run this app started: its process's exit status, once it exited
+        self.exit_line: str | None = None  # ... and the last line of its log
+        self.feed_done = False  # the ledger closed the run and its feed had nothing more: stop reading it
+        self._quiet_since: float | None = None
         # one read of the feed at a time: a read slower than the poll interval (NFS, a busy node) would otherwise
         # overlap the next one, and both would hand out the same new lines
         self.reading = threading.Lock()
@@ -77,9 +97,14 @@ class FollowedRun:
             self.total = update.header.get("total", self.total)
         if update.counts is not None:
             self.counts = update.counts
-        rate_moved = update.recent_rate is not None and update.recent_rate != self.rate
-        if rate_moved:
-            self.rates.append(update.recent_rate)
+        # one point per change of the recent rate: each progress line's when a poll read many (a run followed
+        # after it ended, a long backlog), so its curve is drawn, not only its last point
+        rate_moved = False
+        last = self.rates[-1] if self.rates else None
+        for rate in update.recent_rates or ([update.recent_rate] if update.recent_rate is not None else []):
+            if rate != last:
+                self.rates.append(rate)
+                last, rate_moved = rate, True
         self.rate = update.recent_rate if update.recent_rate is not None else (update.rate or self.rate)
         self.in_flight = update.in_flight if update.in_flight is not None else self.in_flight
         self.limits = update.limits if update.limits is not None else self.limits
@@ -99,13 +124,54 @@ class FollowedRun:
         self.seen += len(update.units)
         return [log_line(u) for u in update.units], rate_moved
 
+    def polled(self, bytes_read: int, now: float) -> None:
+        """After each read of the feed: once the ledger says the run is over (closed, or crashed: no end line will
+        come) and the feed has grown by nothing for QUIET_S, it is read to its end (`feed_done`): stop polling."""
+        if bytes_read:
+            self._quiet_since = None
+            return
+        if self._quiet_since is None:
+            self._quiet_since = now
+        if self.ended is not None or (self.state.over and now - self._quiet_since >= QUIET_S):
+            self.feed_done = True
+
+    @property
+    def state(self) -> RunState:
+        """Where the run is, in the ledger's words: the ledger once it has closed the run, else the feed's end line,
+        else the exit status of the process this app started (app.runs.states); `starting` while the ledger has not
+        heard of it."""
+        r = self.recorded
+        # a feed that has begun says the run is under way before the ledger's index does
+        recorded = r.status if r is not None else "running" if self.follower_saw_run else None
+        return run_state(recorded, r.last_error if r is not None else None,
+                         self.ended, self.exit_code, self.exit_line)
+
+    @property
+    def follower_saw_run(self) -> bool:
+        return self.counts is not None or self.total is not None or self.seen > 0
+
+    def row_words(self) -> str:
+        """What its row says: how it ended, or what it waits on, or running."""
+        state = self.state
+        if not state.over and self.waiting:
+            return waiting_state(self.waiting)
+        return state.row_words
+
     @property
     def shown_counts(self) -> Counts:
-        return self.counts or Counts()
+        """While it runs, the feed's counts (fresher than the journal's per batch); once the ledger has it over, the
+        ledger's: the record, which a crash's feed may pass by the notes of a batch never written. Without either
+        (a feed gone after 7 days), whatever is known: a run that ended keeps the counts it ended with."""
+        r = self.recorded
+        recorded = counts_from(r.counts) if r is not None and r.counts else None
+        if recorded is not None and (r.status in ENDED or self.counts is None):
+            return recorded
+        return self.counts or recorded or Counts()
 
     @property
     def shown_total(self) -> int:
-        return self.total or self.shown_counts.total
+        recorded = self.recorded.total if self.recorded is not None else None
+        return self.total or recorded or self.shown_counts.total
 
     @property
     def fraction(self) -> float:
@@ -116,9 +182,32 @@ class FollowedRun:
     def eta_s(self) -> float | None:
         """Seconds to the end at the recent rate; None when ended, unknown or without a rate."""
         done, total = self.shown_counts.done, self.shown_total
-        if self.ended is not None or not self.rate or not total or done >= total:
+        if self.ended is not None or self.state.over or not self.rate or not total or done >= total:
             return None
         return (total - done) / self.rate
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long a run that ended took: the feed's end line, else the ledger's start to close; None while it
+        runs."""
+        if self.ended is not None and isinstance(self.ended.get("elapsed_s"), int | float):
+            return float(self.ended["elapsed_s"])
+        if self.state.over and self.recorded is not None:
+            return self.recorded.duration_s
+        return None
+
+    @property
+    def final_rate(self) -> float | None:
+        """Notes/s over the whole of a run that ended (notes done / duration): a run of a few seconds never has a
+        settled recent rate, this it has."""
+        took = self.duration_s
+        done = self.shown_counts.done
+        return done / took if took and done else None
+
+    @property
+    def rate_peak(self) -> float | None:
+        """The top of the sparkline's scale: it is drawn from 0 to the highest recent rate it holds."""
+        return max(self.rates) if self.rates else None
 
     def waiting_words(self, now: float | None = None) -> list[str]:
         """What the run waits on, one line each (Waiting.words): which server or database, since when, the error,

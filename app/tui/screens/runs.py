@@ -1,20 +1,25 @@
 """Screen 4, Runs: every run the ledger dir shows running — started here, headless on this host, or under sbatch on
-another node — and the one selected followed live through its feed: progress with ETA, the counters, notes/s, how
-its labels fall, each note as it finishes (never note text or free text), what it waits for when it cannot go on
-(its servers, writing its results: where, since when, the error, until when), and a graceful stop from anywhere."""
+another node — and the last ones that ended, each in the ledger's words (completed, interrupted, failed: why,
+crashed) with the counts it ended with; the one selected followed live through its feed: progress with ETA, the
+counters, notes/s as a sparkline with its scale, how its labels fall, each note as it finishes (never note text or
+free text), what it waits for when it cannot go on (its servers, writing its results: where, since when, the error,
+until when), how long it took and its rate once it ended, and a graceful stop from anywhere."""
 
 from __future__ import annotations
 
 import collections
+import time
 
 from rich.highlighter import Highlighter
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.widgets import DataTable, Log, Sparkline
 
-from app.runs.followed import FollowedRun
+from app.runs.followed import FollowedRun, waiting_state
+from app.runs.listing import Started, listing, progress_words, title_counts
 from app.tui.base import NotesScreen
 from app.tui.tones import tone
 from app.tui.widgets.app_header import AppHeader
@@ -61,12 +66,33 @@ def where(hostname: str | None, slurm: dict) -> str:
     return shown + (f" · job {slurm['job_id']}" if slurm.get("job_id") else "")
 
 
-def waiting_state(waits) -> str:
-    """The run's state in its row while it waits (engine.events.Waiting): servers first."""
-    on = {w.on: w for w in waits}
-    if "servers" in on:
-        return "waiting for server" + ("s" if len(on["servers"].where) > 1 else "")
-    return "cannot write results"
+def table_height(lines: int) -> int:
+    """The runs table's most lines (borders and header included) in a terminal this tall: 8 from 30 lines, less below,
+    so that the per-note log keeps its rows; the table scrolls."""
+    return 8 if lines >= 30 else 7 if lines >= 24 else 5
+
+
+def rate_scale(peak: float | None) -> str:
+    """The sparkline's scale: it is drawn from 0 to its highest point."""
+    if not peak:
+        return ""
+    return f"0–{peak:.1f} notes/s" if peak < 100 else f"0–{peak:,.0f} notes/s"
+
+
+def took_words(seconds: float | None) -> str:
+    """How long a run took: tenths of a second for a run of a few seconds, else as everywhere (3m07s)."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 10 else format_duration(seconds)
+
+
+def flow(text: Text, part: str, width: int, style: str = "") -> None:
+    """Append `part` to the last line of `text` where it fits in `width` cells, else on a line of its own (without
+    its leading " · "): a phrase is never cut in two by the wrap."""
+    line = text.plain.rsplit("\n", 1)[-1]
+    if width and Text(line).cell_len + Text(part).cell_len > width:
+        part = "\n" + part.lstrip(" ·")
+    text.append(part, style=style)
 
 
 def last_line(path) -> str | None:
@@ -87,13 +113,19 @@ class RunsScreen(NotesScreen):
         Binding("r", "refresh", "Refresh", show=False, id="runs.refresh"),
     ]
     HELP = [("↑/↓ enter", "choose the run to follow")]
+    DEFAULT_CSS = """
+    #rate-row { height: 1; }
+    #rate { width: 1fr; }
+    #rate-scale { width: auto; padding: 0 2 0 0; color: $text-muted; }
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: list = []  # RunningRun, newest first
+        self.runs: list = []  # RunningRun: those running, then the last that ended, each newest first
         self.followed: FollowedRun | None = None
         self._follow_timer = None
         self._runs_timer = None
+        self._exit_lines: dict[str, str | None] = {}  # a run started here that exited: the last line of its log
 
     def compose(self) -> ComposeResult:
         yield AppHeader("runs")
@@ -101,13 +133,19 @@ class RunsScreen(NotesScreen):
         yield FitTable(COLUMNS, id="runs-table")
         yield Shown(id="run-progress", classes="counters")
         yield Shown(id="run-counters", classes="counters")
-        yield Sparkline([], id="rate")
+        with Horizontal(id="rate-row"):
+            yield Sparkline([], id="rate")
+            yield Shown(id="rate-scale")
         yield Shown(id="run-labels", classes="counters")
         log = Log(max_lines=LOG_LINES, highlight=True, id="run-log")
         log.highlighter = OutcomeHighlighter(self.app)
         yield log
         yield StatusLine(id="status")
         yield KeyBar()
+
+    def on_resize(self, event) -> None:
+        # the last runs that ended fill the table: on a short terminal it scrolls rather than squeeze the log
+        self.table.styles.max_height = table_height(event.size.height)
 
     # ---- the timers run only while the screen is shown: an idle app polls nothing ----
     def on_screen_resume(self) -> None:
@@ -131,10 +169,10 @@ class RunsScreen(NotesScreen):
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
     def _find_runs(self) -> None:
-        from app.runs.running import running_runs
+        from app.runs.running import recent_runs
 
         try:
-            runs = running_runs(self.app.ledger_dir)
+            runs = recent_runs(self.app.ledger_dir)
         except Exception as exc:  # noqa: BLE001 - a ledger that cannot be read is a line
             self.app.call_from_thread(self.query_one(StatusLine).say, f"cannot read the ledger: {exc}", True)
             return
@@ -142,40 +180,39 @@ class RunsScreen(NotesScreen):
 
     def _runs_found(self, runs: list) -> None:
         self.runs = runs
+        f = self.followed
+        if f is not None:
+            f.recorded = next((r for r in runs if r.run_id == f.run_id), f.recorded)
+            self._render_followed()
         self._render_rows()
 
-    def _render_rows(self) -> None:
-        app, runs = self.app, self.runs
-        known = {r.run_id for r in runs}
-        # a run started here shows from the moment it was started, before its journal exists, and after it ended
-        started = [d for rid, d in app.state.started.items() if rid not in known]
-        rows = []
-        for r in runs:
-            c = r.counts or {}
-            total = r.total or c.get("total") or 0
-            done = c.get("done") or 0
-            shown = self._progress_of(r.run_id, done, total)
-            rows.append((r.run_id, (r.run_id[:10], r.experiment or "-", where(r.hostname, r.slurm), shown,
-                                    self._state_of(r.run_id))))
-        f = self.followed
-        if f is not None and f.ended is not None and f.run_id not in known and f.run_id not in app.state.started:
-            # the run followed has ended and left the live runs: it stays on screen, final counts and all, until
-            # another is chosen, rather than vanishing the moment it finishes
-            h = f.header or {}
-            rows.append((f.run_id, (f.run_id[:10], h.get("experiment") or "-",
-                                    where(h.get("hostname"), h.get("slurm") or {}),
-                                    self._progress_of(f.run_id, 0, 0), self._state_of(f.run_id))))
-        for d in started:
+    def _started(self) -> list[Started]:
+        """The runs started here, each with its exit status once it exited (and then its log's last line, read
+        once)."""
+        out = []
+        for run_id, d in self.app.state.started.items():
             code = d.detached.exit_code()
-            end = f.ended if f is not None and f.run_id == d.detached.run_id else None
-            state = "starting" if code is None else f"ended (exit {code})"
-            if code is not None and end and end.get("status"):  # the run's own word for how it ended
-                state = end["status"] + (", none valid" if code == 1 and end["status"] == "completed" else "")
-            if code and f is not None and f.run_id == d.detached.run_id and f.ended is None and f.start_error is None:
-                f.start_error = last_line(d.detached.log) or f"ended with exit status {code}; l shows its log"
+            if code is not None and run_id not in self._exit_lines:
+                self._exit_lines[run_id] = last_line(d.detached.log)
+                self.call_later(self.action_refresh)  # the ledger's word for how it ended, without waiting 3 s
+            out.append(Started(run_id, d.experiment, code, self._exit_lines.get(run_id)))
+        return out
+
+    def _render_rows(self) -> None:
+        app = self.app
+        started = self._started()
+        f = self.followed
+        if f is not None:
+            mine = next((s for s in started if s.run_id == f.run_id), None)
+            if mine is not None and mine.exit_code is not None and f.exit_code is None:
+                f.exit_code, f.exit_line = mine.exit_code, mine.exit_line
+                if f.ended is None and f.state.status == "failed":
+                    # it ended before its feed said so (a mistake before the first note): its log says why
+                    f.start_error = f.state.why or "its log says why: l shows it"
                 self._render_followed()
-            rows.append((d.detached.run_id, (d.detached.run_id[:10], d.experiment, "here",
-                                             self._progress_of(d.detached.run_id, 0, 0), state)))
+        listed = listing(self.runs, started, f)
+        rows = [(r.run_id, (r.run_id[:10], r.experiment, where(r.hostname, r.slurm), progress_words(r.done, r.total),
+                             r.state)) for r in listed]
         self.table.set_rows(rows)
         want = app.state.follow_run_id or self.table.selected_key
         if want and any(k == want for k, _ in rows):
@@ -184,29 +221,10 @@ class RunsScreen(NotesScreen):
                 self._follow(want)
         elif self.followed is None and rows:
             self._follow(rows[0][0])
-        n = len(runs)
         self.query_one("#runs-title", Shown).show(Text.assemble(
-            ("Runs", "bold"), f"  {n} running in the ledger dir" + (f", {len(started)} started here" if started
-                                                                      else "") + " · enter follows · s stops the one followed"))
+            ("Runs", "bold"), f"  {title_counts(listed)} · enter follows · s stops the one followed"))
         if not rows:
             self._show_nothing()
-
-    def _state_of(self, run_id: str) -> str:
-        """What the row says: the followed run's end as soon as its feed tells it (the index learns it later)."""
-        f = self.followed
-        if f is not None and f.run_id == run_id and f.ended is not None:
-            return str(f.ended.get("status") or "ended")
-        if f is not None and f.run_id == run_id and f.waiting:
-            return waiting_state(f.waiting)
-        return "running"
-
-    def _progress_of(self, run_id: str, done: int, total: int) -> str:
-        f = self.followed
-        if f is not None and f.run_id == run_id and f.counts is not None:
-            done, total = f.counts.done, f.total or total
-        if not total and not done:
-            return "-"
-        return f"{done:,}/{total:,}" + (f" {done / total:.0%}" if total else "")
 
     # ---- following one run ----
     @on(DataTable.RowSelected, "#runs-table")
@@ -220,13 +238,25 @@ class RunsScreen(NotesScreen):
     def _follow(self, run_id: str) -> None:
         self.app.state.follow_run_id = run_id
         self.followed = FollowedRun(self.app.ledger_dir, run_id)
+        self.followed.recorded = next((r for r in self.runs if r.run_id == run_id), None)
         self.query_one("#run-log", Log).clear()
-        self.query_one("#rate", Sparkline).data = []
+        self._show_rates(self.followed)
         self._render_followed()
+
+    def _show_rates(self, f: FollowedRun) -> None:
+        # a new list (Sparkline redraws only then), from zero: a rate that wobbles by 5 % must not look like 100 %;
+        # beside it the scale it is drawn against
+        self.query_one("#rate", Sparkline).data = [0.0, *f.rates] if f.rates else []
+        self._show_scale(f)
+
+    def _show_scale(self, f: FollowedRun) -> None:
+        too_short = not f.rates and f.state.over and f.duration_s is not None
+        # a run of a few seconds has no recent rate to draw: its line above says its rate over the whole run
+        self.query_one("#rate-scale", Shown).show("too short to draw" if too_short else rate_scale(f.rate_peak))
 
     def _poll(self) -> None:
         f = self.followed
-        if f is None or f.ended is not None:
+        if f is None or f.ended is not None or f.feed_done:
             return
         self._read_feed(f)
 
@@ -238,6 +268,7 @@ class RunsScreen(NotesScreen):
             if not f.header:
                 f.read_header()
             update = f.follower.poll()
+            f.polled(update.bytes_read, time.monotonic())  # over in the ledger and nothing more: stop reading
             if update.units or update.counts is not None or update.ended is not None or update.header is not None:
                 self.app.call_from_thread(self._apply, f, update)  # applied before the next read may start
         finally:
@@ -246,10 +277,12 @@ class RunsScreen(NotesScreen):
     def _apply(self, f: FollowedRun, update) -> None:
         if f is not self.followed:
             return  # the user moved on to another run meanwhile
+        was_over = f.ended is not None
         lines, rate_moved = f.apply(update)
         if rate_moved:
-            # a new list (Sparkline redraws only then), from zero: a rate that wobbles by 5 % must not look like 100 %
-            self.query_one("#rate", Sparkline).data = [0.0, *f.rates]
+            self._show_rates(f)
+        if f.ended is not None and not was_over:
+            self.action_refresh()  # the ledger has its close by now: its words (a failed run's error) at once
         if lines:
             self.query_one("#run-log", Log).write_lines(lines)
         eta = f.eta_s
@@ -261,7 +294,7 @@ class RunsScreen(NotesScreen):
 
     def _show_nothing(self) -> None:
         self.query_one("#run-progress", Shown).show(Text(
-            "No run is running in this ledger dir. Start one from Experiments (3, then g), or notes-tui --run FILE "
+            "No run in this ledger dir yet. Start one from Experiments (3, then g), or notes-tui --run FILE "
             "here or under sbatch: it shows here as soon as it starts."))
         for wid in ("#run-counters", "#run-labels"):
             self.query_one(wid, Shown).show("")
@@ -272,17 +305,24 @@ class RunsScreen(NotesScreen):
             return
         app = self.app
         c, total, frac, eta = f.shown_counts, f.shown_total, f.fraction, f.eta_s
+        state = f.state
         text = Text()
         text.append(f"{f.run_id[:10]} ", style=tone(app, "strong"))
-        text.append(bar(frac, 24) + " ", style=tone(app, "accent"))
+        # narrower below 100 columns: an ended run's line (status, how long, its rate) fits on one row at 80
+        text.append(bar(frac, 24 if self.size.width >= 100 else 10) + " ", style=tone(app, "accent"))
         text.append(f"{c.done:,}/{total:,} ({frac:.1%})")
-        if f.start_error is not None:
-            text.append(f"\n{f.start_error}", style=tone(app, "bad"))
-        elif f.ended is not None:
-            text.append(f" · {f.ended.get('status', 'ended')}", style=tone(
-                app, "ok" if f.ended.get("status") == "completed" else "warn"))
-            if f.ended.get("reason"):
-                text.append(f" ({f.ended['reason']})")
+        if state.over:
+            # the ledger's word, then how long it took and its rate over the whole run (a run of a few seconds
+            # never had a settled recent rate); each part on this line where it fits, else on the next
+            width = self.query_one("#run-progress", Shown).content_size.width or self.size.width - 4
+            flow(text, f" · {state.status}", width, tone(app, "ok" if state.status == "completed" else "warn"))
+            if state.why and state.status == "interrupted":
+                flow(text, f" ({state.why})", width)
+            if f.duration_s is not None:
+                flow(text, f" in {took_words(f.duration_s)}" + (f" at {f.final_rate:.1f} notes/s" if f.final_rate
+                                                                 else ""), width)
+            if state.status == "failed":
+                text.append(f"\n{state.words}", style=tone(app, "bad"))
         else:
             if f.waiting:
                 text.append(f" · {waiting_state(f.waiting)}", style=tone(app, "warn"))
@@ -305,6 +345,7 @@ class RunsScreen(NotesScreen):
         if why:
             text.append(f"\n{why}", style=tone(app, "bad"))
         self.query_one("#run-progress", Shown).show(text)
+        self._show_scale(f)
         trunc, err = ("truncated", "errors") if self.size.width >= 100 else ("trunc", "err")
         self.query_one("#run-counters", Shown).show(
             f"done {c.done:,} · valid {c.valid:,} · invalid {c.invalid:,} · retried {c.retried:,} · {trunc} "
@@ -344,7 +385,7 @@ class RunsScreen(NotesScreen):
     # ---- actions ----
     def action_stop(self) -> None:
         f = self.followed
-        if f is None or f.ended is not None:
+        if f is None or f.ended is not None or f.state.over:
             self.query_one(StatusLine).say("no running run is followed")
             return
         from app.tui.dialogs.confirm import ConfirmScreen
