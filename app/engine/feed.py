@@ -59,7 +59,7 @@ class LiveFeed:
             self.writer = FeedWriter.create(self.ledger_dir, event.run_id, header)
         elif isinstance(event, RunFinished) and self.writer is not None:
             self._cancel_timer()
-            self.writer.add("end", {"status": event.status, "reason": event.reason,
+            self.writer.add("end", {"status": event.status, "reason": event.reason, "last_error": event.last_error,
                                     "counts": event.counts.as_dict(), "elapsed_s": round(event.elapsed_s, 3),
                                     "reasons": event.extra.get("reasons") or {}})
             self.writer.close()
