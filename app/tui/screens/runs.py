@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Log, Sparkline
 
+from app.cluster.present import local_zone
 from app.runs.followed import FollowedRun, waiting_state
 from app.runs.listing import Started, listing, progress_words, title_counts
 from app.tui.base import NotesScreen
@@ -66,10 +67,13 @@ def where(hostname: str | None, slurm: dict) -> str:
     return shown + (f" · job {slurm['job_id']}" if slurm.get("job_id") else "")
 
 
+SHORT_LINES = 24
+
+
 def table_height(lines: int) -> int:
     """The runs table's most lines (borders and header included) in a terminal this tall: 8 from 30 lines, less below,
     so that the per-note log keeps its rows; the table scrolls."""
-    return 8 if lines >= 30 else 7 if lines >= 24 else 5
+    return 8 if lines >= 30 else 7 if lines >= 24 else 4
 
 
 def rate_scale(peak: float | None) -> str:
@@ -139,13 +143,17 @@ class RunsScreen(NotesScreen):
         yield Shown(id="run-labels", classes="counters")
         log = Log(max_lines=LOG_LINES, highlight=True, id="run-log")
         log.highlighter = OutcomeHighlighter(self.app)
+        log.border_title = f"per-note log · times {local_zone()}"
         yield log
         yield StatusLine(id="status")
         yield KeyBar()
 
     def on_resize(self, event) -> None:
-        # the last runs that ended fill the table: on a short terminal it scrolls rather than squeeze the log
+        # the last runs that ended fill the table: on a short terminal it scrolls rather than squeeze the log; below
+        # 24 lines the counters (the progress line has done/total) and the log's border give their rows to the log,
+        # which keeps 5 at 60×20 (it had 1: a horizontal scrollbar took its last row, hence no sideways scroll)
         self.table.styles.max_height = table_height(event.size.height)
+        self.set_class(event.size.height < SHORT_LINES, "short")
 
     # ---- the timers run only while the screen is shown: an idle app polls nothing ----
     def on_screen_resume(self) -> None:
@@ -353,22 +361,29 @@ class RunsScreen(NotesScreen):
         self.query_one("#run-labels", Shown).show(self._labels_text(f))
 
     def _labels_text(self, f: FollowedRun) -> Text:
-        text = Text()
+        """Each field's labels with their bars and counts, wrapped between labels only: Rich breaks lines at any
+        whitespace, no-break spaces included, and "(2)" at a line's end with "Unlikely" below reads as two labels."""
+        width = max(20, self.query_one("#run-labels").size.width)
+        lines: list[Text] = []
         scope = f.labels_scope()
         for field in f.fields:
             counts = f.labels.get(field.name, collections.Counter())
             n = sum(counts.values())
             if not n:
                 continue
-            text.append(f"{field.name}{scope}: ", style=tone(self.app, "strong"))
+            line = Text(f"{field.name}{scope}:", style=tone(self.app, "strong"))
             for label in [*field.labels, *(k for k in counts if k not in field.labels)]:
-                if counts.get(label):
-                    text.append(f" {label} ")
-                    text.append(bar(counts[label] / n, 10), style=tone(self.app, "accent"))
-                    text.append(f" {counts[label]:,}")
-            text.append("\n")
-        text.rstrip()
-        return text
+                if not counts.get(label):
+                    continue
+                item = Text.assemble(f"{label} ", (bar(counts[label] / n, 10), tone(self.app, "accent")),
+                                     f" {counts[label]:,}")
+                if line.cell_len + 2 + item.cell_len > width and line.plain.strip():
+                    lines.append(line)
+                    line = Text("  ")
+                line.append("  ")
+                line.append_text(item)
+            lines.append(line)
+        return Text("\n").join(lines)
 
     def _job_warning(self, f: FollowedRun, eta: float | None) -> str:
         """A server job that reaches its time limit before the run is done takes its server with it."""
