@@ -237,11 +237,36 @@ class Importer:
                     continue
                 self._import_file(Path(entry.path), state, size)
             self._commit()
+            self._store_study_scans()
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
         return touched
+
+    def _store_study_scans(self) -> None:
+        """What `ledger study` reads of each closed (or crashed) run of a study that has no row yet, or one worked out
+        at another line of its journal (records came since, or it was reset): see ledger.study.store_scan. Runs
+        imported before the tables existed get theirs here too. One pass over the run's units, the JSON read once.
+        Not for a run still running: its row would be worked out again at every import. A run taken for crashed
+        that writes again only makes its row another line's, which `ledger study` does not read."""
+        due = self.conn.execute(
+            "select r.run_id, r.header, j.seq from runs r join journals j on j.run_id = r.run_id "
+            "left join study_scans s on s.run_id = r.run_id where r.study is not null "
+            "and (r.recorded_status != 'running' or r.status = 'crashed') "
+            "and (s.run_id is null or s.seq is not j.seq)").fetchall()
+        if not due:
+            return
+        from .study import store_scan  # only when a study's run closed: a run's closing import stays light
+
+        for run_id, header, seq in due:
+            self._begin()
+            try:
+                parsed = json.loads(header) if header else {}
+            except ValueError:
+                parsed = {}
+            self._maybe_commit(store_scan(self.conn, run_id, parsed if isinstance(parsed, dict) else {}, seq))
+        self._commit()
 
     def _save(self, s: JournalState) -> None:
         self.conn.execute(
@@ -271,7 +296,7 @@ class Importer:
                     if not (err.prev_mismatch and err.seq >= 1):
                         break
                     # Line err.seq-1 is suspect and was applied: start the run over, keeping lines up to err.seq-2.
-                    for table in ("units", "timeline", "runs"):
+                    for table in ("units", "timeline", "runs", "study_scans", "study_labels"):
                         self.conn.execute(f"delete from {table} where run_id = ?", (state.run_id,))
                     state.offset, state.seq, state.last_hash = 0, -1, None
                     max_seq = err.seq - 2

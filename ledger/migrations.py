@@ -198,6 +198,25 @@ def m004_adjudications(db: Database) -> None:
     db["adjudications"].create_index(["scope", "field", "unit"], if_not_exists=True)
 
 
+@migration
+def m005_study_scans(db: Database) -> None:
+    """What `ledger study` reads of a closed run that is a cell of a study, worked out once when it is imported
+    (ledger.study.store_scan) instead of on every `ledger study`: `study_scans`, one row a run (its unit ids joined,
+    the sums of its latency and tokens, and `seq`, the journal line it was worked out at: a row whose seq is not its
+    journal's is not read), and `study_labels`, one row a run and categorical answer field (a character a unit). The
+    importer fills both for the runs that lack them (so an index migrated here gets them on its next sync)."""
+    db["study_scans"].create(
+        {"run_id": str, "seq": int, "units": int, "ids": str,
+         **{f"{c}_{s}": (float if s == "total" else int) for c in ("latency_ms", "tokens_in", "tokens_out")
+            for s in ("total", "count")}},
+        pk="run_id",
+        if_not_exists=True,
+    )
+    db["study_labels"].create(
+        {"run_id": str, "field": str, "labels": str, "chars": str}, pk=("run_id", "field"), if_not_exists=True
+    )
+
+
 VIEWS = {
     # One row per run with the figures people ask for first.
     "run_overview": """

@@ -6,7 +6,8 @@ written in its place (as `ledger eval` scores). A cell run more than once (inter
 latest answer for each note. Notes a cell never answered are missing in that cell, not wrong.
 
 At scale (12 cells x 100,000 notes: bench/study_scale.py) nothing here goes note by note in Python: each run's
-labels come out of SQLite as one string (a character a note, _scan), become a column of one byte a note, and every
+labels come out of SQLite as one string (a character a note: for a closed run, the row the importer stored when it
+closed, store_scan; else _scan, which reads every answer's JSON), become a column of one byte a note, and every
 table the figures need (a cell against gold, the repeats of a model and prompt, two cells and gold) is counted on
 those columns in C (_joint); the bootstrap draws counts, not notes (stability.bootstrap_counts). Only the page of the
 per-note table asked for becomes rows; its order and the "differs" filter need every note's labels, which are in the
@@ -16,6 +17,7 @@ columns already (study_notes: the page alone, without the statistics).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any
 from .agreement import accuracy, averages, class_scores, cohen_kappa, confusion_from_counts
 from .answers import AnswerField, answer_fields
 from .evaluate import INVALID, FieldNotScorable, latest_labels
+from .journal import SUFFIX
 from .reader import Reader
 from .stability import (
     LinearStatistic,
@@ -194,25 +197,36 @@ class _Table:
     usage: list[dict[str, Any]]
 
 
-def _char_sql(spec: AnswerField, codes: _Codes) -> tuple[str, list[Any], dict[str, int]]:
-    """The SQL expression of a unit's character, its parameters, and label character -> code. String choices and
-    bools are mapped in SQL; any other value comes out as OTHER and is read again (_resolve_other)."""
+def _mapped(spec: AnswerField) -> list[tuple[Any, Any]]:
+    """(label, the value SQL compares json_extract's with) of each label character, LABEL_CHARS[i] for the i-th:
+    string choices and bools; any other value comes out as OTHER."""
     if spec.kind == "bool":
-        mapped = [(True, 1), (False, 0)]  # what json_extract gives for true and false; spec.value() reads any value
-    else:
-        mapped = [(v, v) for v in spec.labels if isinstance(v, str)][: len(LABEL_CHARS)]
-    chars = {LABEL_CHARS[i]: codes.code(label) for i, (label, _) in enumerate(mapped)}
-    path = spec.path()
+        return [(True, 1), (False, 0)]  # what json_extract gives for true and false; spec.value() reads any value
+    return [(v, v) for v in spec.labels if isinstance(v, str)][: len(LABEL_CHARS)]
+
+
+def _char_expr(path: str, sql_values: list[Any]) -> tuple[str, list[Any]]:
+    """The SQL expression of a unit's character (LABEL_CHARS[i] where the field's value is sql_values[i]) and its
+    parameters."""
     other = f"case when json_extract(answer, ?) is null then '{NO_FIELD}' else '{OTHER}' end"
     params: list[Any] = []
-    if mapped:
-        label = f"case json_extract(answer, ?) {' '.join('when ? then ?' for _ in mapped)} else {other} end"
-        params += [path] + [x for i, (_, sql_value) in enumerate(mapped) for x in (sql_value, LABEL_CHARS[i])]
+    if sql_values:
+        label = f"case json_extract(answer, ?) {' '.join('when ? then ?' for _ in sql_values)} else {other} end"
+        params += [path] + [x for i, sql_value in enumerate(sql_values) for x in (sql_value, LABEL_CHARS[i])]
     else:
         label = other
     params.append(path)
     char = (f"case outcome when 'valid' then {label} when 'invalid' then '{INVALID_MARK}' when 'error' then '{ERROR}' "
             f"else '{EMPTY}' end")
+    return char, params
+
+
+def _char_sql(spec: AnswerField, codes: _Codes) -> tuple[str, list[Any], dict[str, int]]:
+    """The SQL expression of a unit's character, its parameters, and label character -> code. String choices and
+    bools are mapped in SQL; any other value comes out as OTHER and is read again (_resolve_other)."""
+    mapped = _mapped(spec)
+    chars = {LABEL_CHARS[i]: codes.code(label) for i, (label, _) in enumerate(mapped)}
+    char, params = _char_expr(spec.path(), [sql_value for _, sql_value in mapped])
     return char, params, chars
 
 
@@ -260,12 +274,94 @@ def _positions(text: str, chars: tuple[str, ...]) -> Iterator[int]:
             p = text.find(ch, p + 1)
 
 
+# --- What _scan reads, stored at import ------------------------------------------------------------------------------
+#
+# A closed run of a study does not change, so the importer works out once what _scan would read of it (store_scan,
+# called under the lease: Importer._store_study_scans) and `ledger study` reads a row a run instead of parsing every
+# answer of every run again. The characters of a stored run are the run's own: LABEL_CHARS[i] is the i-th value of
+# its field's schema (_mapped), which the study, whose cells may differ in schema, maps to its own (_translation). The
+# row of a run names the journal line (`seq`) it was worked out at; a row that is not the journal's latest, a run
+# still running, an index from before the tables (m005) or a run the scan reads row by row: read by _scan as before.
+
+SCANS, LABELS = "study_scans", "study_labels"
+SUM_COLUMNS = [f"{c}_{s}" for c in USAGE for s in ("total", "count")]  # in USAGE_SUMS's order
+
+
+def store_scan(conn: Any, run_id: str, header: dict[str, Any], seq: int | None) -> int:
+    """Work out and store what _scan reads of the run for each categorical field of its own answer schema, and the
+    sums of its units' latency and tokens (one pass over its units; the caller holds the lease and a transaction).
+    A run whose unit ids do not split back (one holds SEP), or whose answers SQLite cannot read, gets a row without
+    ids: _scan reads it (and says what is wrong) each time. Returns about how many bytes it stored."""
+    fields = [f for f in answer_fields(header.get("answer_schema")) if f.categorical]
+    conn.execute(f"delete from {LABELS} where run_id = ?", [run_id])
+    exprs, params = [], []
+    for f in fields:
+        char, p = _char_expr(f.path(), [sql_value for _, sql_value in _mapped(f)])
+        exprs.append(f", group_concat({char}, '')")
+        params += p
+    row: tuple = ()
+    if fields:
+        try:
+            row = conn.execute(f"select count(*), group_concat(unit_id, char(31)){''.join(exprs)}{USAGE_SUMS} "
+                               f"from units where run_id = ?", params + [run_id]).fetchone()
+        except (sqlite3.OperationalError, UnicodeEncodeError) as exc:  # malformed JSON, a label SQLite cannot take:
+            if isinstance(exc, sqlite3.OperationalError) and "json" not in str(exc).lower():  # `ledger study` says
+                raise
+    count, joined, texts, sums = (row[0], row[1] or "", [t or "" for t in row[2: 2 + len(fields)]],
+                                  list(row[2 + len(fields):])) if row else (None, None, [], [None] * len(SUM_COLUMNS))
+    if joined is not None and (joined.count(SEP) != max(count - 1, 0) or any(len(t) != count for t in texts)):
+        joined = None
+    conn.execute(f"insert or replace into {SCANS} (run_id, seq, units, ids, {', '.join(SUM_COLUMNS)}) "
+                 f"values (?, ?, ?, ?{', ?' * len(SUM_COLUMNS)})", [run_id, seq, count, joined, *sums])
+    if joined is not None:
+        conn.executemany(f"insert into {LABELS} (run_id, field, labels, chars) values (?, ?, ?, ?)",
+                         [(run_id, f.name, json.dumps([v for _, v in _mapped(f)]), text)
+                          for f, text in zip(fields, texts)])
+    return len(joined or "") + sum(map(len, texts))
+
+
+def _has_stored(db: Reader) -> bool:
+    return db.conn.execute("select count(*) from sqlite_master where type = 'table' and name = ?",
+                           [LABELS]).fetchone()[0] > 0
+
+
+def _stored_scan(db: Reader, run_id: str, spec: AnswerField, usage: bool, translations: dict[str, bytes]
+                 ) -> tuple[str, None, str, list[float]] | None:
+    """What _scan(db, ..., run_id, usage) returns, from the run's stored row, or None when there is none to trust."""
+    row = db.conn.execute(
+        f"select s.ids, l.labels, l.chars{''.join(f', s.{c}' for c in SUM_COLUMNS)} from {SCANS} s "
+        f"join {LABELS} l on l.run_id = s.run_id and l.field = ? "
+        f"where s.run_id = ? and s.seq = (select seq from journals where file = ?)",
+        [spec.name, run_id, run_id + SUFFIX]).fetchone()
+    if row is None or row[0] is None:
+        return None
+    joined, labels, chars, *sums = row
+    table = translations.get(labels)
+    if table is None:
+        table = translations[labels] = _translation(json.loads(labels), spec)
+    return joined, None, chars.encode("latin-1").translate(table).decode("latin-1"), sums if usage else []
+
+
+def _translation(run_values: list[Any], spec: AnswerField) -> bytes:
+    """A run's label characters -> the study's: the run's i-th value is the study's first equal one (as SQL compares
+    them: a string with a string, a number with a number), else OTHER (read again by _resolve_other, as the study's
+    own scan would have it); the other characters stay."""
+    study_values = [sql_value for _, sql_value in _mapped(spec)]
+    table = bytearray(range(256))
+    for i, value in enumerate(run_values):
+        j = next((j for j, v in enumerate(study_values) if type(v) is type(value) and v == value), None)
+        table[ord(LABEL_CHARS[i])] = ord(OTHER if j is None else LABEL_CHARS[j])
+    return bytes(table)
+
+
 def _collect(db: Reader, cells: list[dict[str, Any]], spec: AnswerField, gold: dict[str, Any],
              usage: bool = False) -> _Table:
     codes = _Codes()
     for label in spec.labels:
         codes.code(label)
     char, params, chars = _char_sql(spec, codes)
+    stored = _has_stored(db)
+    translations: dict[str, bytes] = {}
     ids: list[str] = []
     pos: dict[str, int] | None = None
     base: str | None = None  # the ids of the first run read: a run with the same ids lines up as it is
@@ -276,7 +372,8 @@ def _collect(db: Reader, cells: list[dict[str, Any]], spec: AnswerField, gold: d
         parts = []
         sums = [0.0] * (2 * len(USAGE))
         for run in cell["runs"]:
-            joined, run_ids, run_text, run_sums = _scan(db, char, params, run["run_id"], usage)
+            scanned = _stored_scan(db, run["run_id"], spec, usage, translations) if stored else None
+            joined, run_ids, run_text, run_sums = scanned or _scan(db, char, params, run["run_id"], usage)
             if not ids and joined and len(cell["runs"]) == 1:
                 base, ids = joined, joined.split(SEP)
             if run_ids is None and joined == base:

@@ -134,7 +134,7 @@ def test_an_index_made_before_the_audit_migration_is_upgraded(tmp_path):
     try:
         assert conn.execute("select status, quantization, parameter_size from runs").fetchone() == ("completed", "Q8_0", "8B")
         assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == [
-            "m001_initial", "m002_audit", "m003_study", "m004_adjudications"]
+            "m001_initial", "m002_audit", "m003_study", "m004_adjudications", "m005_study_scans"]
         assert conn.execute("select count(*) from chain").fetchone()[0] == 1  # read back from chain.jsonl
         assert conn.execute("select valid_pct from run_overview").fetchone()[0] == 25.0
     finally:

@@ -61,7 +61,7 @@ def test_sync_imports_runs_units_and_counts(tmp_path: Path) -> None:
 
     conn = sqlite3.connect(led.db_path)
     assert [r[0] for r in conn.execute("select name from _ledger_migrations")] == [
-        "m001_initial", "m002_audit", "m003_study", "m004_adjudications"]
+        "m001_initial", "m002_audit", "m003_study", "m004_adjudications", "m005_study_scans"]
     assert conn.execute("pragma journal_mode").fetchone()[0] == "delete"
 
 
