@@ -31,11 +31,15 @@ TOKEN = "bench-token-not-a-secret"
 SCHEMA = {"type": "object", "properties": {"response": {"type": "string", "enum": ["(1) Likely", "(2) Unlikely"]},
                                            "explanation": {"type": "string", "maxLength": 200}},
           "required": ["response", "explanation"]}
+# as in a server job: with the idle tracker, which follows where each request and answer begins and ends
 PROXY = """
 import asyncio, sys
+from app.cluster.idle import IdleTracker
 from app.cluster.proxy import AuthProxy
 async def main():
-    proxy = AuthProxy(sys.argv[1], "127.0.0.1", int(sys.argv[2]), log=None)
+    tracker = IdleTracker(None)
+    tracker.ready()
+    proxy = AuthProxy(sys.argv[1], "127.0.0.1", int(sys.argv[2]), log=None, tracker=tracker)
     print(await proxy.start("127.0.0.1", 0), flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())

@@ -67,3 +67,14 @@ def run_id(text: str) -> str:
     if not is_run_id(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a run id (26 capitals and digits, as notes-tui makes them)")
     return text
+
+
+def idle(text: str) -> str:
+    """A server job's idle limit as typed (`45m`, `2h`, `0` for never); checked here, converted where it is used."""
+    from app.settings.user import IDLE_FIX, idle_seconds
+
+    try:
+        idle_seconds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration — {IDLE_FIX}") from None
+    return text

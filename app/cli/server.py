@@ -11,11 +11,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from app.cli.options import Shared
     from app.cluster.health import Health
+    from app.cluster.idle import IdleState
     from app.cluster.known import KnownServer
     from app.cluster.slurm import ServerJob
 
 
 def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
+    from app.cli.options import idle
+    from app.settings.user import DEFAULT_IDLE
+
     srv = shared.add(sub, "server", shared.json,
                      help="the model servers notes-tui knows (Ollama, OpenAI-compatible), and how they are")
     ssub = srv.add_subparsers(dest="server_command", metavar="SUBCOMMAND", required=True, parser_class=type(srv))
@@ -29,6 +33,9 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
                        help="submit a server job (Ollama, vLLM, llama-server…) from a profile of the user config")
     start.add_argument("--profile", required=True, metavar="NAME", help="a [profiles.NAME] of the user config")
     start.add_argument("--time", metavar="TIME", help="the job's time limit (D-HH:MM:SS), instead of the profile's")
+    start.add_argument("--idle", type=idle, metavar="DURATION",
+                       help="end the job after this long with no request (30m, 2h, 0 for never), instead of the "
+                       "profile's idle (default 30m)")
     start.set_defaults(handler=start_server)
     stop = shared.add(ssub, "stop", help="cancel one of your server jobs")
     stop.add_argument("job_id", metavar="JOBID")
@@ -42,6 +49,12 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
                        help="what the server speaks: how to tell it is ready, and what the job's Comment says")
     proxy.add_argument("--isolate", default="1", choices=("0", "1"),
                        help="1: the server in a network namespace of its own, reached through a Unix socket (default)")
+    proxy.add_argument("--idle", type=idle, default=DEFAULT_IDLE, metavar="DURATION",
+                       help=f"end the job after this long with no request through the proxy (default {DEFAULT_IDLE}; "
+                       "0: never)")
+    proxy.add_argument("--then-run", metavar="FILE",
+                       help="a job for one run (slurm/notes-run-with-server.sbatch): run notes-tui --run FILE against "
+                       "this server, publish no address, and end with the run")
     proxy.set_defaults(handler=proxy_server)
     inner = shared.add(ssub, "inner", help=argparse.SUPPRESS)  # what `server proxy` runs inside the namespace
     inner.add_argument("--unix", required=True)
@@ -54,19 +67,19 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
 def list_servers(args: argparse.Namespace) -> int:
     import asyncio
 
-    from app.cluster.health import probe_all
     from app.context import load_context
 
     ctx = load_context(args.workspace)
     jobs = ctx.jobs()
     servers = ctx.servers()
-    health = asyncio.run(probe_all(s.url for s in servers))
+    job_urls = [j.url for j in jobs.jobs if j.url] if jobs.available else []
+    health, idle = asyncio.run(_probe(servers, job_urls))
     waiting = [j for j in jobs.jobs if not j.url] if jobs.available else []
     if args.json:
         # one list: every server (a job's carries "job"), then the jobs with no address yet (url null)
         by_url = {j.url: j for j in jobs.jobs if j.url} if jobs.available else {}
-        doc = [dict(server_json(s, health[s.url]), job=job_json(by_url[s.url], health[s.url]) if s.url in by_url
-                    else None) for s in servers]
+        doc = [dict(server_json(s, health[s.url]), job=job_json(by_url[s.url], health[s.url], idle.get(s.url))
+                    if s.url in by_url else None) for s in servers]
         doc += [{"url": None, "name": j.name, "origins": [j.origin], "state": j.phase, "reason": j.reason or None,
                  "version": None, "rtt_ms": None, "loaded": [], "job": job_json(j, None)} for j in waiting]
         print(json.dumps(doc, indent=2))
@@ -78,10 +91,21 @@ def list_servers(args: argparse.Namespace) -> int:
         print(servers_table(servers, health))
     if jobs.available and jobs.jobs:
         print()
-        print(jobs_table(jobs.jobs, health))
+        print(jobs_table(jobs.jobs, health, idle))
     if jobs.error:
         print(f"warning: {jobs.error}", file=sys.stderr)
     return 0
+
+
+async def _probe(servers: list[KnownServer], job_urls: list[str]) -> tuple[dict[str, Health], dict]:
+    """Every server's health and every server job's idle state, all at once."""
+    import asyncio
+
+    from app.cluster.health import probe_all
+    from app.cluster.idle import fetch_idle_all
+
+    health, idle = await asyncio.gather(probe_all(s.url for s in servers), fetch_idle_all(job_urls))
+    return health, idle
 
 
 def _kind(kind: str | None) -> str:
@@ -98,23 +122,29 @@ def parallel_text(record: dict | None) -> str:
     return "1 (default)" if record.get("kind", "ollama") == "ollama" else "server's"
 
 
-def job_json(job: ServerJob, health: Health | None) -> dict:
+def job_json(job: ServerJob, health: Health | None, idle: IdleState | None = None) -> dict:
+    """A server job as `server list --json` gives it; `idle`: its proxy's idle state (null when it did not say:
+    not up yet, not a job of notes-tui, or down) — idle_s, in_flight, limit_s, stops_in_s, stops_at (UTC)."""
     from app.cluster.jobactions import job_status
     from app.cluster.tokens import job_record
 
     record = job_record(job.job_id, job.cluster) or {}
-    return dict(job.as_json(), status=job_status(job, health), num_parallel=record.get("num_parallel"))
+    return dict(job.as_json(), status=job_status(job, health), num_parallel=record.get("num_parallel"),
+                idle=idle.as_json() if idle is not None else None)
 
 
-def jobs_table(jobs: list[ServerJob], health: dict[str, Health]) -> str:
+def jobs_table(jobs: list[ServerJob], health: dict[str, Health], idle: dict | None = None) -> str:
     from app.cluster.jobactions import job_status, time_left_text
     from app.cluster.tokens import job_record
 
-    rows = [("JOB", "NAME", "KIND", "STATE", "NODE", "PORT", "TIME LEFT", "PARALLEL", "GPUS")]
+    idle = idle or {}
+    rows = [("JOB", "NAME", "KIND", "STATE", "NODE", "PORT", "TIME LEFT", "IDLE", "IDLE STOP", "PARALLEL", "GPUS")]
     for j in jobs:
+        state = idle.get(j.url) if j.url else None
         rows.append((j.job_id + (f" ({j.cluster})" if j.cluster else ""), j.name, _kind(j.kind),
                      job_status(j, health.get(j.url) if j.url else None), j.node or "-",
-                     str(j.port) if j.port else "-", time_left_text(j), parallel_text(job_record(j.job_id, j.cluster)),
+                     str(j.port) if j.port else "-", time_left_text(j), state.idle_text() if state else "-",
+                     state.stop_text() if state else "-", parallel_text(job_record(j.job_id, j.cluster)),
                      str(j.gpus)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
@@ -163,13 +193,20 @@ def start_server(args: argparse.Namespace) -> int:
     from ledger import resolve_ledger_dir
 
     ctx = load_context(args.workspace)
+    from app.cluster.serverjob import idle_words
+    from app.settings.user import idle_seconds
+
     job_id = start_server_job(ctx.config, ctx.config_path, args.profile, resolve_ledger_dir(args.ledger), ctx.environ,
-                              time=args.time, jobs=ctx.jobs())
+                              time=args.time, jobs=ctx.jobs(), idle=args.idle)
+    idle_s = idle_seconds(args.idle) if args.idle is not None else ctx.config.profiles[args.profile].idle_s
     if args.json:
-        print(json.dumps({"job_id": job_id, "cluster": ctx.config.slurm.cluster, "profile": args.profile}))
+        print(json.dumps({"job_id": job_id, "cluster": ctx.config.slurm.cluster, "profile": args.profile,
+                          "idle_s": idle_s}))
     else:
+        ends = (f"it ends itself after {idle_words(idle_s)} with no request" if idle_s else
+                "idle = 0: it runs until notes-tui server stop or its time limit")
         print(f"submitted server job {job_id} ({args.profile}); it shows as starting until the server answers — "
-              "notes-tui server list")
+              f"notes-tui server list; {ends}")
     return 0
 
 
@@ -188,9 +225,10 @@ def proxy_server(args: argparse.Namespace) -> int:
     import os
 
     from app.cluster.serverjob import serve
+    from app.settings.user import idle_seconds
 
     return asyncio.run(serve(args.command, dict(os.environ), args.ready_timeout, kind=args.kind,
-                             isolated=args.isolate == "1"))
+                             isolated=args.isolate == "1", idle_s=idle_seconds(args.idle), then_run=args.then_run))
 
 
 def inner_server(args: argparse.Namespace) -> int:

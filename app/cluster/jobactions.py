@@ -20,8 +20,10 @@ def _slurm(config: UserConfig) -> Slurm:
 
 
 def start_server_job(config: UserConfig, config_path: Path, profile: str, ledger_dir: Path,
-                     environ: dict[str, str], time: str | None = None, jobs: ServerJobs | None = None) -> str:
-    """Submit a server job from `[profiles.NAME]`; the job id. Blocking (sbatch): call it from a worker."""
+                     environ: dict[str, str], time: str | None = None, jobs: ServerJobs | None = None,
+                     idle: str | None = None) -> str:
+    """Submit a server job from `[profiles.NAME]`; the job id. `idle` (`45m`, `0` for never) instead of the
+    profile's. Blocking (sbatch): call it from a worker."""
     chosen = config.profiles.get(profile)
     if chosen is None:
         have = ", ".join(sorted(config.profiles)) or "none yet"
@@ -36,7 +38,8 @@ def start_server_job(config: UserConfig, config_path: Path, profile: str, ledger
             raise UserError(f"--profile {profile}: the server job could not be kept to you: {why} — ask the site to "
                             f'allow them, or set isolate = false in [profiles.{profile}] with extra = ["--exclusive"] '
                             "(a node to yourself)")
-    job_id = server_submission(profile, chosen, ledger_dir, environ, config.slurm.cluster, time=time).submit(slurm)
+    job_id = server_submission(profile, chosen, ledger_dir, environ, config.slurm.cluster, time=time,
+                               idle=idle).submit(slurm)
     if jobs is not None:
         jobs.expire()
     return job_id

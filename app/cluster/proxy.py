@@ -6,6 +6,10 @@ After that first request the connection is spliced byte for byte in both directi
 progress pass through as Ollama sends them, and a kept-alive connection costs no parsing per request. The token
 is checked once per connection: a TCP connection is one client's, and every later request on it comes from the
 peer that proved it holds the token. Protocols rather than streams: one callback per chunk, no task per request.
+
+With an idle tracker (app/cluster/idle.py) the proxy also follows where each request and each answer begins and
+ends in the spliced bytes (app/cluster/framing.py: heads read, bodies counted), so it knows what is in flight and
+when the last request ended; `GET /_notes-tui/idle` with the token answers that as JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import asyncio
 import hmac
 import json
 import sys
+from collections import deque
+
+from app.cluster.framing import Framing, MessageStream, request_framing, request_line, response_framing
+from app.cluster.idle import IDLE_PATH, IdleTracker, counts_as_use
 
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
@@ -68,6 +76,62 @@ def authorized(head: bytes, expected: bytes) -> bool:
     return False
 
 
+def _idle_response(head: bytes, tracker: IdleTracker | None) -> bytes | None:
+    """`GET /_notes-tui/idle` (after the token was checked): what the tracker says, and the connection closed."""
+    method, path = request_line(head)
+    if path != IDLE_PATH:
+        return None
+    if method != b"GET" or tracker is None:
+        return _response("404 Not Found", "no idle state here")
+    body = json.dumps(tracker.snapshot()).encode()
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+class _Exchanges:
+    """One connection's requests and answers, as the idle tracker needs them: each request that uses the server is
+    in flight from its head until the end of its answer, or until the connection closes. HTTP/1.1 answers come in
+    the order of the requests, so a queue of the requests still unanswered pairs them."""
+
+    __slots__ = ("tracker", "waiting", "requests", "answers", "settled")
+
+    def __init__(self, tracker: IdleTracker):
+        self.tracker = tracker
+        self.waiting: deque[tuple[bytes, bool]] = deque()  # (method, counts as use) of each request not answered
+        self.requests = MessageStream(self._request, _nothing)
+        self.answers = MessageStream(self._answer_head, self._answered)
+        self.settled = False
+
+    def _request(self, head: bytes) -> Framing:
+        method, path = request_line(head)
+        use = counts_as_use(path)
+        self.waiting.append((method, use))
+        if use:
+            self.tracker.begin()
+        return request_framing(head)
+
+    def _answer_head(self, head: bytes) -> Framing:
+        return response_framing(head, self.waiting[0][0] if self.waiting else b"GET")
+
+    def _answered(self) -> None:
+        if self.waiting and self.waiting.popleft()[1]:
+            self.tracker.end()
+
+    def close(self) -> None:
+        """The connection is gone: whatever was still waiting for its answer has ended."""
+        if self.settled:
+            return
+        self.settled = True
+        for _, use in self.waiting:
+            if use:
+                self.tracker.end()
+        self.waiting.clear()
+
+
+def _nothing() -> None:
+    pass
+
+
 class ProxyStats:
     __slots__ = ("connections", "refused", "upstream_errors")
 
@@ -83,6 +147,7 @@ class _Peer(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.other: _Peer | None = None
+        self.got_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -103,8 +168,11 @@ class _Peer(asyncio.Protocol):
             self.other.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
+        self.got_eof = True
         other = self.other
-        if other is not None and other.transport is not None and other.transport.can_write_eof():
+        if other is None or other.got_eof:  # both ways done: close, or the pair stays open for ever (an fd each)
+            return None
+        if other.transport is not None and other.transport.can_write_eof():
             other.transport.write_eof()
             return True  # half-close: keep reading the answer
         return None
@@ -116,7 +184,13 @@ class _Peer(asyncio.Protocol):
 
 
 class _Upstream(_Peer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exchanges: _Exchanges | None = None
+
     def data_received(self, data: bytes) -> None:
+        if self.exchanges is not None:
+            self.exchanges.answers.feed(data)
         self.forward(data)
 
 
@@ -128,6 +202,7 @@ class _Client(_Peer):
         self.buffered: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = None
         self.state = "head"  # head -> connecting -> spliced | closed
+        self.exchanges: _Exchanges | None = None  # with an idle tracker: what is in flight on this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -136,9 +211,13 @@ class _Client(_Peer):
 
     def data_received(self, data: bytes) -> None:
         if self.state == "spliced":
+            if self.exchanges is not None:
+                self.exchanges.requests.feed(data)
             self.forward(data)
             return
         if self.state == "connecting":
+            if self.exchanges is not None:
+                self.exchanges.requests.feed(data)
             self.buffered.append(data)
             return
         if self.state != "head":
@@ -159,8 +238,15 @@ class _Client(_Peer):
             self.proxy.refuse()
             self._reject(_UNAUTHORIZED)
             return
+        idle = _idle_response(bytes(self.head[:end]), self.proxy.tracker)
+        if idle is not None:
+            self._reject(idle)
+            return
         self.state = "connecting"
         self.buffered.append(bytes(self.head))
+        if self.proxy.tracker is not None:
+            self.exchanges = _Exchanges(self.proxy.tracker)
+            self.exchanges.requests.feed(bytes(self.head))
         self.head = bytearray()
         asyncio.ensure_future(self._connect())
 
@@ -181,12 +267,15 @@ class _Client(_Peer):
             upstream.transport.close()
             return
         upstream.other, self.other = self, upstream
+        upstream.exchanges = self.exchanges
         upstream.transport.write(b"".join(self.buffered))
         self.buffered = []
         self.state = "spliced"
 
     def _reject(self, response: bytes) -> None:
         self.state = "closed"
+        if self.exchanges is not None:
+            self.exchanges.close()
         if self.transport is not None and not self.transport.is_closing():
             if response:
                 self.transport.write(response)
@@ -195,6 +284,8 @@ class _Client(_Peer):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if self.exchanges is not None:
+            self.exchanges.close()
         super().connection_lost(exc)
 
 
@@ -202,8 +293,9 @@ class AuthProxy:
     """Listens on (host, port) and forwards authenticated connections to the upstream Ollama."""
 
     def __init__(self, token: str, upstream_host: str, upstream_port: int, log=sys.stderr,
-                 upstream_unix: str | None = None):
+                 upstream_unix: str | None = None, tracker: IdleTracker | None = None):
         self.token = token.encode("ascii")
+        self.tracker = tracker  # requests in flight and the idle clock (None: splice without looking)
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.upstream_unix = upstream_unix  # a Unix socket path instead of host and port

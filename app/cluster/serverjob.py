@@ -7,6 +7,12 @@ Any server command gets the port: `{port}` in the command is replaced by it (`vl
 
 Until the Comment is set the job shows as "starting": a client never sees an address before the server answers
 and the token is in place.
+
+The job ends itself after its idle limit with no request in flight through the proxy (app/cluster/idle.py): the
+proxy process returns, the job script exits, Slurm frees the GPU. Its GPU-hours, used and idle, go to its record in
+the ledger dir (ledger/serverjobs.py). With `then_run` (`notes-tui submit EXP --with-server PROFILE`) the job
+publishes no address, runs `notes-tui --run EXP` against its own server and ends with that run; TERM stops the run
+first (it saves what was answered), then the server.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import time
 import httpx
 
 from app.cluster import tokens
+from app.cluster.idle import IdleTracker, watch
 from app.cluster.proxy import AuthProxy
 from app.cluster.slurm import COMMENT_PREFIXES, Slurm
 from app.errors import UserError
+from app.experiment.hosts import RUN_SERVER_ENV
 
 READY_POLL_S = 0.5
 STOP_WAIT_S = 10.0
+RECORD_EVERY_S = 60.0  # the job's record in the ledger is at most this old if the job is killed outright
 
 
 def free_port(host: str) -> int:
@@ -168,8 +177,64 @@ async def _start_isolated(job_id: str, command: str, environ: dict[str, str], re
     return child, sock
 
 
+class _Book:
+    """The job's record in the ledger dir (ledger/serverjobs.py): GPU-hours used and idle. A ledger dir that cannot
+    be written costs one line in the job's output, never the server."""
+
+    def __init__(self, environ: dict[str, str], tracker: IdleTracker, job_id: str, cluster: str | None, node: str,
+                 kind: str, with_run: str | None):
+        from ledger.clock import utc_now_iso
+        from ledger.paths import ENV_VAR, resolve_ledger_dir
+
+        self.tracker = tracker
+        self.ledger_dir = resolve_ledger_dir(environ.get(ENV_VAR) or None)  # the submitter's (submit sets it)
+        self.base = {"type": "server_job", "job_id": job_id, "cluster": cluster, "name": environ.get("SLURM_JOB_NAME"),
+                     "node": node, "partition": environ.get("SLURM_JOB_PARTITION"), "gpus": _gpus(environ),
+                     "kind": kind, "idle_limit_s": tracker.limit_s, "with_run": with_run}
+        self.started_at = utc_now_iso()
+        self.ready_at: str | None = None
+        self._warned = False
+
+    def ready(self) -> None:
+        from ledger.clock import utc_now_iso
+
+        self.ready_at = utc_now_iso()
+        self.write()
+
+    def write(self, ended_by: str | None = None) -> None:
+        from ledger.clock import utc_now_iso
+        from ledger.serverjobs import gpu_hours, write_record
+
+        now = utc_now_iso()
+        seconds = self.tracker.seconds()
+        record = dict(self.base, started_at=self.started_at, ready_at=self.ready_at, updated_at=now,
+                      ended_at=now if ended_by else None, status="ended" if ended_by else "running", ended_by=ended_by,
+                      requests=self.tracker.requests, **seconds, gpu_hours=gpu_hours(self.base["gpus"], seconds))
+        try:
+            write_record(self.ledger_dir, record)
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                say(f"cannot write the job's GPU-hours to {self.ledger_dir} ({exc.strerror or exc}); the server "
+                    "goes on")
+
+    async def keep(self) -> None:
+        while True:
+            await asyncio.sleep(RECORD_EVERY_S)
+            await asyncio.to_thread(self.write)
+
+
+def idle_words(limit_s: float | None) -> str:
+    from ledger.clock import format_duration
+
+    return "never (idle = 0)" if limit_s is None else format_duration(limit_s)
+
+
 async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, slurm: Slurm | None = None,
-                kind: str = "ollama", isolated: bool = True) -> int:
+                kind: str = "ollama", isolated: bool = True, idle_s: float | None = None,
+                then_run: str | None = None) -> int:
+    """The server job: `idle_s` seconds with no request in flight end it (None: never); `then_run`, an experiment
+    file, makes it a job for that one run."""
     job_id = environ.get("SLURM_JOB_ID")
     if not job_id:
         raise UserError("notes-tui server proxy runs inside a server job — start one with: "
@@ -192,6 +257,10 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     record = tokens.record_path(job_id, cluster, environ)
+    tracker = IdleTracker(None if then_run else idle_s)  # a job for one run ends with the run, never for idleness
+    book = _Book(environ, tracker, job_id, cluster, node, kind, then_run)
+    keeping: asyncio.Future | None = None
+    ended_by = "did not start"
     proxy: AuthProxy | None = None
     child: asyncio.subprocess.Process | None = None
     workdir: str | None = None
@@ -202,8 +271,9 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
             child, sock = await _start_isolated(job_id, command, environ, ready_timeout_s, kind, stop)
             workdir = os.path.dirname(sock)
             if child is None:
+                ended_by = "stopped"
                 return 0
-            proxy = AuthProxy(tokens.new_token(), "127.0.0.1", 0, upstream_unix=sock)
+            proxy = AuthProxy(tokens.new_token(), "127.0.0.1", 0, upstream_unix=sock, tracker=tracker)
             say(f"job {job_id}: the server answers only through {sock} (0700): no port of it is open on the node")
         else:
             port = free_port("127.0.0.1")
@@ -217,26 +287,33 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
             say(f"job {job_id}: started {argv[0]} (pid {child.pid}) on 127.0.0.1:{port} (isolate = false: other "
                 "users of this node can reach that port); waiting for it to answer")
             if not await _ready_unless_stopped(port, child, ready_timeout_s, kind, stop):
+                ended_by = "stopped"
                 return 0
-            proxy = AuthProxy(tokens.new_token(), "127.0.0.1", port)
+            proxy = AuthProxy(tokens.new_token(), "127.0.0.1", port, tracker=tracker)
         public = await proxy.start("0.0.0.0", 0)
         url = f"http://{node}:{public}"
         tokens.write_record(record, {"job_id": job_id, "cluster": cluster, "url": url, "node": node,
                                      "gpus": _gpus(environ), "partition": environ.get("SLURM_JOB_PARTITION"),
                                      "kind": kind, "num_parallel": _int_or_none(environ.get("NOTES_TUI_NUM_PARALLEL")),
+                                     "idle_limit_s": tracker.limit_s, "with_run": then_run,
                                      "token": proxy.token.decode("ascii")})
-        prefix = next(p for p, k in COMMENT_PREFIXES.items() if k == kind)
-        (slurm or Slurm()).set_comment(job_id, f"{prefix}{node}:{public}")
-        say(f"job {job_id}: serving at {url} (token in {record}, owner-only)")
-        child_done = asyncio.ensure_future(child.wait())
-        woke = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({child_done, woke}, return_when=asyncio.FIRST_COMPLETED)
-        woke.cancel()
-        if child_done.done():
-            say(f"job {job_id}: the server exited with status {child.returncode}")
-            return 1
-        return 0
+        tracker.ready()
+        book.ready()
+        ended_by = "failed"
+        keeping = asyncio.ensure_future(book.keep())
+        if then_run is None:
+            prefix = next(p for p, k in COMMENT_PREFIXES.items() if k == kind)
+            (slurm or Slurm()).set_comment(job_id, f"{prefix}{node}:{public}")
+            say(f"job {job_id}: serving at {url} (token in {record}, owner-only); ends itself after "
+                f"{idle_words(tracker.limit_s)} with no request")
+        else:
+            say(f"job {job_id}: serving at {url} for the run of {then_run} alone (no address published); the job "
+                "ends with the run")
+        code, ended_by = await _serve_until(job_id, child, stop, tracker, then_run, url, environ)
+        return code
     finally:
+        if keeping is not None:
+            keeping.cancel()
         written = tokens.read_record(record)
         record.unlink(missing_ok=True)
         if written is not None:
@@ -244,13 +321,87 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
         if proxy is not None:
             await proxy.close()
             say(f"job {job_id}: stopped; {proxy.stats.connections} connections, "
-                f"{proxy.stats.refused} refused without the token")
+                f"{proxy.stats.refused} refused without the token, {tracker.requests} requests that used the server")
         if child is not None:
             await _stop(child)
         if workdir is not None:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
+        book.write(ended_by)
+
+
+async def _serve_until(job_id: str, child: asyncio.subprocess.Process, stop: asyncio.Event, tracker: IdleTracker,
+                       then_run: str | None, url: str, environ: dict[str, str]) -> tuple[int, str]:
+    """Serve until TERM, the server's exit, the idle limit, or (with `then_run`) the run's end: (exit status, what
+    ended the job)."""
+    server_done = asyncio.ensure_future(child.wait())
+    woke = asyncio.ensure_future(stop.wait())
+    idle = asyncio.ensure_future(watch(tracker))
+    waits = {server_done, woke, idle}
+    run: asyncio.subprocess.Process | None = None
+    run_done: asyncio.Future | None = None
+    try:
+        if then_run is not None:
+            run = await _start_run(then_run, url, environ)
+            run_done = asyncio.ensure_future(run.wait())
+            waits.add(run_done)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if run is not None and run_done is not None and run_done.done():
+            code = _status(run.returncode)
+            say(f"job {job_id}: the run ended (exit status {code}); stopping the server")
+            return code, "run ended"
+        if server_done.done():
+            say(f"job {job_id}: the server exited with status {child.returncode}")
+            if run is not None:
+                await _stop_run(job_id, run)
+            return 1, "server exited"
+        if woke.done():
+            if run is not None:
+                say(f"job {job_id}: told to stop: the run stops first (it saves what was answered), then the server")
+                return await _stop_run(job_id, run), "stopped"
+            return 0, "stopped"
+        from ledger.clock import format_duration
+
+        say(f"job {job_id}: no request for {format_duration(idle.result())} (idle = {idle_words(tracker.limit_s)}): "
+            "ending the job, which frees its GPU")
+        return 0, "idle"
+    finally:
+        for waiting in waits:
+            if not waiting.done():
+                waiting.cancel()
+        if run is not None and run.returncode is None:  # only when this was cut short: never leave the run behind
+            try:
+                run.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+async def _start_run(file: str, url: str, environ: dict[str, str]) -> asyncio.subprocess.Process:
+    """`notes-tui --run FILE` against this job's server; its lines go to the job's output."""
+    env = dict(environ, **{RUN_SERVER_ENV: url})
+    say(f"starting the run: notes-tui --run {file}")
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "app", "--run", file, env=env)
+
+
+async def _stop_run(job_id: str, run: asyncio.subprocess.Process) -> int:
+    """TERM the run once (it stops sending, waits for the notes in flight, saves, ends interrupted) and wait for it:
+    the server stays up meanwhile. Slurm's own kill at the limit is the only deadline."""
+    if run.returncode is None:
+        try:
+            run.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    code = _status(await run.wait())
+    say(f"job {job_id}: the run stopped (exit status {code})")
+    return code
+
+
+def _status(returncode: int | None) -> int:
+    """A process's exit status as a shell reports it (killed by signal N: 128 + N)."""
+    if returncode is None:
+        return 1
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def _int_or_none(text: str | None) -> int | None:

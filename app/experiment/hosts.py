@@ -1,4 +1,5 @@
-"""The servers of an experiment: `[model].hosts` (a list, one URL, or $OLLAMA_HOST) as normalised URLs."""
+"""The servers of an experiment: `[model].hosts` (a list, one URL, or $OLLAMA_HOST) as normalised URLs; inside a
+`submit --with-server` job, the job's own server (RUN_SERVER_ENV) instead, whatever the file names."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ from pathlib import Path
 
 from app.errors import ConfigError
 from app.server_url import server_url
+
+# set by a `submit --with-server` job for its run (app/cluster/serverjob.py): the URL of the job's own server
+RUN_SERVER_ENV = "NOTES_TUI_RUN_SERVER"
+
+
+def own_server(environ: dict[str, str]) -> str | None:
+    """The server of the job this run belongs to, when it was started by one (`submit --with-server`)."""
+    value = environ.get(RUN_SERVER_ENV, "").strip()
+    return server_url(value) if value else None
 
 
 def resolve_hosts(path: Path, hosts: list[str] | str | None, environ: dict[str, str],

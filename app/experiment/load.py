@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.errors import ConfigError, key_part
 from app.experiment.credentials import mysql_credentials, server_api_key
-from app.experiment.hosts import resolve_hosts
+from app.experiment.hosts import own_server, resolve_hosts
 from app.experiment.resolved import Experiment
 from app.experiment.rules import check_rules
 from app.experiment.schema import SERVER_BACKENDS, AnswerField, AnswerSection, ExperimentFile
@@ -97,6 +97,7 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
     gguf_path = None
     api_key = None
     m = spec.model
+    own = own_server(environ) if m.backend in SERVER_BACKENDS else None  # in a `submit --with-server` job
     if m.backend in SERVER_BACKENDS:
         if not m.name:
             example = "llama3" if m.backend == "ollama" else "the model id the server lists in /v1/models"
@@ -105,7 +106,8 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
         if m.gguf:
             raise ConfigError(path, "model.gguf", "gguf is for the embedded llamacpp backend",
                               "remove it; the server loads its own model")
-        hosts = () if m.hosts == "auto" else resolve_hosts(path, m.hosts, environ, m.backend)
+        # a run in a `submit --with-server` job uses that job's server and no other
+        hosts = (own,) if own else () if m.hosts == "auto" else resolve_hosts(path, m.hosts, environ, m.backend)
     else:
         if m.gguf:
             gguf_path = (base / os.path.expanduser(m.gguf)).resolve()
@@ -149,4 +151,4 @@ def _resolve(path: Path, text: str, spec: ExperimentFile, environ: dict[str, str
             warnings.append(warning)
     return Experiment(path=path, toml_text=text, spec=spec, hosts=hosts, sqlite_path=sqlite_path,
                       seed_csv_path=seed_csv_path, gguf_path=gguf_path, mysql=mysql, api_key=api_key,
-                      warnings=tuple(warnings), auto_hosts=m.backend in SERVER_BACKENDS and m.hosts == "auto")
+                      warnings=tuple(warnings), auto_hosts=m.backend in SERVER_BACKENDS and m.hosts == "auto" and not own)

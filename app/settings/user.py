@@ -40,6 +40,22 @@ class ModelsSettings(_Strict):
 SLURM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"  # partitions, clusters, accounts: never an option or a shell word
 SLURM_TIME = r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$"  # what sbatch --time takes: M, M:S, H:M:S, D-H, D-H:M:S
 DEFAULT_SERVER_COMMAND = "ollama serve"
+DEFAULT_IDLE = "30m"  # a server job with no request for this long ends itself, freeing its GPU
+_IDLE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+IDLE_FIX = "write it as 30m, 2h, 1h30m, 90s, or 0 for never"
+
+
+def idle_seconds(text: str) -> int | None:
+    """`30m`, `2h`, `1h30m`, `90s`, `1d` as seconds; `0` (or any zero) is None: never. ValueError with the fix."""
+    value = str(text).strip().lower().replace(" ", "")
+    if value.isdigit() and int(value) == 0:
+        return None
+    match = _IDLE.match(value)
+    if not value or match is None:
+        raise ValueError(f"{text!r} is not a duration — {IDLE_FIX}")
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    total = d * 86400 + h * 3600 + m * 60 + s
+    return total or None
 
 
 class RunJobSettings(_Strict):
@@ -82,7 +98,26 @@ class Profile(_Strict):
     # false only on a node to yourself (extra = ["--exclusive"]) or to pull models through the job (it has no network)
     isolate: bool = True
     ready_timeout_s: float = Field(600.0, gt=0)  # a Singularity image on a cold node can take minutes
+    # no request through the job's proxy for this long and the job ends itself ("0": never); server start --idle
+    idle: str = DEFAULT_IDLE
     extra: list[str] = []  # more sbatch options, e.g. ["--constraint=l40s"]
+
+    @field_validator("idle", mode="before")
+    @classmethod
+    def _idle(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # idle = 0 means never, as "0" does; any other bare number needs its unit
+        if isinstance(value, str):
+            try:
+                idle_seconds(value)
+            except ValueError:  # one line naming the key; the fix in it, as the generic one says little
+                raise ValueError(f"{value!r} is not a duration ({IDLE_FIX})") from None
+        return value
+
+    @property
+    def idle_s(self) -> int | None:
+        """Seconds without a request before the job ends itself; None: never."""
+        return idle_seconds(self.idle)
 
     @property
     def server_kind(self) -> str:

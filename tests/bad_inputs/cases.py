@@ -323,6 +323,11 @@ SLURM: list[Bad] = [
         "gpu-huge")),
     Bad("server-stop-not-a-job-id", "'abc' is not a job id", args=("server", "stop", "abc")),
     Bad("submit-broken-file", "not valid TOML", lambda c: c.base() + "\n[model\n", args=("submit", "{exp}")),
+    # issue 25: idle limits and a server for one run
+    Bad("server-start-idle-not-a-duration", "argument --idle: 'abc' is not a duration",
+        args=("server", "start", "--profile", "gpu-huge", "--idle", "abc")),
+    Bad("submit-with-server-unknown-profile", "--with-server gpu-huge: no such profile", lambda c: c.base(),
+        args=("submit", "{exp}", "--with-server", "gpu-huge")),
 ]
 
 # -- [study] (issue 23): refused when the file is read, before a cell runs ------------------------------------------
