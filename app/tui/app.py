@@ -19,10 +19,11 @@ from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.signal import Signal
 
+from app.cluster.detached_pull import DetachedPulls
 from app.cluster.health import Health, HealthMonitor, Prober
 from app.cluster.known import KnownServer, known_servers
 from app.cluster.models import ServerError, list_models
-from app.cluster.pulls import Pull, PullQueue
+from app.cluster.pulls import QUEUED, Pull
 from app.cluster.slurm import ServerJob
 from app.context import Context
 from app.tui.screens.experiments import ExperimentsScreen, experiment_files
@@ -39,7 +40,6 @@ EXPERIMENTS_S = 5.0  # the workspace's experiments/*.toml: a glob and a stat per
 SWITCH_HOLD_S = 0.01
 REPAINT_AFTER_RESIZE_S = 0.2
 EXIT_WATCHDOG_S = 3.0
-PULL_REDRAW_S = 0.25  # pull progress arrives many times a second; the screen shows it four times a second
 
 
 MODELS_FRESH_S = 30.0  # coming back to screen 2 within this long shows the list as it was (r asks again)
@@ -77,7 +77,10 @@ class NotesApp(App):
         servers = known_servers(ctx.workspace, ctx.config, ctx.environ)
         self.state = TuiState(servers=servers, selected_url=servers[0].url if servers else None)
         self.monitor = HealthMonitor(self._health_changed, prober)
-        self.pulls = PullQueue(self._pull_changed, quota_bytes=ctx.config.quota_bytes)
+        # each pull a process of its own that goes on after the app (Ollama stops a pull whose client went away);
+        # the app follows its progress file and picks up those still going when it opens again
+        self.pulls = DetachedPulls(ledger_dir, self._pull_changed, workspace=ctx.workspace, environ=ctx.environ,
+                                   on_batch=self._redraw_pulls)
         self._repaint_timer = None
         self._model_tasks: dict[str, asyncio.Task] = {}
         self._pull_redraw_due = False
@@ -92,10 +95,11 @@ class NotesApp(App):
     # ---- life ----
     def on_mount(self) -> None:
         # SIGTERM (kill, a job's end) and SIGHUP (the SSH connection dropped) end the app the normal way, so the
-        # terminal is put back as it was (no mouse reporting, no alternate screen); runs started here go on
+        # terminal is put back as it was (no mouse reporting, no alternate screen); runs and pulls started here go on
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._ended_by, sig)
+        self.pulls.start()
         self.poll_servers()
         self.set_interval(POLL_S, self.poll_servers)
         self.set_interval(EXPERIMENTS_S, self.watch_experiments)
@@ -120,12 +124,24 @@ class NotesApp(App):
         # with the terminal gone (SSH dropped) Textual's shutdown can wait for ever on its output thread: on a login
         # node an app must not linger, so a watchdog ends the process if the clean exit has not within a moment
         threading.Thread(target=_exit_soon, args=(128 + sig.value,), daemon=True, name="exit-watchdog").start()
-        self.exit(return_code=128 + sig.value, message=self._goes_on_message(self.state.still_running_here()) or None)
+        message = "\n".join(filter(None, [self._goes_on_message(self.state.still_running_here()),
+                                          self._pulls_go_on(self.pulls.active(), kill=True)]))
+        self.exit(return_code=128 + sig.value, message=message or None)
 
     @work(thread=True, exclusive=True, group="squeue", exit_on_error=False)
     def refresh_jobs(self) -> None:
         jobs = self.jobs.get()  # squeue, at most once per 15 s however often this is called
         self.call_from_thread(self._jobs_arrived, jobs, self.jobs.error)
+        urls = [j.url for j in jobs if j.url]
+        if urls:  # each job's proxy says how long it has been idle and when it stops: one request each, at once
+            from app.cluster.idle import fetch_idle_all
+
+            idle = asyncio.run(fetch_idle_all(urls, self.ctx.environ))
+            self.call_from_thread(self._idle_arrived, idle)
+
+    def _idle_arrived(self, idle: dict) -> None:
+        self.state.idle = {url: state for url, state in idle.items() if state is not None}
+        self.servers_changed.publish("")
 
     def _jobs_arrived(self, jobs: list[ServerJob], error: str | None = None) -> None:
         state = self.state
@@ -159,6 +175,7 @@ class NotesApp(App):
 
     async def on_unmount(self) -> None:
         self.pulls.cancel_all()
+        await self.pulls.aclose()  # stops following them; they go on
         await self.monitor.aclose()
 
     def poll_servers(self) -> None:
@@ -210,13 +227,13 @@ class NotesApp(App):
     def _pull_changed(self, pull: Pull) -> None:
         if not pull.active:
             self.load_models(pull.url)
-        if not self._pull_redraw_due:
-            self._pull_redraw_due = True
-            self.set_timer(PULL_REDRAW_S, self._redraw_pulls)
+        self._pull_redraw_due = True
 
     def _redraw_pulls(self) -> None:
-        self._pull_redraw_due = False
-        self.pulls_changed.publish("")
+        # once per read of the progress files (every 0.5 s while pulls run), however many pulls changed in it
+        if self._pull_redraw_due:
+            self._pull_redraw_due = False
+            self.pulls_changed.publish("")
 
     def delay_update(self, delay: float = 0.05) -> None:
         # Textual masks a screen switch by holding updates for 50 ms: that alone put a key press past the 50 ms it
@@ -277,20 +294,12 @@ class NotesApp(App):
             return
         from app.tui.dialogs.confirm import ConfirmScreen
 
-        parts = []
-        if pulls:
-            names = ", ".join(p.name for p in pulls)
-            parts.append(f"{len(pulls)} pull{'s' if len(pulls) > 1 else ''} still running or queued ({names}): a pull "
-                         f"belongs to the app that started it, so quitting cancels {'them' if len(pulls) > 1 else 'it'}"
-                         " (a later pull resumes the download).")
-        if runs:
-            parts.append(goes_on)
-        question = "\n".join(parts) + "\nQuit?"
+        question = "\n".join(filter(None, [self._pulls_go_on(pulls), goes_on])) + "\nQuit?"
+        message = "\n".join(filter(None, [goes_on, self._pulls_go_on(pulls, kill=True)]))
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.pulls.cancel_all()
-                self.exit(message=goes_on or None)
+                self.exit(message=message or None)
 
         self.push_screen(ConfirmScreen(question, yes="Quit", no="Stay"), answered)
 
@@ -303,6 +312,25 @@ class NotesApp(App):
                 f"running after you quit: {listed}. Follow or stop {'them' if len(runs) > 1 else 'it'} from the Runs "
                 f"screen (4, then s) when you open notes-tui again, or stop with: kill -TERM "
                 f"{' '.join(str(r.detached.pid) for r in runs)}")
+
+    def _pulls_go_on(self, pulls: list[Pull], kill: bool = False) -> str:
+        """`1 pull goes on: llama3.1:8b on gpu-a — reopen notes-tui to follow it.` (and, printed after quitting, how
+        to cancel it without the app)."""
+        if not pulls:
+            return ""
+        listed = ", ".join(f"{p.name} on {self._server_label(p.url)}{' (queued)' if p.state == QUEUED else ''}"
+                           for p in pulls)
+        one = len(pulls) == 1
+        text = (f"{len(pulls)} pull{'' if one else 's'} go{'es' if one else ''} on: {listed} — reopen notes-tui to "
+                f"follow {'it' if one else 'them'}.")
+        pids = [str(pid) for pid in map(self.pulls.pid, pulls) if pid is not None]
+        if kill and pids:
+            text += f" Cancel {'it' if one else 'them'} without the app: kill -TERM {' '.join(pids)}"
+        return text
+
+    def _server_label(self, url: str) -> str:
+        server = self.state.server(url)
+        return server.label if server else url.removeprefix("http://")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         from app.tui.commands import palette_commands

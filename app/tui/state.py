@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app.cluster.known import KnownServer
 from app.cluster.models import ModelEntry
@@ -57,6 +58,7 @@ class TuiState:
     selected_url: str | None = None  # a server's URL, or a server job's row key while it has no address yet
     job_list: list[ServerJob] = field(default_factory=list)  # the user's server jobs, from squeue
     jobs_error: str | None = None  # why the last squeue failed (job_list is then the last list it gave)
+    idle: dict[str, Any] = field(default_factory=dict)  # job URL -> app.cluster.idle.IdleState, asked with squeue
     models: dict[str, ModelList] = field(default_factory=dict)  # by server URL
     started: dict[str, StartedRun] = field(default_factory=dict)  # by run id
     follow_run_id: str | None = None  # the run the Runs screen follows

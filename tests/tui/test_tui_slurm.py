@@ -66,6 +66,10 @@ async def test_start_a_server_job_from_a_profile_see_it_up_and_cancel_it(tmp_pat
         assert row[1] == f"job {job_id}" and row[2] == "up" and row[5].endswith(("m", "s"))  # time left
         assert f"job {job_id}" in screen_text(app) and "k cancels it" in screen_text(app)
         app.screen.query_one("#servers-table").select_key(job.url)
+        # its proxy says how long it has been idle and when it stops (issue 25 item 1): asked with squeue
+        await jobs_now(pilot, app, lambda: job.url in app.state.idle, "the job's idle state")
+        await until(pilot, lambda: "idle " in screen_text(app) and " · stops in " in screen_text(app),
+                    what="idle time and stop time in the detail")
         await pilot.press("k")
         assert f"Cancel server job {job_id}" in app.screen.query_one(".question").render().plain
         await pilot.press("y")

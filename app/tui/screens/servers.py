@@ -169,6 +169,9 @@ class ServersScreen(NotesScreen):
             left = "no time limit" if job.time_left_s is None else f"{time_left_text(job)} left"
             text.append(f"\njob {job.job_id} · {job.partition or 'default partition'}{where}{gpus} · {left} · "
                         "k cancels it")
+            idle = app.state.idle.get(job.url) if job.url else None
+            if idle is not None:  # as its proxy said it at the last squeue round, counted on since
+                text.append(f"\nidle {idle.idle_text()} · stops {idle.stop_text()}", style=tone(app, "quiet"))
             need = app.state.run_needs.get(job.job_id)
             if need is not None:
                 eta = need.eta_s()  # the ETA as it stands now
