@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
                "quantization, family, modified, digest").set_defaults(handler=list_models)
     pull = shared.add(msub, "pull", shared.host, help="pull a model, with progress")
     pull.add_argument("name", metavar="NAME", help="e.g. llama3.1:8b")
+    pull.add_argument("--progress-file", metavar="F", default=None,
+                      help="also append the pull's state to F, a JSON object a line (0600): what the TUI follows. "
+                           "Waits first for the earlier pulls of the same server beside F; SIGTERM cancels; "
+                           "SIGHUP is ignored")
     pull.set_defaults(handler=pull_model)
     rm = shared.add(msub, "rm", shared.host, help="delete a model (asks first on a terminal)")
     rm.add_argument("name", metavar="NAME")
@@ -39,7 +43,8 @@ def _server(args: argparse.Namespace) -> tuple[str, object]:
     from app.context import load_context
 
     ctx = load_context(args.workspace)
-    return choose_server(args.host, ctx.servers(), ctx.environ), ctx
+    # the known servers only when no --host says which (they cost a squeue call where there is Slurm)
+    return choose_server(args.host, [] if args.host else ctx.servers(), ctx.environ), ctx
 
 
 def list_models(args: argparse.Namespace) -> int:
@@ -123,8 +128,10 @@ def remove_model(args: argparse.Namespace) -> int:
 def pull_model(args: argparse.Namespace) -> int:
     import asyncio
 
-    from app.cluster.pulls import DONE, PullQueue, check_model_name
+    from app.cluster.pulls import PullQueue, check_model_name
 
+    if args.progress_file:
+        return _pull_with_progress_file(args)
     name = check_model_name(args.name)
     url, ctx = _server(args)
     _refuse_openai(url)
@@ -147,10 +154,46 @@ def pull_model(args: argparse.Namespace) -> int:
         print(f"notes-tui: pull of {name} cancelled (pull again to resume)", file=sys.stderr)
         return ExitCode.SIGINT
     printer.end()
+    return _pull_exit(pull)
+
+
+def _pull_exit(pull: Pull) -> int:
+    from app.cluster.pulls import CANCELLED, DONE
+
     if pull.state == DONE:
         return 0
+    if pull.state == CANCELLED:
+        print(f"notes-tui: pull of {pull.name} cancelled (pull again to resume)", file=sys.stderr)
+        return ExitCode.SIGTERM
     print(f"notes-tui: error: {pull.error}", file=sys.stderr)
     return ExitCode.USER_ERROR if pull.wrong_name else ExitCode.FAILED
+
+
+def _pull_with_progress_file(args: argparse.Namespace) -> int:
+    """The pull the TUI starts in a process of its own (app.cluster.detached_pull): the same pull and the same lines
+    (in its log), its state in the progress file as well; a mistake found before the pull is its last line too."""
+    import asyncio
+    import signal
+    from pathlib import Path
+
+    from app.cluster.detached_pull import ProgressFile, pull_detached
+    from app.cluster.pulls import check_model_name
+    from app.errors import UserError
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal to lose; a hang-up must not end the pull
+    progress = ProgressFile(Path(args.progress_file), args.host or "", args.name)
+    try:
+        name = check_model_name(args.name)
+        url, ctx = _server(args)
+        _refuse_openai(url)
+    except UserError as exc:
+        progress.fail(" ".join(str(exc).split()))
+        progress.close()
+        raise
+    printer = _PullPrinter(sys.stdout.isatty())
+    pull = asyncio.run(pull_detached(progress.path, url, name, ctx.config.quota_bytes, printer.update, progress))
+    printer.end()
+    return _pull_exit(pull)
 
 
 class _PullPrinter:

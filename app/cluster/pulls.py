@@ -1,8 +1,9 @@
 """Pulls through Ollama's streaming `/api/pull`: queued, one at a time per server (a pull saturates the server's
 disk and network; a second one at once only slows both), cancellable, flagged as soon as they would pass the quota.
 
-A pull's progress is seen only on the connection that started it (Ollama has no status endpoint, ollama#1246), so a
-pull belongs to the process that started it: quitting that process cancels it.
+A pull's progress is seen only on the connection that started it (Ollama has no status endpoint, ollama#1246), and
+Ollama stops a pull when that connection closes, so a pull belongs to the process that drives it: `models pull` on
+the command line, or for the TUI a process of its own that outlives the app (app.cluster.detached_pull).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ RATE_WINDOW_S = 5.0
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 QUEUED, PULLING, DONE, FAILED, CANCELLED = "queued", "pulling", "done", "failed", "cancelled"
+STOPPED = "stopped"  # a detached pull whose process is gone without saying done, failed or cancelled (killed)
 
 
 def check_model_name(name: str) -> str:
@@ -38,7 +40,7 @@ def check_model_name(name: str) -> str:
 
 @dataclass
 class Pull:
-    id: int
+    id: int | str  # a PullQueue's count, or a detached pull's id (the name of its progress file)
     url: str
     name: str
     state: str = QUEUED
@@ -51,6 +53,7 @@ class Pull:
     over_quota: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    stopped_at: float | None = None  # STOPPED: when its process was last heard of (time.time())
     _layers: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     _samples: collections.deque = field(default_factory=collections.deque, repr=False)
 

@@ -84,6 +84,7 @@ class NotesApp(App):
         self._repaint_timer = None
         self._model_tasks: dict[str, asyncio.Task] = {}
         self._pull_redraw_due = False
+        self._pulls_seen_active: set[int | str] = set()
         # what screens subscribe to; each carries the server URL it is about ("" for all)
         self.servers_changed: Signal[str] = Signal(self, "servers_changed")
         self.health_changed: Signal[str] = Signal(self, "health_changed")
@@ -120,7 +121,6 @@ class NotesApp(App):
             self.screen.refresh(repaint=True, layout=True)
 
     def _ended_by(self, sig: signal.Signals) -> None:
-        self.pulls.cancel_all()
         # with the terminal gone (SSH dropped) Textual's shutdown can wait for ever on its output thread: on a login
         # node an app must not linger, so a watchdog ends the process if the clean exit has not within a moment
         threading.Thread(target=_exit_soon, args=(128 + sig.value,), daemon=True, name="exit-watchdog").start()
@@ -174,7 +174,6 @@ class NotesApp(App):
         self.experiments_changed.publish(files)
 
     async def on_unmount(self) -> None:
-        self.pulls.cancel_all()
         await self.pulls.aclose()  # stops following them; they go on
         await self.monitor.aclose()
 
@@ -225,7 +224,10 @@ class NotesApp(App):
             self.load_models(url)  # it was down when we asked: ask again now that it answers
 
     def _pull_changed(self, pull: Pull) -> None:
-        if not pull.active:
+        if pull.active:
+            self._pulls_seen_active.add(pull.id)
+        elif pull.id in self._pulls_seen_active:  # it ended now (not one that ended before the app opened)
+            self._pulls_seen_active.discard(pull.id)
             self.load_models(pull.url)
         self._pull_redraw_due = True
 

@@ -1,5 +1,6 @@
-"""Screen 2, Models: the models of the selected server against the quota; pull (queued, with progress), delete
-(after a confirmation naming model and size), details."""
+"""Screen 2, Models: the models of the selected server against the quota; pull (queued, with progress; each pull
+a process of its own that goes on without the app, app.cluster.detached_pull), delete (after a confirmation naming
+model and size), details."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class ModelsScreen(NotesScreen):
         self.sort_key = "name"
         self.sort_reverse = False
         self.url: str | None = None
-        self._flagged: set[int] = set()  # pulls already announced as over the quota
+        self._flagged: set[int | str] = set()  # pulls already announced as over the quota
 
     def compose(self) -> ComposeResult:
         yield AppHeader("models")
@@ -248,8 +249,13 @@ class ModelsScreen(NotesScreen):
         if target is None:
             self.query_one(StatusLine).say("no pull to cancel on this server")
             return
-        self.app.pulls.cancel(target)
-        self.query_one(StatusLine).say(f"cancelling the pull of {target.name}")
+        try:
+            sent = self.app.pulls.cancel(target)
+        except ServerError as exc:  # driven from another login node
+            self.query_one(StatusLine).say(str(exc), error=True)
+            return
+        if sent:
+            self.query_one(StatusLine).say(f"cancelling the pull of {target.name}")
 
     def action_details(self) -> None:
         model = self.selected_model()
