@@ -102,10 +102,13 @@ class HostPool:
                 raise AllHostsDown("; ".join(f"{s.url}: {s.last_error}" for s in self.slots))
             wake = min((s.down_until for s in self.slots if s.down_until > now), default=now + 1.0)
             self._changed.clear()
+            # not wait_for: on Python 3.11 it swallows a cancel that arrives as the event is set, and a worker that
+            # missed its cancel keeps a stopping run waiting (asyncio.wait lets the cancel through)
+            waiter = asyncio.ensure_future(self._changed.wait())
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, min(wake - now, 1.0)))
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=max(0.01, min(wake - now, 1.0)))
+            finally:
+                waiter.cancel()
 
     def _release(self, lease: Lease) -> None:
         lease.slot.in_flight -= 1
