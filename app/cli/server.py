@@ -1,5 +1,5 @@
-"""`notes-tui server list|add|start|stop`: the Servers screen for scripts, through the same `app.cluster` calls;
-`server proxy` is what a server job runs inside Slurm."""
+"""`notes-tui server list|add|start|stop|history`: the Servers screen for scripts, through the same `app.cluster`
+calls; `server proxy` is what a server job runs inside Slurm."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
     stop = shared.add(ssub, "stop", help="cancel one of your server jobs")
     stop.add_argument("job_id", metavar="JOBID")
     stop.set_defaults(handler=stop_server)
+    history = shared.add(ssub, "history", shared.json,
+                         help="your past server jobs from Slurm's accounting (sacct): state, run time, GPUs, "
+                         "GPU-hours (used and idle where the ledger has them), totals per day and week")
+    history.add_argument("--since", type=since, default=None, metavar="WHEN",
+                         help="from this long ago (7d, 2w, 12h) or this date (2026-12-01, the cluster's local "
+                         "time); default 7d")
+    history.set_defaults(handler=server_history)
     proxy = shared.add(ssub, "proxy", help="inside a server job (slurm/ollama-server.sbatch): run the server on "
                        "127.0.0.1 behind the authenticating proxy and publish its address")
     proxy.add_argument("--command", required=True, help="the server command (OLLAMA_HOST is set for it)")
@@ -62,6 +69,37 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
     inner.add_argument("--kind", default="ollama", choices=("ollama", "openai-compatible"))
     inner.add_argument("--ready-timeout", type=float, default=600.0)
     inner.set_defaults(handler=inner_server)
+
+
+def since(text: str) -> str:
+    """--since as typed, checked here; turned into a time when the command runs."""
+    from app.cluster.history import parse_since
+
+    try:
+        parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def server_history(args: argparse.Namespace) -> int:
+    """Exit 0 with the jobs (or "none"); 2 with one line where sacct cannot answer (not installed, accounting off,
+    slurmdbd down): the site's setup, like every other UserError, not a failure of the command (1)."""
+    from app.cluster.history import DEFAULT_SINCE, history_json, history_text, parse_since
+    from app.cluster.history import server_history as ask
+    from app.cluster.slurm import Slurm
+    from app.context import load_context
+    from ledger import resolve_ledger_dir
+
+    ctx = load_context(args.workspace)
+    when = parse_since(args.since or DEFAULT_SINCE)
+    ledger_dir = resolve_ledger_dir(args.ledger)
+    jobs = ask(Slurm(ctx.config.slurm.cluster), when, ledger_dir)
+    if args.json:
+        print(json.dumps(history_json(jobs, when, ledger_dir), indent=2))
+    else:
+        print(history_text(jobs, when, ledger_dir))
+    return 0
 
 
 def list_servers(args: argparse.Namespace) -> int:

@@ -38,8 +38,11 @@ def start_server_job(config: UserConfig, config_path: Path, profile: str, ledger
             raise UserError(f"--profile {profile}: the server job could not be kept to you: {why} — ask the site to "
                             f'allow them, or set isolate = false in [profiles.{profile}] with extra = ["--exclusive"] '
                             "(a node to yourself)")
-    job_id = server_submission(profile, chosen, ledger_dir, environ, config.slurm.cluster, time=time,
-                               idle=idle).submit(slurm)
+    sub = server_submission(profile, chosen, ledger_dir, environ, config.slurm.cluster, time=time, idle=idle)
+    job_id = sub.submit(slurm)
+    from app.cluster.joblook import record_submission
+
+    record_submission(ledger_dir, job_id, config.slurm.cluster, sub, profile)  # what `l` shows as its command
     if jobs is not None:
         jobs.expire()
     return job_id

@@ -42,6 +42,11 @@ class SlurmError(UserError):
     """A Slurm command refused us: one line with what it said and the fix."""
 
 
+class AccountingUnavailable(SlurmError):
+    """sacct cannot answer here: not installed, accounting off on this cluster, or slurmdbd unreachable — the site's
+    setup, not a fault of notes-tui or of the command line (exit status 2, as every UserError)."""
+
+
 @dataclass(frozen=True)
 class ServerJob:
     """One Ollama server job as squeue shows it."""
@@ -127,6 +132,15 @@ def is_server_job(name: str, comment: str) -> bool:
     return name.startswith((JOB_NAME_PREFIX, OPENAI_JOB_PREFIX)) or comment_kind(comment) is not None
 
 
+# `submit EXP --with-server PROFILE` names its job notes-EXP+PROFILE (the experiment's stem keeps only [A-Za-z0-9_.-]):
+# a server job too as far as GPU-hours go, though squeue lists it with the runs, since no other run may use it
+WITH_SERVER_PREFIX = "notes-"
+
+
+def is_with_server_job(name: str) -> bool:
+    return name.startswith(WITH_SERVER_PREFIX) and "+" in name
+
+
 def _split(line: str, keys: list[str]) -> dict[str, str] | None:
     at = keys.index("name")
     before = line.split("|", at)
@@ -198,6 +212,52 @@ CAUSES = (
 )
 
 
+ACCOUNTING_MISSING = ("sacct (Slurm's job accounting) is not installed here — run notes-tui server history on a "
+                      "login node of the cluster")
+
+
+def accounting_cause(stderr: str) -> str | None:
+    """What sacct's refusal means when it is the accounting that is missing, in one line with what to do; None for
+    any other refusal."""
+    lines = [ln.removeprefix("sacct: error: ").strip() for ln in stderr.splitlines() if ln.strip()]
+    low = " ".join(lines).lower()
+    if "accounting storage is disabled" in low:
+        return ("this Slurm keeps no job accounting (sacct: Slurm accounting storage is disabled), so there is no "
+                "history of past jobs to list — a site setting (AccountingStorageType): ask your site for slurmdbd; "
+                "notes-tui server list shows the jobs in the queue now")
+    if any(w in low for w in ("problem talking to the database", "slurmdbd", "persistent connection")):
+        # sacct's last line is its conclusion ("Problem talking to the database: Connection refused")
+        return (f"sacct cannot reach Slurm's accounting database (sacct: {lines[-1][:160]}) — slurmdbd is down or "
+                "unreachable: try again in a minute, and if it lasts ask your site (sacctmgr show cluster)")
+    return None
+
+
+# scontrol's `Key=Value` pairs, several to a line; these keys take the rest of their line (a path or a comment may
+# hold spaces)
+_WHOLE_LINE_KEYS = ("Command=", "WorkDir=", "StdErr=", "StdIn=", "StdOut=", "Comment=", "Reason=", "Power=")
+_PAIR = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9/:_.()-]*)=")
+
+
+def parse_scontrol_job(text: str) -> dict[str, str]:
+    """`scontrol show job ID` as KEY -> value (the first job when it lists several)."""
+    fields: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            if fields:
+                break
+            continue
+        whole = next((k for k in _WHOLE_LINE_KEYS if line.startswith(k)), None)
+        if whole is not None:
+            fields.setdefault(whole[:-1], line[len(whole):].strip())
+            continue
+        marks = list(_PAIR.finditer(line))
+        for i, m in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(line)
+            fields.setdefault(m.group(1), line[m.end():end].strip())
+    return fields
+
+
 def _cause(said: str) -> str | None:
     low = said.lower()
     return next((cause for words, cause in CAUSES if any(w in low for w in words)), None)
@@ -262,6 +322,41 @@ class Slurm:
 
     def cancel(self, job_id: str) -> None:
         self._call(["scancel", *self._cluster_args(), job_id], what=f"job {job_id}")
+
+    def sacct(self, args: Sequence[str]) -> str:
+        """`sacct [-M CLUSTER] ARGS`: Slurm's accounting of jobs past and present, its times in the standard format
+        whatever the user's SLURM_TIME_FORMAT. AccountingUnavailable where sacct cannot answer at all."""
+        if self._which("sacct") is None:
+            raise AccountingUnavailable(ACCOUNTING_MISSING)
+        argv = ["sacct", *self._cluster_args(), *args]
+        env = dict(os.environ, SLURM_TIME_FORMAT="standard")
+        try:
+            done = self._run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, env=env, check=False)
+        except FileNotFoundError:
+            raise AccountingUnavailable(ACCOUNTING_MISSING) from None
+        except subprocess.TimeoutExpired:
+            raise AccountingUnavailable(f"sacct did not answer within {COMMAND_TIMEOUT_S:g} s — Slurm's accounting "
+                                        "database (slurmdbd) is busy or down; try again in a minute") from None
+        if done.returncode != 0:
+            why = accounting_cause(done.stderr or done.stdout or "")
+            if why is not None:
+                raise AccountingUnavailable(why)
+            raise SlurmError(self._explain("sacct", done.stderr or done.stdout, "the job history"))
+        return done.stdout
+
+    def show_job(self, job_id: str) -> dict[str, str] | None:
+        """`scontrol show job ID` as KEY -> value (StdOut, Command, WorkDir, TRES…); None once Slurm has forgotten the
+        job (MinJobAge after it ended) or when scontrol cannot say."""
+        try:
+            out = self._call(["scontrol", *self._cluster_args(), "show", "job", job_id], what=f"job {job_id}")
+        except SlurmError:
+            return None
+        return parse_scontrol_job(out) or None
+
+    def batch_script(self, job_id: str) -> str:
+        """The script the job runs, as Slurm stored it at submission (`scontrol write batch_script ID -`)."""
+        return self._call(["scontrol", *self._cluster_args(), "write", "batch_script", job_id, "-"],
+                          what=f"the script of job {job_id}")
 
     def set_comment(self, job_id: str, comment: str) -> None:
         """From inside the job: publish where the server listens."""

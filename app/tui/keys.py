@@ -10,7 +10,7 @@ from textual.binding import Binding
 
 # the bindings that need Slurm (sbatch, squeue): where there is none they are absent from the key bar (the screens'
 # check_action), the help and the palette
-SLURM_ONLY = frozenset({"servers.start_job", "servers.cancel_job", "experiments.submit"})
+SLURM_ONLY = frozenset({"servers.start_job", "servers.cancel_job", "servers.job_output", "experiments.submit"})
 
 GLOBAL_EXTRA = [("ctrl+p", "command palette: every action by name"), ("ctrl+q", "quit (as q)"),
                 ("tab / shift+tab", "move between parts of a screen"), ("escape", "close a dialog")]

@@ -67,7 +67,9 @@ async def test_start_a_server_job_from_a_profile_see_it_up_and_cancel_it(tmp_pat
         assert f"job {job_id}" in screen_text(app) and "k cancels it" in screen_text(app)
         app.screen.query_one("#servers-table").select_key(job.url)
         # its proxy says how long it has been idle and when it stops (issue 25 item 1): asked with squeue
-        await jobs_now(pilot, app, lambda: job.url in app.state.idle, "the job's idle state")
+        app.jobs.expire()
+        app.refresh_jobs()  # once: asking again every half second cancels the round that was fetching it
+        await until(pilot, lambda: job.url in app.state.idle, timeout=60, what="the job's idle state")
         await until(pilot, lambda: "idle " in screen_text(app) and " · stops in " in screen_text(app),
                     what="idle time and stop time in the detail")
         await pilot.press("k")
@@ -152,9 +154,11 @@ async def test_submit_from_the_experiments_screen_and_follow_the_job_on_the_moni
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("3")
             app.screen.query_one("#experiments-table").select_key(str(exp))
-            await pilot.press("b")
+            await pilot.press("b")  # the submit dialog: its defaults (one job, [slurm.run]'s time limit)
+            await until(pilot, lambda: "array" in screen_text(app), what="the submit dialog")
+            await pilot.press("enter")
             await until(pilot, lambda: "submitted pna.toml as job" in screen_text(app), timeout=30, what="sbatch")
-            job_id = screen_text(app).split("submitted pna.toml as job ")[1].split(";")[0]
+            job_id = screen_text(app).split("submitted pna.toml as job ")[1].split(";")[0].split(",")[0].split()[0]
             await pilot.press("4")
             await until(pilot, lambda: app.screen.followed is not None, timeout=60, what="the job's run found")
             followed = app.screen.followed

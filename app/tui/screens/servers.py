@@ -1,6 +1,6 @@
 """Screen 1, Servers: every known Ollama server and the user's Slurm server jobs — how each is, how long a job has
-left, the models loaded now — with keys to add a server, remove a saved one, start a server job from a profile and
-cancel one."""
+left, the models loaded now — with keys to add a server, remove a saved one, start a server job from a profile,
+cancel one, and look into one (the end of its output, what it runs)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class ServersScreen(NotesScreen):
         Binding("x", "remove_server", "Remove", id="servers.remove"),
         Binding("s", "start_job", "Start job", id="servers.start_job"),
         Binding("k", "cancel_job", "Cancel job", id="servers.cancel_job"),
+        # not on the key bar, which it would push "q Quit" off at 80 columns: the job's detail line names it
+        Binding("l", "job_output", "Output of a server job", show=False, id="servers.job_output"),
         Binding("r", "refresh", "Refresh", id="servers.refresh"),
     ]
     HELP = [("enter", "the models of the selected server (screen 2)")]
@@ -79,7 +81,7 @@ class ServersScreen(NotesScreen):
         self.app.watch_experiments()  # the hosts of an experiment file added a moment ago, now
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("start_job", "cancel_job"):
+        if action in ("start_job", "cancel_job", "job_output"):
             return self.app.jobs.available  # no squeue here (a laptop): the Slurm keys are simply absent
         return True
 
@@ -168,7 +170,7 @@ class ServersScreen(NotesScreen):
             gpus = f" · {job.gpus} GPU{'s' if job.gpus != 1 else ''}" if job.gpus else ""
             left = "no time limit" if job.time_left_s is None else f"{time_left_text(job)} left"
             text.append(f"\njob {job.job_id} · {job.partition or 'default partition'}{where}{gpus} · {left} · "
-                        "k cancels it")
+                        "l its output · k cancels it")
             idle = app.state.idle.get(job.url) if job.url else None
             if idle is not None:  # as its proxy said it at the last squeue round, counted on since
                 text.append(f"\nidle {idle.idle_text()} · stops {idle.stop_text()}", style=tone(app, "quiet"))
@@ -318,6 +320,16 @@ class ServersScreen(NotesScreen):
                 self._cancel(job.job_id)
 
         self.app.push_screen(ConfirmScreen(question, yes="Cancel job", no="Keep"), answered)
+
+    def action_job_output(self) -> None:
+        job = self.selected_job()
+        if job is None:
+            self.query_one(StatusLine).say("the selected server is not one of your server jobs: l shows the end of a "
+                                           "server job's output and what it runs")
+            return
+        from app.tui.dialogs.job_output import JobOutputScreen
+
+        self.app.push_screen(JobOutputScreen(job))
 
     @work(thread=True, exclusive=True, group="scancel", exit_on_error=False)
     def _cancel(self, job_id: str) -> None:
