@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .appended import FileShorter, new_lines
 from .clock import utc_now_iso
 from .journal import encode_record, ensure_private_dir, line_hash
 from .meta import get_meta, set_meta
@@ -134,33 +135,23 @@ def import_adjudications(conn: sqlite3.Connection, ledger_dir: Path) -> int:
     row = conn.execute("select seq, line_hash, end_offset from adjudications order by seq desc limit 1").fetchone()
     seq, prev, offset = (row[0], row[1], row[2]) if row else (-1, None, 0)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        size = 0
-    if size < offset:
+        lines, _size = new_lines(path, offset)  # a cut last line is the appender's to remove, under its lock
+    except FileShorter:
         set_meta(conn, ERROR_KEY, f"{ADJ_FILE} is shorter than the {offset} bytes already imported")
         return 0
-    if size == offset:
-        return 0
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(size - offset)
-    complete = data.rfind(b"\n") + 1
-    pos, new = 0, 0
-    while pos < complete:
-        nl = data.index(b"\n", pos)
-        line = data[pos:nl]
+    new = 0
+    for line, line_end in lines:
         try:
             rec = check_line(line, seq + 1, prev)
         except ValueError as exc:
             set_meta(conn, ERROR_KEY, f"{ADJ_FILE} record {seq + 1}: {exc}")
             return new
-        seq, prev, pos = seq + 1, line_hash(line), nl + 1
+        seq, prev = seq + 1, line_hash(line)
         conn.execute(
             "insert or replace into adjudications (seq, t, who, scope, field, unit, label, replaces, replaces_kind, "
             "comment, line_hash, end_offset) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, rec.get("t"), rec.get("who"), rec["scope"], rec["field"], rec["unit"], json.dumps(rec.get("label")),
-             json.dumps(rec.get("replaces")), rec.get("replaces_kind"), rec.get("comment"), prev, offset + pos))
+             json.dumps(rec.get("replaces")), rec.get("replaces_kind"), rec.get("comment"), prev, line_end))
         new += 1
     return new
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from .adjudication import SEAL_KIND as ADJ_KIND
 from .adjudication import seal_id
+from .appended import FileShorter, new_lines
 from .clock import utc_now_iso
 from .journal import SUFFIX, encode_record, line_hash
 from .meta import get_meta, set_meta
@@ -103,33 +104,23 @@ def _catch_up(conn: sqlite3.Connection, path: Path) -> tuple[int | None, str | N
     row = conn.execute("select seq, line_hash, end_offset from chain order by seq desc limit 1").fetchone()
     seq, prev, offset = (row[0], row[1], row[2]) if row else (-1, None, 0)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        size = 0
-    if size < offset:
+        lines, size = new_lines(path, offset)
+    except FileShorter:
         set_meta(conn, ERROR_KEY, f"{CHAIN_FILE} is shorter than the {offset} bytes already sealed")
         return None, prev, offset
-    if size == offset:
-        return seq, prev, offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read(size - offset)
-    complete = data.rfind(b"\n") + 1
-    pos = 0
-    while pos < complete:
-        nl = data.index(b"\n", pos)
-        line = data[pos:nl]
+    end = offset
+    for line, line_end in lines:
         try:
             rec = check_seal_line(line, seq + 1, prev)
         except ValueError as exc:
             set_meta(conn, ERROR_KEY, f"{CHAIN_FILE} line {seq + 2}: {exc}")
             return None, prev, offset
-        seq, prev, pos = seq + 1, line_hash(line), nl + 1
-        _insert(conn, rec, prev, offset + pos)
-    if complete < len(data):
+        seq, prev, end = seq + 1, line_hash(line), line_end
+        _insert(conn, rec, prev, end)
+    if end < size:
         # A cut last line: only a lease holder writes here, so its writer died mid-line. Nothing ever read it.
-        os.truncate(path, offset + complete)
-    return seq, prev, offset + complete
+        os.truncate(path, end)
+    return seq, prev, end
 
 
 def _unsealed(conn: sqlite3.Connection) -> list[Seal]:
