@@ -177,11 +177,12 @@ def bootstrap(stat: Callable[[list[Any]], float | None], items: Sequence[Any], r
         return None, None
     rng = random.Random(seed)
     n = len(items)
-    values = []
-    for _ in range(reps):
-        v = stat([items[rng.randrange(n)] for _ in range(n)])
-        if v is not None:
-            values.append(v)
+    values = [v for v in (stat([items[rng.randrange(n)] for _ in range(n)]) for _ in range(reps)) if v is not None]
+    return _interval(values, reps)
+
+
+def _interval(values: list[float], reps: int) -> tuple[float | None, float | None]:
+    """The 95% percentile interval of the defined resamples; (None, None) when fewer than half were defined."""
     if len(values) < max(2, reps // 2):
         return None, None
     values.sort()
@@ -210,15 +211,8 @@ def bootstrap_counts(stat: Callable[[list[int]], float | None], counts: Sequence
     else:
         rng = random.Random(seed)
         draw = _multinomial_plan(counts)
-        values = []
-        for _ in range(reps):
-            v = stat(draw(rng, n))
-            if v is not None:
-                values.append(v)
-    if len(values) < max(2, reps // 2):
-        return None, None
-    values.sort()
-    return _quantile(values, 0.025), _quantile(values, 0.975)
+        values = [v for v in (stat(draw(rng, n)) for _ in range(reps)) if v is not None]
+    return _interval(values, reps)
 
 
 def sampler() -> str:
