@@ -28,7 +28,22 @@ def register(sub: argparse._SubParsersAction, shared: Shared) -> None:
                       help="also append the pull's state to F, a JSON object a line (0600): what the TUI follows. "
                            "Waits first for the earlier pulls of the same server beside F; SIGTERM cancels; "
                            "SIGHUP is ignored")
+    pull.add_argument("--profile", metavar="PROFILE", default=None,
+                      help="pull in a CPU job of its own from this [profiles.PROFILE] of the user config (one without "
+                           "gres), into its models directory: no server needed, no GPU held; the quota is checked "
+                           "before the job is submitted")
+    pull.add_argument("--time", metavar="TIME", default=None,
+                      help="with --profile: the job's time limit (D-HH:MM:SS), instead of the profile's")
+    pull.add_argument("--no-wait", action="store_true",
+                      help="with --profile: return once the job is submitted (the Models screen follows it)")
     pull.set_defaults(handler=pull_model)
+    in_job = shared.add(msub, "pull-in-job", help="inside a pull job (slurm/ollama-pull.sbatch): start the "
+                        "server on a loopback port, pull NAME through it, stop it")
+    in_job.add_argument("name", metavar="NAME")
+    in_job.add_argument("--progress-file", required=True)
+    in_job.add_argument("--command", required=True)
+    in_job.add_argument("--ready-timeout", type=float, default=600.0)
+    in_job.set_defaults(handler=pull_in_job)
     rm = shared.add(msub, "rm", shared.host, help="delete a model (asks first on a terminal)")
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
@@ -129,7 +144,19 @@ def pull_model(args: argparse.Namespace) -> int:
     import asyncio
 
     from app.cluster.pulls import PullQueue, check_model_name
+    from app.errors import UserError
 
+    if args.profile is not None:
+        if args.host:
+            raise UserError("--profile and --host cannot be combined — --profile pulls in a job of its own, --host "
+                            "through a running server")
+        if args.progress_file:
+            raise UserError("--profile and --progress-file cannot be combined — the job keeps its progress in the "
+                            "ledger dir (pulls/), where the Models screen follows it")
+        return _pull_in_a_job(args)
+    if args.time is not None or args.no_wait:
+        raise UserError(f"{'--time' if args.time is not None else '--no-wait'} goes with --profile (a pull job) — "
+                        "without it the pull runs here, through --host")
     if args.progress_file:
         return _pull_with_progress_file(args)
     name = check_model_name(args.name)
@@ -153,6 +180,65 @@ def pull_model(args: argparse.Namespace) -> int:
         printer.end()
         print(f"notes-tui: pull of {name} cancelled (pull again to resume)", file=sys.stderr)
         return ExitCode.SIGINT
+    printer.end()
+    return _pull_exit(pull)
+
+
+def _pull_in_a_job(args: argparse.Namespace) -> int:
+    """`models pull NAME --profile P`: the checks and the quota, the job, then its progress as a pull here shows it
+    (ctrl-c stops following; the job goes on)."""
+    from app.cluster.pulljob import follow, home_path, job_check, submit_pull_job
+    from app.cluster.pulls import STOPPED
+    from app.cluster.slurm import ServerJobs, Slurm
+    from app.context import load_context
+    from ledger import resolve_ledger_dir
+
+    ctx = load_context(args.workspace)
+    job = submit_pull_job(ctx.config, ctx.config_path, args.profile, args.name, resolve_ledger_dir(args.ledger),
+                          ctx.environ, time_limit=args.time)
+    print(job.quota.text, flush=True)
+    if job.job_id is None:
+        return 0
+    assert job.progress_file is not None
+    scancel = f"scancel {'-M ' + job.cluster + ' ' if job.cluster else ''}{job.job_id}"
+    print(f"submitted pull job {job.job_id} ({args.profile}): {job.name} into {home_path(job.models_dir)}; "
+          f"output {home_path(job.output or '')}; {scancel} cancels it", flush=True)
+    if args.no_wait:
+        return 0
+    printer = _PullPrinter(sys.stdout.isatty())
+    print(f"waiting for job {job.job_id} to start (the Models screen follows it too; ctrl-c stops following, not the "
+          "pull)", flush=True)
+    try:
+        pull = follow(job.progress_file, printer.update, job_check(ServerJobs(Slurm(job.cluster))))
+    except KeyboardInterrupt:
+        printer.end()
+        print(f"notes-tui: stopped following; job {job.job_id} goes on ({scancel} cancels it)", file=sys.stderr)
+        return ExitCode.SIGINT
+    printer.end()
+    if pull.state == STOPPED:
+        print(f"notes-tui: error: job {job.job_id} ended without finishing the pull of {job.name} — see its output: "
+              f"{home_path(job.output or '')}", file=sys.stderr)
+        return ExitCode.FAILED
+    if pull.state == "done":
+        print(f"{job.name} is in {home_path(job.models_dir)}; job {job.job_id} ends with the pull", flush=True)
+    return _pull_exit(pull)
+
+
+def pull_in_job(args: argparse.Namespace) -> int:
+    """Inside the pull job (slurm/ollama-pull.sbatch): the server on a loopback port, the pull, the server stopped."""
+    import asyncio
+    import os
+    import signal
+    from pathlib import Path
+
+    from app.cluster.pulljob import pull_in_job as run_in_job
+    from app.context import load_context
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ctx = load_context(args.workspace)
+    printer = _PullPrinter(False)
+    pull = asyncio.run(run_in_job(args.name, Path(args.progress_file), args.command, args.ready_timeout,
+                                  dict(os.environ), ctx.config.quota_bytes, printer.update))
     printer.end()
     return _pull_exit(pull)
 

@@ -12,6 +12,12 @@ one `Pull` per file; a reopened app picks the files up from the folder (the pull
 in the last day). `c` is SIGTERM to the process: it closes its HTTP stream (Ollama then stops the pull) and its last
 line says cancelled.
 
+A pull job (`models pull NAME --profile P`, app.cluster.pulljob) writes the same file from its node: its submitter's
+first line names the job (`job_id`, pid null) while it is pending, which is alive as long as squeue lists the job
+(`job_in_queue`, within the app's one squeue call per 15 s); the job's own lines carry its pid, host and
+`models_dir`, the shared folder it pulls into, which is how the Models screen puts it beside the servers of that
+folder.
+
 One pull at a time per server, across processes: a pull process waits while an earlier pull of the same server (a
 smaller id: ids are ULIDs) is queued or pulling and its process alive, reading those files every 0.5 s, so the queue
 survives the app too. A pull whose file says queued or pulling but whose process is gone (killed, its node rebooted)
@@ -128,13 +134,29 @@ def read_progress(path: Path) -> dict | None:
     return tail.record
 
 
-def driver_alive(record: dict, now: float, host: str) -> bool:
+JobCheck = Callable[[dict], bool | None]  # is the Slurm job of this record in the queue? None: cannot say
+
+
+def driver_alive(record: dict, now: float, host: str, job_check: JobCheck | None = None) -> bool:
     """Is the process that drives this pull still there? On this host, its pid (and the pid's start time, as pids
-    get reused); on another host, or before the process wrote its pid, a line newer than STALE_S."""
+    get reused); a pull job not started yet (its submitter's line: a job id, no pid), while `job_check` finds the job
+    in the queue; on another host, or before the process wrote its pid, a line newer than STALE_S."""
     pid = record.get("pid")
     if isinstance(pid, int) and record.get("host") == host:
         return same_process_alive(pid, record.get("pid_start"))
+    if record.get("job_id") and not isinstance(pid, int) and job_check is not None:
+        queued = job_check(record)
+        return True if queued is None else queued
     return now - _num(record.get("at")) < STALE_S
+
+
+def job_in_queue(record: dict) -> bool | None:
+    """A pull job's record: is its job in the user's queue? The process's one squeue call per 15 s per cluster
+    (asked again once when the answer predates the record). Blocking: from a worker."""
+    from app.cluster.slurm import shared_jobs
+
+    jobs = shared_jobs(record.get("cluster") or None)
+    return jobs.in_queue(str(record["job_id"]), since=_num(record.get("at")))
 
 
 # ---- the pull process's side ----
@@ -142,7 +164,8 @@ def driver_alive(record: dict, now: float, host: str) -> bool:
 class ProgressFile:
     """The state of one pull, appended to its file as it changes."""
 
-    def __init__(self, path: Path, url: str, name: str, clock: Callable[[], float] = time.time):
+    def __init__(self, path: Path, url: str, name: str, clock: Callable[[], float] = time.time,
+                 extra: dict | None = None):
         self.path = Path(path)
         self.clock = clock
         first = read_progress(self.path) or {}  # the app's line: when it was queued, and where it stands
@@ -155,7 +178,7 @@ class ProgressFile:
             "state": first.get("state") if first.get("state") in ACTIVE else QUEUED, "phase": first.get("phase", ""),
             "done": 0, "total": 0, "rate": None, "error": None, "wrong_name": False, "over_quota": None,
             "queued_at": first.get("queued_at") or now, "started_at": first.get("started_at"), "finished_at": None,
-            "at": now}
+            "at": now, **(extra or {})}
         ensure_private_dir(self.path.parent)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.written = 0.0
@@ -296,8 +319,9 @@ class DetachedPulls:
 
     def __init__(self, ledger_dir: str | Path, on_update: Callable[[Pull], None], *, workspace: Path | None = None,
                  environ: dict[str, str] | None = None, on_batch: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, job_check: JobCheck | None = job_in_queue):
         self.dir = pulls_dir(ledger_dir)
+        self.job_check = job_check
         self.on_update = on_update
         self.on_batch = on_batch
         self.workspace = workspace
@@ -393,6 +417,9 @@ class DetachedPulls:
             return True
         record = f.tail.record or {}
         pid = record.get("pid")
+        if record.get("job_id"):  # SIGTERM to a process on a node is Slurm's to send
+            raise ServerError(f"{pull.name} is pulled by Slurm job {record['job_id']} — cancel it with: scancel "
+                              f"{'-M ' + record['cluster'] + ' ' if record.get('cluster') else ''}{record['job_id']}")
         if record.get("host") != self.host or not isinstance(pid, int):
             raise ServerError(f"{pull.name} is pulled from {record.get('host') or 'another host'}: cancel it there "
                               f"(kill -TERM {pid})" if isinstance(pid, int) else
@@ -460,13 +487,13 @@ class DetachedPulls:
             if f.process is not None:
                 alive: bool | None = f.process.returncode is None
             else:
-                alive = driver_alive(f.tail.record, now, self.host) if f.tail.record else None
+                alive = driver_alive(f.tail.record, now, self.host, self.job_check) if f.tail.record else None
             changed = f.tail.read()
             record = f.tail.record
             if record is None:
                 continue
             if alive is None:
-                alive = driver_alive(record, now, self.host)
+                alive = driver_alive(record, now, self.host, self.job_check)
             if changed or alive != f.seen_alive:
                 f.seen_alive = alive
                 out.append((pull_id, record, alive, None))
@@ -493,7 +520,7 @@ class DetachedPulls:
                 if record is not None:
                     self._ignored.add(pull_id)
                 continue
-            alive = record.get("state") in ACTIVE and driver_alive(record, now, self.host)
+            alive = record.get("state") in ACTIVE and driver_alive(record, now, self.host, self.job_check)
             age = now - _num(record.get("at"))
             if alive or age < SHOW_ENDED_S:
                 out.append((pull_id, record, alive, tail))
@@ -519,7 +546,7 @@ class DetachedPulls:
                     self._followed[pull_id] = f
                 self.pulls.append(f.pull)
                 added = True
-            _update(f.pull, record, alive, f.cancelling)
+            update_pull(f.pull, record, alive, f.cancelling)
             self.on_update(f.pull)
         if added:
             self.pulls.sort(key=lambda p: str(p.id))
@@ -527,7 +554,8 @@ class DetachedPulls:
             self.on_batch()
 
 
-def _update(pull: Pull, record: dict, alive: bool, cancelling: bool) -> None:
+def update_pull(pull: Pull, record: dict, alive: bool, cancelling: bool = False) -> None:
+    """The Pull as its file's last line says (`alive`: whether its driver is still there)."""
     state = record.get("state")
     if state not in (*ACTIVE, *ENDED):
         state = STOPPED
@@ -539,6 +567,10 @@ def _update(pull: Pull, record: dict, alive: bool, cancelling: bool) -> None:
     pull.over_quota = record.get("over_quota")
     pull.started_at = record.get("started_at")
     pull.finished_at = record.get("finished_at")
+    if record.get("job_id"):
+        pull.job_id = str(record["job_id"])
+        pull.models_dir = str(record.get("models_dir") or "") or None
+        pull.job_cluster = str(record.get("cluster") or "") or None
     if state in ACTIVE and not alive:  # its process is gone without a last word
         state = CANCELLED if cancelling else STOPPED
         pull.rate = None

@@ -54,6 +54,9 @@ class Pull:
     started_at: float | None = None
     finished_at: float | None = None
     stopped_at: float | None = None  # STOPPED: when its process was last heard of (time.time())
+    job_id: str | None = None  # a pull job's (`models pull --profile`): it pulls into models_dir, not through a server
+    models_dir: str | None = None
+    job_cluster: str | None = None  # the job's cluster (-M), for scancel
     _layers: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     _samples: collections.deque = field(default_factory=collections.deque, repr=False)
 

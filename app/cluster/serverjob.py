@@ -296,6 +296,7 @@ async def serve(command: str, environ: dict[str, str], ready_timeout_s: float, s
                                      "gpus": _gpus(environ), "partition": environ.get("SLURM_JOB_PARTITION"),
                                      "kind": kind, "num_parallel": _int_or_none(environ.get("NOTES_TUI_NUM_PARALLEL")),
                                      "idle_limit_s": tracker.limit_s, "with_run": then_run,
+                                     "models_dir": environ.get("OLLAMA_MODELS") if kind == "ollama" else None,
                                      "token": proxy.token.decode("ascii")})
         tracker.ready()
         book.ready()

@@ -185,6 +185,16 @@ def parse_squeue(text: str, cluster: str | None = None, fmt: str = SQUEUE_FORMAT
     return jobs
 
 
+def queue_ids(text: str) -> set[str]:
+    """The job ids of `squeue -h -o FMT` rows whose first field is the id (%i)."""
+    ids = set()
+    for line in text.splitlines():
+        first = line.split("|", 1)[0].strip()
+        if first and not line.startswith("CLUSTER:"):
+            ids.add(first)
+    return ids
+
+
 def parse_sbatch(text: str) -> str:
     """`sbatch --parsable` prints `ID` or, with -M, `ID;CLUSTER`."""
     first = text.strip().splitlines()[0] if text.strip() else ""
@@ -308,8 +318,13 @@ class Slurm:
 
     def server_jobs(self) -> list[ServerJob]:
         """This user's server jobs, one squeue call. Prefer `ServerJobs.get()`, which rations the calls."""
+        return self.queue()[0]
+
+    def queue(self) -> tuple[list[ServerJob], set[str]]:
+        """This user's server jobs, and the ids of all their jobs in the queue (a pull job too): one squeue call."""
         argv = ["squeue", *self._cluster_args(), "--me", "-h", "-o", SQUEUE_FORMAT]
-        return parse_squeue(self._call(argv, what="the job list"), self.cluster)
+        out = self._call(argv, what="the job list")
+        return parse_squeue(out, self.cluster), queue_ids(out)
 
     def submit(self, script: str, options: Sequence[str], env: dict[str, str] | None = None,
                args: Sequence[str] = ()) -> str:
@@ -374,8 +389,10 @@ class ServerJobs:
         self.min_interval_s = min_interval_s
         self.clock = clock
         self.jobs: list[ServerJob] = []
+        self.job_ids: set[str] | None = None  # every job of the user in the queue, from the same call
         self.error: str | None = None
         self.fetched_at: float | None = None
+        self.fetched_wall: float | None = None  # time.time() of that call
         self.calls = 0
         self._lock = threading.Lock()
         self._stale = False
@@ -394,9 +411,10 @@ class ServerJobs:
                 return list(self.jobs)
             self.calls += 1
             self.fetched_at = self.clock()
+            self.fetched_wall = time.time()
             self._stale = False
             try:
-                self.jobs = self.slurm.server_jobs()
+                self.jobs, self.job_ids = self.slurm.queue()
                 self.error = None
             except SlurmError as exc:
                 self.error = str(exc)
@@ -411,6 +429,19 @@ class ServerJobs:
 
     def find(self, job_id: str) -> ServerJob | None:
         return next((j for j in self.get() if j.job_id == job_id), None)
+
+    def in_queue(self, job_id: str, since: float = 0.0) -> bool | None:
+        """Is this job of the user (any job, not only a server job) in the queue? Asks squeue again (once) when the
+        last answer is older than `since` (time.time(): a job submitted after it is not in it). None when Slurm
+        cannot say. Blocking: from a worker."""
+        if not self.slurm.available:
+            return None
+        if self.fetched_wall is None or self.fetched_wall < since:
+            self.expire()
+        self.get()
+        if self.error is not None or self.job_ids is None:
+            return None
+        return job_id in self.job_ids
 
 
 _shared: dict[str | None, ServerJobs] = {}

@@ -6,7 +6,8 @@ fix, no traceback, nothing written to the results table, the notes untouched, no
 A row: `Bad(id, fragment, make)`. `make(ctx)` returns the experiment text, usually `ctx.base()` (a valid experiment
 over the context's notes: SQLite, or MySQL when `kind="mysql"`, with a live stand-in Ollama server) with one thing
 changed. `fragment` is what the error line must contain. `args` is the command line (`{exp}` is the file written
-from `make`), `env` extra environment, `files` extra files to write next to it.
+from `make`), `env` extra environment (`{tmp}` filled in too), `files` extra files to write next to it (a name
+with folders makes them).
 
 Sections are lists that CASES joins; the Slurm and evaluation issues add theirs where marked.
 """
@@ -328,6 +329,19 @@ SLURM: list[Bad] = [
         args=("server", "start", "--profile", "gpu-huge", "--idle", "abc")),
     Bad("submit-with-server-unknown-profile", "--with-server gpu-huge: no such profile", lambda c: c.base(),
         args=("submit", "{exp}", "--with-server", "gpu-huge")),
+    # issue 25: pulls without a GPU, refused before anything is submitted
+    Bad("models-pull-unknown-profile", "--profile gpu-huge: no such profile",
+        args=("models", "pull", "llama3.1:8b", "--profile", "gpu-huge")),
+    Bad("models-pull-gpu-profile", "--profile l40s asks for a GPU (gres = \"gpu:1\")",
+        args=("models", "pull", "llama3.1:8b", "--profile", "l40s"),
+        files={"user-config.toml": b'[profiles.l40s]\npartition = "l40s"\ngres = "gpu:1"\n'}),
+    Bad("models-pull-over-quota", "at or over the 0.0001 GB quota",
+        args=("models", "pull", "llama3.1:8b", "--profile", "cpu"),
+        env={"OLLAMA_MODELS": "{tmp}/models", "NOTES_TUI_REGISTRY": "off"},
+        files={"user-config.toml": b'[models]\nquota_gb = 0.0001\n\n[profiles.cpu]\npartition = "smp"\n',
+               "models/blobs/sha256-" + "0" * 64: bytes(200_000)}),
+    Bad("models-pull-profile-and-host", "--profile and --host cannot be combined",
+        args=("models", "pull", "llama3.1:8b", "--profile", "cpu", "--host", "http://127.0.0.1:9")),
 ]
 
 # -- [study] (issue 23): refused when the file is read, before a cell runs ------------------------------------------

@@ -157,10 +157,11 @@ def test_bad_input_is_one_line_with_the_fix_and_exit_2(case: Bad, how: str, tmp_
     elif case.make is not None:
         exp.write_text(case.make(ctx))
     for name, data in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(data)
     before = state()
     env = {k: v for k, v in os.environ.items() if k != "CI"}
-    env.update(case.env)
+    env.update({k: fill(v, tmp_path, exp) for k, v in case.env.items()})
     args = [fill(a, tmp_path, exp) for a in case.args]
     if how == "process":
         code, stdout, stderr = run_as_process(args, env)

@@ -18,6 +18,13 @@ demand:
   success) over ``pull_seconds``, then the model is listed; names not in ``registry`` get Ollama's
   ``file does not exist`` error line; ``pull_fail_at`` (a fraction) ends a pull with a server-side error line there.
   ``DELETE /api/delete`` removes a model (404 when it is not there).
+* ``models_dir`` (unset by default) keeps models as Ollama does in ``OLLAMA_MODELS``: a pull that succeeds writes each
+  layer as ``blobs/sha256-<hex>`` (sparse files of the layer's size: they take no disk) and then
+  ``manifests/registry.ollama.ai/library/<model>/<tag>``; /api/tags lists the manifests found there (read at each
+  request, so a model another server pulled into the same directory shows), beside ``models``; delete removes the
+  manifest. ``--models-dir -`` takes ``$OLLAMA_MODELS``.
+* ``GET /v2/<namespace>/<model>/manifests/<tag>`` answers as Ollama's registry does: the manifest of a model in
+  ``registry`` (the layers a pull fetches, with their sizes), 404 ``MANIFEST_UNKNOWN`` for any other.
 * ``/api/ps`` lists the ``loaded`` models (all local models when unset), each expiring at ``expires_at`` (RFC 3339;
   unset: five minutes from now), with the num_ctx of the last chat to it as ``context_length`` (the
   ``context_length`` knob before any).
@@ -138,6 +145,7 @@ KNOBS: dict[str, type] = {
     "flavor": str,
     "busy_status": int,
     "api_key": str,
+    "models_dir": str,
 }
 _RATES = ("invalid_rate", "cutoff_rate", "error_rate", "hang_rate", "drop_rate")
 
@@ -295,6 +303,60 @@ def _fq_name(full: str) -> str:
     elif len(parts) == 2:
         parts = ["registry.ollama.ai", *parts]
     return "/".join(parts) + ":" + tag
+
+
+def _layers(full: str) -> list[tuple[str, int]]:
+    """The layers a pull of ``full`` fetches, (digest, size), summing to the model's size."""
+    meta = _model_meta(full)
+    digest = meta["digest"]
+    return [(f"sha256:{hashlib.sha256((digest + str(i)).encode()).hexdigest()}", size)
+            for i, size in enumerate((meta["size"] - 12_000, 8_000, 3_000, 1_000))]
+
+
+def _manifest(full: str) -> dict[str, Any]:
+    layers = _layers(full)
+    kinds = ("model", "template", "license", "params")
+    return {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "digest": f"sha256:{hashlib.sha256(full.encode() + b'config').hexdigest()}", "size": 0},
+            "layers": [{"mediaType": f"application/vnd.ollama.image.{kind}", "digest": d, "size": size}
+                       for kind, (d, size) in zip(kinds, layers)]}
+
+
+def _manifest_path(models_dir: str, full: str) -> str:
+    host, namespace, rest = _fq_name(full).split("/", 2)
+    model, _, tag = rest.rpartition(":")
+    return os.path.join(models_dir, "manifests", host, namespace, model, tag)
+
+
+def _dir_models(models_dir: str) -> list[str]:
+    """The models whose manifests are in ``models_dir`` (Ollama names: ``llama3.1:8b``, ``user/model:tag``)."""
+    root = os.path.join(models_dir, "manifests")
+    out = []
+    for folder, _, files in os.walk(root):
+        parts = os.path.relpath(folder, root).split(os.sep)
+        if len(parts) != 3:
+            continue
+        host, namespace, model = parts
+        for tag in files:
+            name = f"{model}:{tag}" if (host, namespace) == ("registry.ollama.ai", "library") else (
+                f"{namespace}/{model}:{tag}" if host == "registry.ollama.ai" else f"{host}/{namespace}/{model}:{tag}")
+            out.append(name)
+    return sorted(out)
+
+
+def _write_model(models_dir: str, full: str) -> None:
+    """A pulled model as Ollama leaves it: its blobs (sparse), then its manifest."""
+    manifest = _manifest(full)
+    blobs = os.path.join(models_dir, "blobs")
+    os.makedirs(blobs, exist_ok=True)
+    for layer in (manifest["config"], *manifest["layers"]):
+        with open(os.path.join(blobs, layer["digest"].replace(":", "-")), "wb") as f:
+            f.truncate(layer["size"])
+    path = _manifest_path(models_dir, full)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(manifest, f)
 
 
 def _namespace(full: str) -> str:
@@ -691,6 +753,9 @@ class _Core:
     def models(self) -> dict[str, dict]:
         """Every model the server has (Ollama names): the local ones, then the cloud ones (Ollama >= 0.12.0)."""
         out = {full: _model_meta(full) for full in (_normalize_model(m) for m in self.cfg["models"])}
+        if self.cfg["models_dir"]:
+            for full in _dir_models(self.cfg["models_dir"]):
+                out.setdefault(full, _model_meta(full))
         if self.version() >= (0, 12, 0):
             for full in (_normalize_model(m) for m in self.cfg["cloud_models"]):
                 out.setdefault(full, _cloud_meta(full))
@@ -1059,11 +1124,24 @@ class _Conn(asyncio.Protocol):
                 core.st["not_found_404"] += 1
                 return _err(404, f"model '{name}' not found")
             core.cfg["models"] = tuple(m for m in core.cfg["models"] if _normalize_model(m) != full)
+            if core.cfg["models_dir"]:
+                try:
+                    os.unlink(_manifest_path(core.cfg["models_dir"], full))
+                except FileNotFoundError:
+                    pass
             if full in {_normalize_model(m) for m in core.cfg["cloud_models"]}:
                 core.cfg["cloud_models"] = tuple(m for m in core.cfg["cloud_models"] if _normalize_model(m) != full)
             core.ctx.pop(full, None)
             core.st["deleted"] += 1
             return 200, "application/json; charset=utf-8", b""
+        if path.startswith("/v2/") and path.count("/manifests/") == 1 and get:
+            repo, _, tag = path[len("/v2/"):].partition("/manifests/")
+            namespace, _, model = repo.rpartition("/")
+            full = f"{model}:{tag}" if namespace == "library" else f"{namespace}/{model}:{tag}"
+            if full not in {_normalize_model(m) for m in core.cfg["registry"]}:
+                core.st["not_found_404"] += 1
+                return _json(404, {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
+            return _json(200, _manifest(full))
         if path == "/v1/models" and get:
             data = [{"id": full, "object": "model", "created": _MODIFIED_UNIX, "owned_by": _namespace(full)}
                     for full in core.models()]
@@ -1218,10 +1296,7 @@ class _Conn(asyncio.Protocol):
                 self._stream_line({"error": "pull model manifest: file does not exist"})
                 self._end_stream(keep=keep)
                 return
-            meta = _model_meta(full)
-            digest = meta["digest"]
-            layers = [(f"sha256:{hashlib.sha256((digest + str(i)).encode()).hexdigest()}", size)
-                      for i, size in enumerate((meta["size"] - 12_000, 8_000, 3_000, 1_000))]
+            layers = _layers(full)
             steps = max(1, int(core.cfg["pull_seconds"] / 0.05))
             fail_at = core.cfg["pull_fail_at"]
             for step in range(1, steps + 1):
@@ -1235,6 +1310,8 @@ class _Conn(asyncio.Protocol):
                     self._stream_line({"status": f"pulling {layer[7:19]}", "digest": layer, "total": size,
                                        "completed": int(size * frac)})
             for status in ("verifying sha256 digest", "writing manifest", "success"):
+                if status == "writing manifest" and core.cfg["models_dir"]:
+                    _write_model(core.cfg["models_dir"], full)
                 self._stream_line({"status": status})
             if full not in core.models():
                 core.cfg["models"] = (*core.cfg["models"], full)
@@ -1645,6 +1722,7 @@ class StandinOllama:
         flavor: str = "ollama",
         busy_status: int = 503,
         api_key: str = "",
+        models_dir: str = "",
         host: str = "127.0.0.1",
     ):
         self.host = host
@@ -1674,6 +1752,7 @@ class StandinOllama:
                 "flavor": flavor,
                 "busy_status": busy_status,
                 "api_key": api_key,
+                "models_dir": models_dir,
             }
         )
         self.url = ""
@@ -1915,7 +1994,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flavor", default="ollama", choices=FLAVORS, help="which server to be")
     p.add_argument("--busy-status", type=int, default=503, help="HTTP status when the queue is full (429: a rate limiter)")
     p.add_argument("--api-key", default="", help="require Authorization: Bearer <key> (default: no key)")
+    p.add_argument("--models-dir", default="", help="keep pulled models as files here, as Ollama in OLLAMA_MODELS "
+                   "(-: $OLLAMA_MODELS)")
     a = p.parse_args(argv)
+    if a.models_dir == "-":
+        a.models_dir = os.environ.get("OLLAMA_MODELS", "")
     knobs = {k: getattr(a, k) for k in KNOBS if k != "loaded"}
     if a.loaded is not None:
         knobs["loaded"] = a.loaded

@@ -1,6 +1,8 @@
 """Screen 2, Models: the models of the selected server against the quota; pull (queued, with progress; each pull
 a process of its own that goes on without the app, app.cluster.detached_pull), delete (after a confirmation naming
-model and size), details."""
+model and size), details. A pull job (`models pull NAME --profile P`, app.cluster.pulljob) shows beside the pulls of
+every server job that uses its models directory, `c` cancels it (scancel), and the list is read again once it is
+done."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from textual.widgets import DataTable
 from app.backends.ollama import full_name
 from app.cluster import present
 from app.cluster.models import OPENAI_NO_MANAGEMENT, ModelEntry, ServerError, delete_model
-from app.cluster.pulls import PULLING, QUEUED
+from app.cluster.pulljob import same_dir, server_models_dir
+from app.cluster.pulls import DONE, PULLING, QUEUED, Pull
 from app.tui.base import NotesScreen
 from app.tui.tones import state_tone
 from app.tui.widgets.app_header import AppHeader
@@ -61,6 +64,9 @@ class ModelsScreen(NotesScreen):
         self.sort_reverse = False
         self.url: str | None = None
         self._flagged: set[int | str] = set()  # pulls already announced as over the quota
+        self._job_pulls_seen: set[int | str] = set()  # pull jobs of this server's models directory seen active
+        self._dir_for: tuple[str | None, str | None] | None = None  # (url, job id) whose models directory is known
+        self._dir: str | None = None
 
     def compose(self) -> ComposeResult:
         yield AppHeader("models")
@@ -160,11 +166,35 @@ class ModelsScreen(NotesScreen):
             return f"{count} last known, {format_duration(time.monotonic() - state.listed_at)} ago"
         return count
 
+    def models_dir(self) -> str | None:
+        """Where the selected server keeps its models, when it is a server job of the user's (else unknown)."""
+        job = self.app.state.job_of(self.url)
+        key = (self.url, job.job_id if job else None)
+        if self._dir_for != key:
+            self._dir_for = key
+            self._dir = server_models_dir(job, self.app.ctx.config, self.app.ctx.environ)
+        return self._dir
+
+    def pulls_here(self) -> list[Pull]:
+        """The pulls through this server, and the pull jobs into its models directory."""
+        folder = self.models_dir()
+        return [p for p in self.app.pulls.pulls
+                if p.url == self.url or (p.job_id and folder and same_dir(p.models_dir, folder))]
+
     def render_pulls(self) -> None:
         if self.url is None:
             return
         app = self.app
-        pulls = [p for p in app.pulls.pulls if p.url == self.url]
+        pulls = self.pulls_here()
+        ended = False
+        for pull in pulls:
+            if pull.job_id and pull.active:
+                self._job_pulls_seen.add(pull.id)
+            elif pull.job_id and pull.id in self._job_pulls_seen:
+                self._job_pulls_seen.discard(pull.id)
+                ended = ended or pull.state == DONE
+        if ended:  # the model is in the directory now: this server lists it
+            app.load_models(self.url)
         self.query_one(PullPanel).show_pulls(pulls)
         state = app.state.model_list(self.url)
         pulling = sum(p.total for p in pulls if p.state == PULLING)
@@ -227,6 +257,14 @@ class ModelsScreen(NotesScreen):
         def chosen(name: str | None) -> None:
             if not name:
                 return
+            job = next((p for p in self.pulls_here() if p.job_id and p.active and p.url != url
+                        and full_name(p.name) == full_name(name.strip())), None)
+            if job is not None:  # two servers writing the same blobs would spoil them
+                said = f"{job.name} is being pulled into this server's models directory by {job.url} — wait for it " \
+                       "(c cancels it)"
+                # after the screen is back (its resume says what the list shows, an empty one included)
+                self.call_after_refresh(self.query_one(StatusLine).say, said, error=True)
+                return
             try:
                 pull = self.app.pulls.add(url, name)
             except ServerError as exc:
@@ -243,11 +281,15 @@ class ModelsScreen(NotesScreen):
         self.app.push_screen(PullModelScreen(self.app.state.server(url).label), chosen)
 
     def action_cancel_pull(self) -> None:
-        pulls = [p for p in self.app.pulls.active() if p.url == self.url]
+        pulls = [p for p in self.pulls_here() if p.active]
         running = [p for p in pulls if p.state == PULLING]
         target = running[0] if running else (pulls[-1] if pulls else None)
         if target is None:
             self.query_one(StatusLine).say("no pull to cancel on this server")
+            return
+        if target.job_id:
+            self.query_one(StatusLine).say(f"cancelling {target.url}, the pull of {target.name}")
+            self.run_worker(lambda: self._cancel_job(target), thread=True, group="cancel-pull", exit_on_error=False)
             return
         try:
             sent = self.app.pulls.cancel(target)
@@ -256,6 +298,17 @@ class ModelsScreen(NotesScreen):
             return
         if sent:
             self.query_one(StatusLine).say(f"cancelling the pull of {target.name}")
+
+    def _cancel_job(self, pull: Pull) -> None:
+        """In a worker thread: scancel (blocking)."""
+        from app.cluster.detached_pull import SUFFIX
+        from app.cluster.pulljob import cancel_pull_job
+        from app.errors import UserError
+
+        try:
+            cancel_pull_job(pull, self.app.pulls.dir / f"{pull.id}{SUFFIX}")
+        except UserError as exc:
+            self.app.call_from_thread(self.query_one(StatusLine).say, str(exc), error=True)
 
     def action_details(self) -> None:
         model = self.selected_model()
@@ -277,7 +330,7 @@ class ModelsScreen(NotesScreen):
         if model.served:
             self.query_one(StatusLine).say(OPENAI_NO_MANAGEMENT, error=True)
             return
-        if any(p.url == self.url and full_name(p.name) == model.name for p in self.app.pulls.active()):
+        if any(p.active and full_name(p.name) == model.name for p in self.pulls_here()):
             self.query_one(StatusLine).say(f"{model.name} is being pulled — cancel the pull first (c)", error=True)
             return
         from app.tui.dialogs.confirm import ConfirmScreen
