@@ -42,7 +42,7 @@ def test_the_study_view_shows_the_cells_and_the_notes_they_differ_on_and_records
         await until(pilot, lambda: isinstance(app.screen, StudyScreen) and app.screen.report is not None,
                     what="the study view")
         text = screen_text(app)
-        assert "pna-study · response · reference: adjudicated (0 notes adjudicated)" in text
+        assert "pna-study · response · reference adjudicated (0 adjudicated)" in text
         for i, cell in enumerate(CELLS):
             line = next(line.strip() for line in text.splitlines() if line.strip().startswith(f"{'ABCDEFGH'[i]} {cell} "))
             assert line.split()[2] == "12"  # n
@@ -77,7 +77,7 @@ def test_the_study_view_shows_the_cells_and_the_notes_they_differ_on_and_records
         for _ in range(GOLD.index(target)):
             await pilot.press("down")
         await pilot.press("enter")
-        await until(pilot, lambda: "adjudicated (1 note adjudicated)" in screen_text(app), what="the adjudication applied")
+        await until(pilot, lambda: "reference adjudicated (1 adjudicated)" in screen_text(app), what="the adjudication applied")
         agree = set(note["labels"].values()) == {target}
         assert (different[0] not in rows(app, "study-notes")) == agree  # no longer different where every cell agrees
         await pilot.press("d")
@@ -85,7 +85,7 @@ def test_the_study_view_shows_the_cells_and_the_notes_they_differ_on_and_records
         assert int(different[0]) < 4, "the adjudicated note must be on the first page of every note"
         assert rows(app, "study-notes")[different[0]][1] == target.split(" ")[0] + "*"  # adjudicated, marked
         await pilot.press("g")
-        await until(pilot, lambda: "reference: gold (0 notes adjudicated)" in screen_text(app), what="gold alone")
+        await until(pilot, lambda: "reference gold (0 adjudicated)" in screen_text(app), what="gold alone")
 
     _drive(tmp_path, body)
     code, out, err = cli(capsys, "ledger", "adjudications", "pna-study", "--json")

@@ -168,8 +168,8 @@ class StudyScreen(NotesScreen):
         assert rep is not None
         ref = rep["reference"]
         self.query_one("#study-title", Shown).show(Text.assemble(
-            ("Study", "bold"), f"  {rep['study']} · {rep['field']} · reference: {ref['kind']} "
-            f"({ref['adjudicated']} note{'' if ref['adjudicated'] == 1 else 's'} adjudicated)"))
+            ("Study", "bold"), f"  {rep['study']} · {rep['field']} · reference {ref['kind']} "
+            f"({ref['adjudicated']} adjudicated)"))
         self.query_one("#study-cells", Shown).show(self._cells_text(rep))
         names = [c["cell"] for c in rep["cells"]]
         self.short = short_labels(rep["labels"])
@@ -200,15 +200,24 @@ class StudyScreen(NotesScreen):
     def _note_cells(self, note: dict[str, Any], names: list[str]) -> tuple:
         ref = note["gold"]
         adjudicated = note["unit"] in (self.report or {}).get("adjudicated_labels", {})
-        ref_text = Text(self.short.get(label_text(ref), label_text(ref)) + ("*" if adjudicated else ""),
+        ref_text = Text(self._short(ref) + ("*" if adjudicated else ""),
                         style=tone(self.app, "accent") if adjudicated else "")
         cells = []
         for name in names:
             value = note["labels"].get(name)
-            text = self.short.get(label_text(value), label_text(value))
+            text = self._short(value)
             wrong = ref is not None and value is not None and value != ref
             cells.append(Text(text, style=tone(self.app, "bad") if wrong else ""))
         return (note["unit"], ref_text, *cells)
+
+    def _short(self, value: Any) -> str:
+        """A label as its column shows it; a fallback outside the field's labels ("(4) LLM output invalid") by its
+        leading "(4)" too."""
+        text = label_text(value)
+        if text in self.short:
+            return self.short[text]
+        first = text.split(" ", 1)[0]
+        return first if first.startswith("(") and first.endswith(")") else text
 
     def selected(self) -> dict[str, Any] | None:
         key = self.table.selected_key
