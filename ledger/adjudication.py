@@ -181,30 +181,22 @@ def decisions(db: Any, scope: str, field: str | None = None) -> list[dict[str, A
     return rows
 
 
-def scopes(db: Any) -> list[str]:
-    return [r[0] for r in db.conn.execute("select scope from adjudications group by scope order by max(seq) desc")]
-
-
-def with_adjudications(gold: dict[str, Any], adjudicated: dict[str, Any]) -> dict[str, Any]:
-    """The adjudicated reference: gold, with each adjudicated unit's label in place of (or added to) its gold."""
-    return {**gold, **adjudicated}
-
-
-REFERENCES = ("gold", "adjudicated")
-
-
-def reference(db: Any, scope: str, field: str, gold: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The labels to score against and what a report says about them. `gold`: the source's gold labels; `kind`
-    "adjudicated": those with the scope's adjudications in place (a note without gold but adjudicated gains one)."""
+def reference(db: Any, scope: str, field: str, gold: dict[str, Any], kind: str, gold_info: dict[str, Any]
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The labels to score against and what a report says about them (with `gold_info`, where gold came from).
+    `gold`: the source's gold labels; `kind` "adjudicated": those with the scope's adjudications in place (a note
+    without gold but adjudicated gains one)."""
     adjudicated = reference_labels(db, scope, field)
+    said = {**gold_info, "scope": scope}
     if kind == "gold":
-        return gold, {"kind": "gold", "labels": len(gold), "adjudicated": 0, "adjudications_not_used": len(adjudicated)}
+        return gold, {**said, "kind": "gold", "labels": len(gold), "adjudicated": 0,
+                      "adjudications_not_used": len(adjudicated)}
     if kind != "adjudicated":
         raise ValueError(f"unknown reference {kind!r}")
     missing = object()
     changed = sum(1 for u, v in adjudicated.items() if gold.get(u, missing) != v)
-    labels = with_adjudications(gold, adjudicated)
-    return labels, {"kind": "adjudicated", "labels": len(labels), "adjudicated": len(adjudicated),
+    labels = {**gold, **adjudicated}  # an adjudicated note's label in place of (or added to) its gold
+    return labels, {**said, "kind": "adjudicated", "labels": len(labels), "adjudicated": len(adjudicated),
                     "changed_from_gold": changed, "added_to_gold": sum(1 for u in adjudicated if u not in gold)}
 
 

@@ -201,9 +201,9 @@ def evaluate(args: argparse.Namespace) -> int:
     results = {}
     for kind in _kinds(args.reference):
         def scored(db, kind=kind):
-            labels, ref = reference(db, scope, ev.field, gold, kind)
+            labels, ref = reference(db, scope, ev.field, gold, kind, gold_info(ev))
             result = evaluate_runs(db, ids, labels, ev.field, gold_info(ev))
-            result["reference"] = {**gold_info(ev), "scope": scope, **ref}
+            result["reference"] = ref
             return result
 
         try:
@@ -267,10 +267,10 @@ def study(args: argparse.Namespace) -> int:
     results = {}
     for kind in _kinds(args.reference):
         def report(db, kind=kind):
-            labels, ref = reference(db, args.name, ev.field, gold, kind)
+            labels, ref = reference(db, args.name, ev.field, gold, kind, gold_info(ev))
             result = study_report(db, args.name, labels, gold_info(ev), ev.field, reps=args.bootstrap,
                                   offset=args.offset if args.json else 0, limit=limit, different_only=different_only)
-            result["reference"] = {**gold_info(ev), "scope": args.name, **ref}
+            result["reference"] = ref
             if args.format in ("md", "html"):  # a report also says how the labels were produced (the run headers)
                 result["methods"] = study_methods(db, result["cells"])
             return result

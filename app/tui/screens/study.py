@@ -126,17 +126,19 @@ class StudyScreen(NotesScreen):
 
         if offset and self.report is not None:  # n: the next page only, not every figure again
             def page(db):
-                labels, _ref = reference(db, self.study, ctx["field"], ctx["gold"], self.reference_kind)
+                labels, _ref = reference(db, self.study, ctx["field"], ctx["gold"], self.reference_kind,
+                                       ctx["gold_info"])
                 return self.report | study_notes(db, self.study, labels, ctx["field"], offset=offset, limit=count,
                                                   different_only=self.different_only)
 
             return led.read(page, None)
 
         def figures(db):
-            labels, ref = reference(db, self.study, ctx["field"], ctx["gold"], self.reference_kind)
+            labels, ref = reference(db, self.study, ctx["field"], ctx["gold"], self.reference_kind,
+                                       ctx["gold_info"])
             result = study_report(db, self.study, labels, ctx["gold_info"], ctx["field"], reps=BOOTSTRAP_REPS,
                                   offset=offset, limit=count, different_only=self.different_only)
-            result["reference"] = {**ctx["gold_info"], "scope": self.study, **ref}
+            result["reference"] = ref
             result["adjudicated_labels"] = {u: v for u, v in labels.items() if ctx["gold"].get(u, object()) != v}
             return result
 
