@@ -146,10 +146,7 @@ class ModelsScreen(NotesScreen):
         state = app.state.model_list(server.url)
         arrow = "↓" if (SORTS[self.sort_key][1] != self.sort_reverse) else "↑"
         text = Text.assemble(("Models", "bold"), " on ", (server.label, "bold"), " · ")
-        if state.error and not h.answers:  # the list just failed: down now, not at the next health round
-            text.append("down", style=state_tone(app, "down"))
-        else:
-            text.append(present.state(h), style=state_tone(app, h.state))
+        text.append(present.state(h), style=state_tone(app, h.state))  # a failed list is probed at once (app)
         if h.version:
             text.append(f" · {'Ollama ' if h.kind != 'openai-compatible' else ''}{h.version}")
         text.append(f" · {self._count_text(state)} · sort: {self.sort_key} {arrow}")
