@@ -12,6 +12,7 @@ from typing import Any
 
 from app.cli.ledger_access import _json, _open, _read
 from app.errors import UserError
+from ledger.report.layout import label_text
 
 
 def register(lsub: argparse._SubParsersAction, shared: Any) -> None:
@@ -66,7 +67,7 @@ def adjudicate(args: argparse.Namespace) -> int:
         try:
             label = match_label(spec.labels, args.label)
         except LookupError:
-            allowed = ", ".join(_text(v) for v in spec.labels)
+            allowed = ", ".join(label_text(v) for v in spec.labels)
             raise UserError(f"{args.label!r} is not one label of field {spec.name} (labels: {allowed}) — give one "
                             "of them, or the start of one") from None
         earlier = reference_labels(db, args.scope, spec.name)
@@ -77,7 +78,7 @@ def adjudicate(args: argparse.Namespace) -> int:
     decision = decide(args.scope, spec.name, args.unit, label, gold, earlier, args.comment)
     if decision is None:
         kind = "adjudicated" if args.unit in earlier else "gold"
-        print(f"note {args.unit}: {_text(label)} is already its reference ({kind}) — nothing recorded")
+        print(f"note {args.unit}: {label_text(label)} is already its reference ({kind}) — nothing recorded")
         return 0
     replaces, kind = decision.replaces, decision.replaces_kind
     record = append(led.ledger_dir, decision)
@@ -85,8 +86,8 @@ def adjudicate(args: argparse.Namespace) -> int:
     if args.json:
         print(_json(record))
     else:
-        was = f"was {_text(replaces)} ({kind})" if kind else "no reference before"
-        print(f"note {args.unit}: reference {_text(label)} for {spec.name} ({was}) — adjudication {record['seq']} by "
+        was = f"was {label_text(replaces)} ({kind})" if kind else "no reference before"
+        print(f"note {args.unit}: reference {label_text(label)} for {spec.name} ({was}) — adjudication {record['seq']} by "
               f"{record['who']}, in {led.ledger_dir / 'adjudications.jsonl'}")
     return 0
 
@@ -121,13 +122,9 @@ def adjudications(args: argparse.Namespace) -> int:
         print(f"{args.scope}: no adjudications yet (notes-tui ledger adjudicate {args.scope} NOTE LABEL)")
         return 0
     for r in rows:
-        was = f"{_text(r['replaces'])} ({r['replaces_kind']})" if r["replaces_kind"] else "none"
+        was = f"{label_text(r['replaces'])} ({r['replaces_kind']})" if r["replaces_kind"] else "none"
         comment = f"  # {r['comment']}" if r["comment"] else ""
-        print(f"{r['seq']:>4}  {r['t']}  {r['who']}  {r['field']}  note {r['unit']}: {_text(r['label'])} (was {was}){comment}")
+        print(f"{r['seq']:>4}  {r['t']}  {r['who']}  {r['field']}  note {r['unit']}: {label_text(r['label'])} (was {was}){comment}")
     latest = {(r["field"], r["unit"]) for r in rows}
     print(f"{len(rows)} decisions, {len(latest)} notes with an adjudicated label")
     return 0
-
-
-def _text(value: Any) -> str:
-    return "true" if value is True else "false" if value is False else str(value)

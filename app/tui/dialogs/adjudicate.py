@@ -14,10 +14,7 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from app.tui.base import NotesDialog
-
-
-def _text(value: Any) -> str:
-    return "true" if value is True else "false" if value is False else "–" if value is None else str(value)
+from ledger.report.layout import label_text
 
 
 class AdjudicateScreen(NotesDialog[tuple[Any, str | None] | None]):
@@ -32,7 +29,7 @@ class AdjudicateScreen(NotesDialog[tuple[Any, str | None] | None]):
         for i, value in enumerate(self.labels):
             gave = [name for name, v in self.votes.items() if v == value]
             mark = "  ← reference now" if value == self.reference else ""
-            options.append(Option(f"{_text(value)}   ({len(gave)} of {len(self.votes)} cells){mark}", id=str(i)))
+            options.append(Option(f"{label_text(value)}   ({len(gave)} of {len(self.votes)} cells){mark}", id=str(i)))
         with Vertical(classes="dialog"):
             yield Label(f"reference label of note {self.unit}", classes="dialog-title")
             yield OptionList(*options, id="adj-labels")

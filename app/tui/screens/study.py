@@ -22,6 +22,7 @@ from app.tui.widgets.fit_table import Col, FitTable
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.shown import Shown
 from app.tui.widgets.status_line import StatusLine
+from ledger.report.layout import label_text as report_label_text
 
 PAGE = 500
 BOOTSTRAP_REPS = 200  # the screen's intervals; `ledger study` draws 1,000
@@ -41,7 +42,8 @@ def short_labels(labels: list[Any]) -> dict[str, str]:
 
 
 def label_text(value: Any) -> str:
-    return "true" if value is True else "false" if value is False else "–" if value is None else str(value)
+    """A label as the ledger's reports write it; a note without one as –."""
+    return "–" if value is None else report_label_text(value)
 
 
 def _num(value: float | None, digits: int = 2) -> str:
