@@ -18,8 +18,8 @@ import pytest
 from app.cluster import tokens
 from app.cluster.slurm import Slurm
 from tests.helpers.runhelp import journal_records, ledger_runs
-from tests.helpers.slurmkit import STANDIN_COMMAND, cluster_up, queue_has
-from tests.helpers.support import ROOT, TESTS, experiment_toml, need, write_env
+from tests.helpers.slurmkit import STANDIN_COMMAND, cancel_jobs, cluster_up, queue_has, run_app
+from tests.helpers.support import TESTS, experiment_toml, need, write_env
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import StandinOllama
 
@@ -47,16 +47,10 @@ def home(tmp_path, monkeypatch, cluster):
     monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
     submitted: list[str] = []
     yield config, submitted
-    for job in submitted:
-        subprocess.run(["scancel", job], capture_output=True)
-    wait_for(lambda: not any(queue_has(j) for j in submitted), 60, "the test's jobs to leave the queue", every=0.5)
+    cancel_jobs(submitted)
 
 
-def app(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("CI", None)
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+app = run_app
 
 
 def runs_with_headers(ledger: Path) -> list[dict]:

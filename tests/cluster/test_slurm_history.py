@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -19,8 +17,8 @@ import pytest
 
 from app.cluster import tokens
 from app.cluster.slurm import Slurm
-from tests.helpers.slurmkit import STANDIN_COMMAND, cluster_up, queue_has
-from tests.helpers.support import ROOT, need
+from tests.helpers.slurmkit import STANDIN_COMMAND, cancel_jobs, cluster_up, queue_has, run_app
+from tests.helpers.support import need
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -36,16 +34,10 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
     submitted: list[str] = []
     yield config, submitted
-    for job in submitted:
-        subprocess.run(["scancel", job], capture_output=True)
-    wait_for(lambda: not any(queue_has(j) for j in submitted), 60, "the test's jobs to leave the queue", every=0.5)
+    cancel_jobs(submitted)
 
 
-def app(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ if env is None else env)
-    env.pop("CI", None)
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+app = run_app
 
 
 def history_of(job_id: str) -> dict | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ import pytest
 
 from app.cluster.detached_pull import DetachedPulls, read_progress
 from app.cluster.pulls import CANCELLED, DONE, PULLING, QUEUED
-from tests.helpers.slurmkit import cluster_up, queue_has
-from tests.helpers.support import ROOT, TESTS, need
+from tests.helpers.slurmkit import cancel_jobs, cluster_up, queue_has, run_app
+from tests.helpers.support import TESTS, need
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import StandinOllama
 
@@ -48,16 +47,10 @@ def home(tmp_path, monkeypatch):
     with StandinOllama() as registry:  # what the quota check asks for the model's size
         monkeypatch.setenv("NOTES_TUI_REGISTRY", registry.url)
         yield config, models, submitted
-    for job in submitted:
-        subprocess.run(["scancel", job], capture_output=True)
-    wait_for(lambda: not any(queue_has(j) for j in submitted), 60, "the test's jobs to leave the queue", every=0.5)
+    cancel_jobs(submitted)
 
 
-def app(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("CI", None)
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+app = run_app
 
 
 def job_of(stdout: str) -> str:

@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 
 import pytest
 
 from app.cluster.detached_pull import pulls_dir, read_progress
 from ledger.procinfo import pid_alive
 from tests.helpers.support import ROOT, need
+from tests.helpers.tmuxkit import Tmux
 from tests.helpers.tuikit import write_config
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import spawn_standin
@@ -23,29 +22,10 @@ from tests.standin.standin_ollama import spawn_standin
 pytestmark = [pytest.mark.serial, pytest.mark.slow]
 
 
-class Tmux:
-    """A tmux server of the test's own (its own socket): other tmux sessions on the machine are not touched."""
+class PullTmux(Tmux):
+    WAIT_S = 30.0
 
-    def __init__(self, name: str):
-        self.base = ["tmux", "-L", name]
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        res = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=20)
-        if check and res.returncode != 0:
-            raise AssertionError(f"tmux {' '.join(args)}: {res.stderr}")
-        return res.stdout
-
-    def wait_for(self, *texts: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            shown = self("capture-pane", "-p", "-t", "t")
-            if all(t in shown for t in texts):
-                return shown
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{texts} not on screen after {timeout} s:\n{shown}")
-            time.sleep(0.1)
-
-    def start(self, tmp_path, config) -> int:
+    def start_app(self, tmp_path, config) -> int:
         env = {"TERM": "xterm-256color", "PYTHONPATH": str(ROOT), "NOTES_TUI_CONFIG": str(config)}
         command = (f"cd {shlex.quote(str(ROOT))} && exec env "
                    + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
@@ -58,12 +38,12 @@ class Tmux:
 def test_a_pull_goes_on_when_the_terminal_is_gone_and_the_reopened_app_shows_it_done(tmp_path):
     need(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux; .ci/run does it)")
     server = spawn_standin(models="llama3", pull_seconds=8.0)
-    tmux = Tmux(f"notes-tui-pull-test-{os.getpid()}")
+    tmux = PullTmux(f"notes-tui-pull-test-{os.getpid()}")
     pull_pid = None
     try:
         config = write_config(tmp_path / "config.toml", [(server.url, "gpu-a")])
         (tmp_path / "ws" / "experiments").mkdir(parents=True)
-        app_pid = tmux.start(tmp_path, config)
+        app_pid = tmux.start_app(tmp_path, config)
         tmux.wait_for("1 Servers", "gpu-a", "Ollama 0.11.10")
         tmux("send-keys", "-t", "t", "2")
         tmux.wait_for("Models on gpu-a", "llama3:latest")
@@ -80,7 +60,7 @@ def test_a_pull_goes_on_when_the_terminal_is_gone_and_the_reopened_app_shows_it_
         wait_for(lambda: server.stats()["pulls_done"] == 1, 40, "the pull to finish without the app", every=0.2)
         assert "llama3.1:8b" in server.config()["models"] and read_progress(progress)["state"] == "done"
 
-        tmux.start(tmp_path, config)
+        tmux.start_app(tmp_path, config)
         tmux.wait_for("1 Servers", "gpu-a")
         tmux("send-keys", "-t", "t", "2")
         tmux.wait_for("Models on gpu-a", "llama3.1:8b  pulled, 4.7 GB in ")

@@ -5,15 +5,13 @@ the profile's command and sbatch options as submitted, what Slurm holds and its 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
 
-from tests.helpers.slurmkit import STANDIN_COMMAND, cluster_up, queue_has
+from tests.helpers.slurmkit import STANDIN_COMMAND, cancel_jobs, cluster_up
 from tests.helpers.support import need
 from tests.helpers.tuikit import build_app, run, screen_text, until
-from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -29,9 +27,7 @@ def slurm(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTES_TUI_CONFIG", str(config))
     submitted: list[str] = []
     yield config, submitted
-    for job in submitted:
-        subprocess.run(["scancel", job], capture_output=True)
-    wait_for(lambda: not any(queue_has(j) for j in submitted), 60, "the test's jobs to leave the queue", every=0.5)
+    cancel_jobs(submitted)
 
 
 @run

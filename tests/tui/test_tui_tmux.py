@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.support import ROOT, need
+from tests.helpers.tmuxkit import Tmux
 from tests.helpers.tuikit import write_config
 from tests.helpers.wait import wait_for
 from tests.standin.standin_ollama import spawn_standin
@@ -26,51 +26,6 @@ RATE = re.compile(r"· (\d[\d.,]*|-) notes/s")  # the followed run's rate on its
 
 # a real terminal: key presses and screen reads are timed, and the model run needs both cores; seconds each
 pytestmark = [pytest.mark.serial, pytest.mark.slow]
-
-
-class Tmux:
-    """A tmux server of the test's own (its own socket): other tmux sessions on the machine are not touched."""
-
-    def __init__(self, name: str):
-        self.base = ["tmux", "-L", name]
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        res = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=20)
-        if check and res.returncode != 0:
-            raise AssertionError(f"tmux {' '.join(args)}: {res.stderr}")
-        return res.stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "t")
-
-    def wait_for(self, *texts: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            shown = self.screen()
-            if all(t in shown for t in texts):
-                return shown
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{texts} not on screen after {timeout} s:\n{shown}")
-            time.sleep(0.1)
-
-    def wait_gone(self, text: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text in self.screen():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} still on screen after {timeout} s:\n{self.screen()}")
-            time.sleep(0.1)
-
-    def alive(self) -> bool:
-        return subprocess.run([*self.base, "has-session", "-t", "t"], capture_output=True).returncode == 0
-
-    def pane(self, what: str) -> str:
-        """A pane variable: pane_pid, alternate_on, mouse_any_flag, pane_dead …"""
-        return self("display-message", "-p", "-t", "t", f"#{{{what}}}").strip()
-
-    def start(self, command: str, size: tuple[int, int] = (80, 24)) -> None:
-        # the pane outlives the app, so what the app left the terminal in can be read afterwards
-        self("new-session", "-d", "-s", "t", "-x", str(size[0]), "-y", str(size[1]), command)
-        self("set-option", "-t", "t", "remain-on-exit", "on")
 
 
 def app_command(tmp_path, env: dict[str, str], exec_: bool = True) -> str:
