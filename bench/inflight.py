@@ -3,7 +3,7 @@ engine had before it (6 in flight per host), in one run: notes from MariaDB, res
 in processes of their own. Each line prints the share of the servers' capacity and the server-side queue.
 
     python -m bench.inflight              # every scenario
-    python -m bench.inflight vllm ollama1 # some: vllm, ollama1, two, storm, slowdown, holdout
+    python -m bench.inflight vllm ollama1 # some: vllm, ollama1, two, storm, slowdown, holdout, cold
 
 - vllm:     one vLLM-shaped server, 64 slots at 200 ms (capacity 320 notes/s), 4,000 notes, openai-compatible
 - ollama1:  one Ollama with one slot (OLLAMA_NUM_PARALLEL unset) at 200 ms, 300 notes
@@ -11,6 +11,8 @@ in processes of their own. Each line prints the share of the servers' capacity a
 - storm:    4 slots and a queue of 1 (503 beyond it), 1,000 notes: every note must still be answered
 - slowdown: 64 slots at 200 ms, answers twice as slow from the 5th second on (another user's run), 6,000 notes
 - holdout:  two hosts of 4 slots at 200 ms (the engine's own throughput holdout, 0.96 of slot time or better)
+- cold:     one Ollama with 4 slots at 200 ms whose model loads for 8 s on the first request, 1,000 notes: the
+            load must not be taken for the server's pace (the server queue says whether it was)
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ SCENARIOS = {
     "slowdown": lambda: scenario("slowdown", [dict(slots=64, latency=0.2, context_length=8192)], 6000,
                                  "openai-compatible", slow_down_at=5.0, fixed_notes=600),
     "holdout": lambda: scenario("holdout", [dict(slots=4, latency=0.2), dict(slots=4, latency=0.2)], 2000, "ollama"),
+    "cold": lambda: scenario("cold", [dict(slots=4, latency=0.2, load_seconds=8.0)], 1000, "ollama"),
 }
 
 

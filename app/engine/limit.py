@@ -23,6 +23,9 @@ waits. With `limit` in flight and a mean `ratio` times the floor, about `limit Ã
   got slower (another user's run arrived): the floor is now what it answers in, and the limit goes back to where it
   was before the cuts began.
 - **Busy** (503, 429): the limit drops below what was in flight when the server said so.
+- **Restart**: a round at half the floor means the floor was no floor (the first answers waited for the model to
+  load): four answers one at a time give it again, then the start from `initial`. Left alone, every round looked
+  fast beside the load and the limit climbed to the cap.
 - The floor follows a server that gets faster at once, and a slower one only through a cut that did not help, so a
   queue that builds slowly is never taken for the floor.
 - A sample of a request sent before the last decision says nothing of the new limit, and is left out (`epoch`).
@@ -42,12 +45,15 @@ START_DOUBLING_BELOW = 16
 MIN_ROUND = 8
 MAX_ROUND = 64
 CUT_HELPED = 0.6  # a cut that took less than 40 % off the excess latency did not help: the server slowed
+RESTART_BELOW = 0.5  # a round this much faster than the floor: the floor was a model loading, start again
+PROBE_ROUND = 4  # answers one at a time that give the floor again after a restart
 
 
 class AdaptiveLimit:
     def __init__(self, initial: int = 1, cap: int = MAX_IN_FLIGHT):
         self.cap = max(1, cap)
-        self.limit = float(max(1, min(initial, self.cap)))
+        self.initial = float(max(1, min(initial, self.cap)))
+        self.limit = self.initial
         self.floor: float | None = None  # the mean latency when nothing waits
         self.starting = True
         self.epoch = 0  # bumped at each decision: a request sent before it was sent under another limit
@@ -56,6 +62,7 @@ class AdaptiveLimit:
         self._before_cuts: float | None = None  # the limit before a run of cuts began (restored if they did not help)
         self._draining = False
         self._suspect = False
+        self._probing = False  # measuring the floor one request at a time, after a restart
 
     @property
     def in_flight(self) -> int:
@@ -63,6 +70,8 @@ class AdaptiveLimit:
         return int(self.limit)
 
     def _round(self) -> int:
+        if self._probing:
+            return PROBE_ROUND
         if self.starting:
             return max(1, self.in_flight)
         return max(MIN_ROUND, min(MAX_ROUND, self.in_flight))
@@ -77,6 +86,13 @@ class AdaptiveLimit:
             return False
         at_limit = max(n for _, n in self._samples) >= self.in_flight
         mean = statistics.fmean(lat for lat, _ in self._samples)
+        if self._probing:  # one at a time: every answer is the server's pace
+            self._samples = []
+            self.epoch += 1
+            self._probing = False
+            self.floor = mean
+            self.limit = self.initial
+            return True
         if self.floor is None:
             # the first floor from the first quarter sent: those cannot have waited behind our own requests (the
             # first of three on a one-slot server answers at its pace, the other two behind it)
@@ -92,6 +108,9 @@ class AdaptiveLimit:
 
     def _decide(self, mean: float, at_limit: bool) -> None:
         assert self.floor is not None
+        if mean < RESTART_BELOW * self.floor:
+            self._restart()
+            return
         if mean < self.floor:  # a faster round: the floor comes down (gently: one fast round can be luck)
             self.floor = 0.8 * self.floor + 0.2 * mean
         ratio = mean / self.floor
@@ -130,6 +149,19 @@ class AdaptiveLimit:
             self.limit = min(self.cap, self.limit * (2.0 if self.limit < START_DOUBLING_BELOW else START_GAIN))
         else:
             self.limit = min(self.cap, self.limit + (1.0 if self.limit < MIN_ROUND else self.limit ** 0.5))
+
+    def _restart(self) -> None:
+        """The floor was no floor: the first answers waited for the model to load (or for another user's run that
+        has since ended), and every round since looked fast beside them while our own queue grew. A probe of one
+        request at a time (each sent once ours have drained, so nothing of ours is queued before it) measures the
+        server's own pace; then the start again from `initial`."""
+        self.limit = 1.0
+        self.floor = None
+        self.starting = True
+        self._probing = True
+        self._cut = self._before_cuts = None
+        self._suspect = False
+        self._draining = False
 
     def busy(self, n_at_send: int) -> None:
         """The server refused for being busy with `n_at_send` of ours in flight: fewer than that from now on."""

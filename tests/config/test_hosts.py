@@ -80,8 +80,9 @@ class Fixed:
 def simulate(servers: list[dict], n: int, cap: int = 256, initial: int = 1, slow_down: tuple | None = None,
              seed: int = 0, fixed: int | None = None) -> dict:
     """A run of `n` notes against servers of `slots` parallel slots answering in `latency` s (× a lognormal of
-    `sigma`), FIFO queue of `queue` (beyond it: busy at once). The client keeps each host at its limit, as the
-    engine does. `slow_down`: (time, host, new latency). Returns the share of capacity and what each server saw."""
+    `sigma`), FIFO queue of `queue` (beyond it: busy at once), the model loading until `cold` s. The client keeps
+    each host at its limit, as the engine does. `slow_down`: (time, host, new latency). Returns the share of
+    capacity and what each server saw."""
     rng = random.Random(seed)
     events: list = []
     hosts = []
@@ -95,6 +96,7 @@ def simulate(servers: list[dict], n: int, cap: int = 256, initial: int = 1, slow
         nonlocal seq
         h["active"] += 1
         took = h["latency"] * (rng.lognormvariate(0, h["sigma"]) if h.get("sigma") else 1.0)
+        took += max(0.0, h.get("cold", 0.0) - now)  # the model loads until `cold` s: what starts before waits
         seq += 1
         heapq.heappush(events, (now + took, seq, i, req))
 
@@ -202,6 +204,21 @@ def test_notes_of_varying_length_are_not_taken_for_a_queue():
     generous = simulate(servers(dict(slots=64, latency=0.2, sigma=0.4)), 3000, seed=3, fixed=96)
     assert adaptive["share"] >= 0.92 * generous["share"]
     assert min(lim for t, lim in adaptive["hosts"][0]["limits"] if t > 3.0) >= 56
+
+
+@pytest.mark.parametrize("slots, initial", [(1, 3), (4, 3), (12, 16), (64, 16), (64, 64)])
+def test_a_model_loading_before_the_first_answers_is_not_taken_for_the_floor(slots, initial):
+    """A cold server: the first answers wait 8 s for the model to load, and every round after looks fast beside
+    them. Taken for the floor, that locked a 12-slot server at the cap of 256 in flight (244 waiting) and a one-slot
+    Ollama at 27–36. A round at half the floor restarts the search from a probe one request at a time."""
+    out = simulate(servers(dict(slots=slots, latency=0.2, cold=8.0)), 3000, initial=initial)
+    h = out["hosts"][0]
+    assert h["limiter"].floor == pytest.approx(0.2)
+    late = [lim for t, lim in h["limits"] if t > 16.0]
+    assert max(late) - slots <= max(2, 0.75 * slots)  # a few waiting, not the cap's worth
+    assert min(late) >= 0.9 * slots  # and full: a cut may dip one below for a round
+    ideal = 8.0 + 3000 / (slots / 0.2)
+    assert out["seconds"] <= ideal * 1.1
 
 
 def test_the_cap_is_never_passed():

@@ -410,3 +410,17 @@ def test_done_never_exceeds_total_when_ids_repeat(tmp_path, server, capsys, priv
     assert "5/5 notes" in out and "5/3" not in out
     c = ledger_runs(private_ledger)[0]["counts"]
     assert (c["done"], c["total"], c["errors"]) == (5, 5, 2)
+
+
+@pytest.mark.slow  # the stand-in's model loads for 3 s
+def test_a_model_loading_on_the_first_request_is_not_taken_for_the_servers_pace(tmp_path, capsys):
+    """Ollama loads a model on its first request: the first answers take seconds. The in-flight limit used to take
+    that for the server's pace and keep every note of the run waiting in the server's queue (252 of 1,000 in
+    bench.inflight's cold scenario); it restarts instead, and the queue stays at what a small server should have."""
+    make_db(tmp_path / "notes.db", n=400)
+    with StandinOllama(latency=0.05, slots=4, load_seconds=3.0) as server:
+        exp = write_exp(tmp_path, server)
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 0, err
+        assert server.stats()["max_queued"] <= 4
+    assert len(results(tmp_path / "notes.db")) == 400

@@ -6,7 +6,8 @@ demand:
 
 * ``slots`` requests are served at once (OLLAMA_NUM_PARALLEL), each holding its slot ``latency`` seconds
   (+ uniform ``jitter``); up to ``queue`` more wait FIFO (OLLAMA_MAX_QUEUE); beyond that -> ``busy_status`` (503,
-  Ollama's; 429 is what vLLM/SGLang-style rate limiters send) at once.
+  Ollama's; 429 is what vLLM/SGLang-style rate limiters send) at once.  ``load_seconds``: the model loads on the
+  first answer after start, as Ollama's does, and every request that got a slot waits for it.
 * ``invalid_rate`` / ``cutoff_rate`` / ``error_rate`` / ``hang_rate`` / ``drop_rate`` make answers wrong,
   cut off (done_reason "length"), HTTP 500, never answered (until the client goes away) or the connection
   closed mid-answer.  Outcomes are drawn in that order: error, hang, drop, cutoff, invalid (each with its own
@@ -124,6 +125,7 @@ REGISTRY = ("llama3", "llama3.1:8b", "llama3.1:70b", "qwen2.5:7b", "mistral", "s
 KNOBS: dict[str, type] = {
     "latency": float,
     "jitter": float,
+    "load_seconds": float,
     "slots": int,
     "queue": int,
     "invalid_rate": float,
@@ -218,7 +220,7 @@ def _coerce_knobs(knobs: dict[str, Any]) -> dict[str, Any]:
             value = kind(value)
         if key in _RATES and not 0.0 <= value <= 1.0:
             raise ValueError(f"{key} must be within [0, 1], got {value}")
-        if key in ("latency", "jitter", "slots", "queue", "pull_seconds") and value < 0:
+        if key in ("latency", "jitter", "load_seconds", "slots", "queue", "pull_seconds") and value < 0:
             raise ValueError(f"{key} must be >= 0, got {value}")
         if key == "context_length" and value < 1:
             raise ValueError(f"context_length must be >= 1, got {value}")
@@ -685,6 +687,7 @@ class _Core:
         self.drop_seq = 0
         self.conns: set[_Conn] = set()
         self.ctx: dict[str, int] = {}  # model -> num_ctx it was last loaded with (what /api/ps reports)
+        self.loaded_at: float | None = None  # when the model finishes loading (load_seconds after the first answer)
         self.reset_stats()
         self._date = ("", 0)
 
@@ -1619,6 +1622,12 @@ class _Conn(asyncio.Protocol):
             invalid = (
                 not (error or hang or drop or cutoff) and cfg["invalid_rate"] > 0 and rng.random() < cfg["invalid_rate"]
             )
+            if cfg["load_seconds"] > 0:
+                now = time.monotonic()
+                if core.loaded_at is None:
+                    core.loaded_at = now + cfg["load_seconds"]
+                if core.loaded_at > now:
+                    await asyncio.sleep(core.loaded_at - now)
             if hang:
                 st["hung"] += 1
                 await self.gone  # hold the slot until the client goes away (connection_lost cancels us)
@@ -1701,6 +1710,7 @@ class StandinOllama:
         port: int = 0,
         latency: float = 0.0,
         jitter: float = 0.0,
+        load_seconds: float = 0.0,
         slots: int = 4,
         queue: int = 512,
         invalid_rate: float = 0.0,
@@ -1731,6 +1741,7 @@ class StandinOllama:
             {
                 "latency": latency,
                 "jitter": jitter,
+                "load_seconds": load_seconds,
                 "slots": slots,
                 "queue": queue,
                 "invalid_rate": invalid_rate,
@@ -1975,6 +1986,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--load-seconds", type=float, default=0.0, help="the model loads this long on the first answer")
     p.add_argument("--slots", type=int, default=4)
     p.add_argument("--queue", type=int, default=512)
     for rate in _RATES:
