@@ -162,7 +162,8 @@ async def test_submit_from_the_experiments_screen_and_follow_the_job_on_the_moni
             await pilot.press("4")
             await until(pilot, lambda: app.screen.followed is not None, timeout=60, what="the job's run found")
             followed = app.screen.followed
-            assert f"job {job_id}" in screen_text(app)  # where it runs: the batch job, not here
+            # where it runs: the batch job, not here (the row is drawn on the screen's next refresh)
+            await until(pilot, lambda: f"job {job_id}" in screen_text(app), timeout=10, what="the job in the row")
             await until(pilot, lambda: followed.ended is not None, timeout=120, what="the job's run to end")
             assert followed.ended["status"] == "completed" and followed.counts.done == 300
     with sqlite3.connect(folder / "notes.db") as conn:
