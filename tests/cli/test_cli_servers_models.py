@@ -16,9 +16,17 @@ from tests.helpers.support import ROOT
 from tests.standin.standin_ollama import StandinOllama
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def cli_env(env: dict | None) -> dict:
+    """This user's environment without CI and OLLAMA_HOST, and without the test Slurm: the server jobs the Slurm
+    tests start meanwhile (same user, same queue) would show in `server list` and answer `models list`."""
     e = {k: v for k, v in os.environ.items() if k not in ("CI", "OLLAMA_HOST")}
+    e["SLURM_CONF"] = "/nonexistent/slurm.conf"
     e.update(env or {})
+    return e
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    e = cli_env(env)
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=e, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -26,8 +34,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
 def run_in_pty(*args: str, env: dict | None = None, answer: str | None = None, timeout: float = 60) -> tuple[int, str]:
     """Run with a terminal as stdin/stdout/stderr; `answer` is typed once the process asks."""
     master, slave = os.openpty()
-    e = {k: v for k, v in os.environ.items() if k not in ("CI", "OLLAMA_HOST")}
-    e.update(env or {})
+    e = cli_env(env)
     proc = subprocess.Popen([sys.executable, "-m", "app", *args], cwd=ROOT, env=e, stdin=slave, stdout=slave,
                             stderr=slave, close_fds=True)
     os.close(slave)
