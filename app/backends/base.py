@@ -72,6 +72,15 @@ class Backend(ABC):
         """How many requests `host` gets at the start (what the server said of its slots, or a safe guess)."""
         return self.default_concurrency
 
+    def cold_hosts(self) -> tuple[str, ...]:
+        """The hosts (of those prepare found) that do not hold the model in memory: the first answer there would
+        wait for it to load. Only a server that loads on demand (Ollama) has any."""
+        return ()
+
+    async def load(self, host: str) -> None:
+        """Load the model on `host` before any note is sent there (raise BackendError when the server refuses)."""
+        return None
+
     @abstractmethod
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply: ...
 

@@ -39,6 +39,7 @@ from app.experiment import Experiment
 
 PREPARE_TIMEOUT_S = 15.0
 PS_TIMEOUT_S = 5.0
+LOAD_TIMEOUT_S = 600.0  # a model loaded before the first note: minutes from a shared filesystem for a 70B
 TRUNCATE_FLAG_SINCE = (0, 12, 6)  # `truncate` in /api/chat; before it, over-long prompts are only ever cut
 # Ollama: "the input length exceeds the context length"; llama-server: "the request exceeds the available context
 # size"; vLLM: "This model's maximum context length is N tokens. However, your request has …"
@@ -82,6 +83,7 @@ class OllamaBackend(Backend):
         self.truncate_flag: set[str] = set()  # hosts that take `truncate: false`
         self.loaded_ctx: dict[str, int] = {}  # the context each host loaded the model with (/api/ps)
         self._ps_tasks: dict[str, asyncio.Task] = {}
+        self.cold: tuple[str, ...] = ()  # hosts whose /api/ps did not list the model at prepare
         # a server job's proxy wants its token (found by URL in the user's own 0600 job records)
         self.wires: dict[str, Wire] = {h: open_wire(h, self.timeout, tuple(auth_headers(h).items()))
                                        for h in self.hosts}
@@ -122,6 +124,8 @@ class OllamaBackend(Backend):
         # a server too old to list capabilities: send think only when the experiment asks for it
         self.send_think = thinks or (capabilities is None and self.think is not False)
         self.truncate_flag = {h for h, i in up.items() if version_tuple(i["version"]) >= TRUNCATE_FLAG_SINCE}
+        # a cloud model runs on ollama.com and is never in /api/ps: nothing to load here
+        self.cold = () if remote else tuple(h for h, i in up.items() if not _is_loaded(i["ps"], full_name(self.model)))
         self.hosts = tuple(up)
         versions = {h: i["version"] for h, i in up.items()}
         entry = first["entry"]
@@ -168,6 +172,19 @@ class OllamaBackend(Backend):
         ps = await self._call(host, "GET", "/api/ps")
         return {"version": version if isinstance(version, str) else None, "entry": entry,
                 "show": json_doc(show) if show.status == 200 else {}, "ps": json_doc(ps) if ps.status == 200 else {}}
+
+    def cold_hosts(self) -> tuple[str, ...]:
+        return self.cold
+
+    async def load(self, host: str) -> None:
+        """Ollama's own way to load a model: a chat with no messages. With the run's options (num_ctx) and
+        keep_alive, so the first note's request finds the model as it wants it and does not load it again."""
+        payload = {"model": self.model, "messages": [], "stream": False, "options": self.options,
+                   "keep_alive": self.keep_alive}
+        timeout = max(self.timeout, LOAD_TIMEOUT_S)  # a note's timeout need not allow for a 70B model's load
+        resp = await asyncio.wait_for(self.wires[host].call("POST", "/api/chat", payload, timeout=timeout), timeout)
+        if resp.status != 200:
+            raise BackendError(f"HTTP {resp.status} loading {self.model} on {host}: {error_text(resp)}")
 
     async def chat(self, host: str, system: str, user: str, schema: dict[str, Any]) -> Reply:
         messages = chat_messages(system, user)
@@ -243,6 +260,10 @@ class OllamaBackend(Backend):
             task.cancel()
         for wire in self.wires.values():
             await wire.aclose()
+
+
+def _is_loaded(ps: dict[str, Any], name: str) -> bool:
+    return any(isinstance(m, dict) and (m.get("model") or m.get("name")) == name for m in ps.get("models") or [])
 
 
 def _loaded_context(ps: dict[str, Any], name: str) -> int | None:

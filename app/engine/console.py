@@ -76,7 +76,7 @@ class ConsolePrinter:
         eta = clock((c.total - c.done) / rate) if rate > 0 else "--:--:--"
         limit = f" of {sum(p.limits.values())}" if p.limits else ""
         line = f"[{clock(p.elapsed_s)}] {c.done}/{c.total} ({pct:.1f}%)  "
-        if not any(w.on == "servers" for w in p.waiting):  # with no server to answer, a rate and ETA mean nothing
+        if not any(w.stalls for w in p.waiting):  # with no server to answer, a rate and ETA mean nothing
             line += f"valid {valid}  {rate:.1f} notes/s  ETA {eta}  in flight {p.in_flight}{limit}"
         # what it waits for, since when and until when, on the same line
         return line + "".join(f"  {w.words()}" for w in p.waiting)

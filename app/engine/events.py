@@ -87,15 +87,20 @@ class BatchCommitted:
     counts: Counts
 
 
+WAITS_ON = ("servers", "results", "model")
+LOAD_FAILED = "load failed"  # the error of a model wait that ended without the model in memory
+
+
 @dataclass(frozen=True)
 class Waiting:
     """The run cannot go on and waits: `on` "servers" (none of its servers can be reached: `where` names each, with
-    its error) or "results" (writing a batch of results keeps failing: `where` names the table and database). Emitted
+    its error), "results" (writing a batch of results keeps failing: `where` names the table and database) or
+    "model" (no server holds the model in memory: `where` names those loading it, before the first note). Emitted
     when a wait begins or what it waits on changes, never once per retry; `over` when it ends (the run goes on). A run
     that gives up ends (RunFinished) without an `over`. Times are Unix seconds: `since` the wait began, `give_up_at`
     when the run stops waiting (give_up_s after the last answer; the database's retry limit for results)."""
 
-    on: str  # servers | results
+    on: str  # servers | results | model
     where: tuple[str, ...]
     error: str
     since: float
@@ -110,7 +115,7 @@ class Waiting:
     @classmethod
     def from_record(cls, record: Any) -> Waiting | None:
         """A feed's record back (None for anything that is not one: feeds are followed, never trusted)."""
-        if not isinstance(record, dict) or record.get("on") not in ("servers", "results"):
+        if not isinstance(record, dict) or record.get("on") not in WAITS_ON:
             return None
         since, give_up = record.get("since"), record.get("give_up_at")
         where = record.get("where")
@@ -125,6 +130,8 @@ class Waiting:
         where = ", ".join(_host_label(w) for w in self.where) or "?"
         if self.on == "servers":
             head = f"waiting for its server{'s' if len(self.where) > 1 else ''} {where}"
+        elif self.on == "model":
+            head = f"loading its model on {where}"
         else:
             head = f"cannot write its results to {where}"
         text = f"{head} ({self.error or 'no answer'}) since {_clock(self.since)} ({_ago(now - self.since)})"
@@ -136,8 +143,17 @@ class Waiting:
 
     def over_words(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        if self.on == "model" and self.error.startswith(LOAD_FAILED):
+            return f"its model did not load ({self.error}) after {_ago(now - self.since)}; the notes go out anyway"
+        if self.on == "model":
+            return f"its model is loaded after {_ago(now - self.since)}; the notes go out"
         what = "its server answers again" if self.on == "servers" else "its results are written again"
         return f"{what} after {_ago(now - self.since)} of waiting; the run goes on"
+
+    @property
+    def stalls(self) -> bool:
+        """Nothing is answered meanwhile: a rate or an ETA would mean nothing."""
+        return self.on in ("servers", "model")
 
 
 def _number(value: Any) -> bool:

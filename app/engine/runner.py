@@ -16,7 +16,18 @@ from typing import Any
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
-from app.engine.events import BatchCommitted, Counts, HostState, Notice, Progress, RunFinished, RunStarted, UnitDone, Waiting
+from app.engine.events import (
+    LOAD_FAILED,
+    BatchCommitted,
+    Counts,
+    HostState,
+    Notice,
+    Progress,
+    RunFinished,
+    RunStarted,
+    UnitDone,
+    Waiting,
+)
 from app.engine.hosts import AllHostsDown, HostPool, HostSlot, Lease
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header
@@ -152,6 +163,7 @@ class Runner:
         ticker = asyncio.create_task(self._ticker())
         status = "completed"
         try:
+            await self._load_model(info.hosts)
             await self._dispatch_all()
         except AllHostsDown as exc:
             self.request_stop("no server answered")
@@ -191,6 +203,37 @@ class Runner:
             raise self._fatal
         return RunResult(run_id, status, self.counts.snapshot(), elapsed, self.stop_reason, self._last_error,
                          self._fatal, dict(self.reasons))
+
+    async def _load_model(self, hosts: tuple[str, ...]) -> None:
+        """Every server lacks the model in memory: it is loaded first, and the run says so meanwhile, not a run
+        stalled at 0 notes/s for the seconds or minutes a load takes (Ollama loads on the first request). With a
+        warm server beside them the notes start there and a cold one loads under its first requests, as before."""
+        cold = self.backend.cold_hosts()
+        if not cold:
+            return
+        if set(hosts) - set(cold):
+            self.bus.emit(Notice(f"the model is not in memory on {', '.join(cold)}: the first answers there wait for "
+                                 "it to load"))
+            return
+        self._set_waiting("model", (cold, "not in memory", time.monotonic(), None))
+        loads = asyncio.ensure_future(asyncio.gather(*(self.backend.load(h) for h in cold), return_exceptions=True))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({loads, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not loads.done():  # stopped while loading: nothing was sent, nothing to wait for
+            loads.cancel()
+            self._waiting.pop("model", None)
+            self._waiting_key.pop("model", None)
+            return
+        failed = [(host, outcome) for host, outcome in zip(cold, loads.result()) if isinstance(outcome, Exception)]
+        wait = self._waiting.pop("model")
+        self._waiting_key.pop("model", None)
+        if len(failed) == len(cold):  # the over line says so (the notes will say more, with their retries)
+            wait = replace(wait, error=f"{LOAD_FAILED}: {_describe(failed[0][1])}")
+        self.bus.emit(replace(wait, over=True))
+        for host, outcome in failed:
+            self.bus.emit(Notice(f"loading the model on {host} failed ({_describe(outcome)}); its notes are "
+                                 "sent anyway"))
 
     async def _forget_unrecorded(self, killed: str) -> list[str]:
         """Rows of a killed run that its journal does not record (killed between the database's commit and the

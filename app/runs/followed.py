@@ -34,6 +34,8 @@ def waiting_state(waits: list[Waiting]) -> str:
     on = {w.on: w for w in waits}
     if "servers" in on:
         return "waiting for server" + ("s" if len(on["servers"].where) > 1 else "")
+    if "model" in on:
+        return "loading model"
     return "cannot write results"
 
 

@@ -11,12 +11,15 @@ import re
 import sqlite3
 import time
 
+import pytest
+
 from app.backends.base import Backend, ModelInfo, Reply, Transient
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
 from app.engine.events import HostState, Progress, RunFinished, UnitDone, Waiting
 from app.engine.feed import LiveFeed
 from app.engine.runner import Runner, RunOptions
+from app.errors import BackendError
 from app.experiment import load_experiment
 from app.runs.follow import FeedFollower
 from app.runs.followed import FollowedRun
@@ -52,11 +55,16 @@ class Switchable(Backend):
 
 
 class Run:
-    def __init__(self, tmp_path, backend: Backend, n: int, batch: int = 5):
+    """`backend` a Backend, or a function of the experiment that makes one (the real client to `hosts`)."""
+
+    def __init__(self, tmp_path, backend, n: int, batch: int = 5, hosts: tuple[str, ...] = (A,)):
         make_db(tmp_path / "notes.db", n=n)
         path = tmp_path / "exp.toml"
-        path.write_text(experiment_toml(source=SOURCE, hosts=[A], results=f'table = "pna_results"\nbatch_size = {batch}',
+        path.write_text(experiment_toml(source=SOURCE, hosts=list(hosts),
+                                        results=f'table = "pna_results"\nbatch_size = {batch}',
                                         run=f"concurrency = 2\ngive_up_s = {GIVE_UP_S}"))
+        if not isinstance(backend, Backend):
+            backend = backend(load_experiment(path))
         self.ledger = tmp_path / "ledger"
         self.db = tmp_path / "notes.db"
         self.events: list = []
@@ -257,3 +265,85 @@ def test_a_follower_reads_waits_from_waiting_and_progress_lines_and_never_fails_
     assert [w.record() for w in late.poll().waiting] == [wait]
     add({"type": "end", "status": "interrupted", "reason": "no server answered", "counts": {"total": 9, "done": 1}})
     assert late.poll().waiting == []
+
+
+def test_a_model_not_in_memory_is_loaded_before_the_first_note_and_the_run_says_so(tmp_path):
+    """Ollama loads a model on its first request, seconds or minutes for a large one: the run loads it first (the
+    empty chat Ollama loads with, with the run's options) and says so meanwhile, instead of 0 notes/s."""
+    from app.backends import make_backend
+    from tests.standin.standin_ollama import StandinOllama
+
+    with StandinOllama(latency=0.01, slots=4, loaded=(), load_seconds=1.5) as server:
+        run = Run(tmp_path, make_backend, n=40, hosts=(server.url,))
+        followed = run.follower()
+
+        async def scenario():
+            task = asyncio.create_task(run.runner.run())
+            await until(lambda: any(p.waiting for p in run.of(Progress)), what="a progress tick while loading")
+            followed.apply(followed.follower.poll())
+            seen = list(followed.waiting)
+            return seen, await asyncio.wait_for(task, 60)
+
+        try:
+            seen, result = asyncio.run(scenario())
+        finally:
+            run.source.close()
+        stats = server.stats()
+    assert result.status == "completed" and len(results(run.db)) == 40
+    began, ended = run.of(Waiting)
+    assert began.on == "model" and began.where == (server.url,) and began.error == "not in memory" and ended.over
+    assert [w.record() for w in seen] == [began.record()]  # the feed carries it to the Runs screen
+    first_note = next(e for e in run.events if isinstance(e, UnitDone))
+    assert run.events.index(ended) < run.events.index(first_note)  # no note was sent before the model was in
+    assert stats["chat"] == 40 + 1 and stats["max_queued"] == 0  # the load, then the notes: none waited behind it
+    printed = run.out.getvalue().splitlines()
+    host = server.url.split("://")[1]
+    assert any(re.fullmatch(rf"loading its model on {host} \(not in memory\) since \d\d:\d\d:\d\d \S+ \(\d+s\)",
+                            line) for line in printed), printed
+    assert any(re.fullmatch(r"its model is loaded after [12]s; the notes go out", line) for line in printed), printed
+    assert not [line for line in printed if line.startswith("[") and "loading its model" in line and "notes/s" in line]
+
+
+def test_a_model_in_memory_on_one_server_starts_there_at_once(tmp_path):
+    from app.backends import make_backend
+    from tests.standin.standin_ollama import StandinOllama
+
+    with StandinOllama(latency=0.01, slots=4) as warm, \
+            StandinOllama(latency=0.01, slots=4, loaded=(), load_seconds=1.0) as cold:
+        run = Run(tmp_path, make_backend, n=40, hosts=(warm.url, cold.url))
+        try:
+            result = asyncio.run(run.runner.run())
+        finally:
+            run.source.close()
+    assert result.status == "completed" and not run.of(Waiting)
+    printed = run.out.getvalue()
+    assert f"note: the model is not in memory on {cold.url}: the first answers there wait for it to load" in printed
+
+
+def test_a_model_that_does_not_load_is_said_and_the_notes_go_out_anyway(tmp_path):
+    """The load refused (here: the server no longer has the model): the wait ends saying so, and the notes go out
+    and meet the error themselves: here the one line that ends the run and says how to fix it."""
+    from app.backends import make_backend
+    from tests.standin.standin_ollama import StandinOllama
+
+    with StandinOllama(latency=0.01, slots=4, loaded=()) as server:
+        run = Run(tmp_path, make_backend, n=10, hosts=(server.url,))
+        backend = run.runner.backend
+        prepare = backend.prepare
+
+        async def prepare_then_lose_the_model():
+            info = await prepare()
+            server.configure(models=("qwen2.5:7b",))  # removed between the check and the load
+            return info
+
+        backend.prepare = prepare_then_lose_the_model
+        try:
+            with pytest.raises(BackendError, match="vanished from"):  # the first note's own error ends the run
+                asyncio.run(run.runner.run())
+        finally:
+            run.source.close()
+    began, ended = run.of(Waiting)
+    assert began.on == "model" and ended.over and ended.error.startswith("load failed: ")
+    printed = run.out.getvalue()
+    assert re.search(r"its model did not load \(load failed: .*404.*\) after \d+s; the notes go out anyway", printed), printed
+    assert f"note: loading the model on {server.url} failed" in printed

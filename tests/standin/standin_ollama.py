@@ -7,7 +7,8 @@ demand:
 * ``slots`` requests are served at once (OLLAMA_NUM_PARALLEL), each holding its slot ``latency`` seconds
   (+ uniform ``jitter``); up to ``queue`` more wait FIFO (OLLAMA_MAX_QUEUE); beyond that -> ``busy_status`` (503,
   Ollama's; 429 is what vLLM/SGLang-style rate limiters send) at once.  ``load_seconds``: the model loads on the
-  first answer after start, as Ollama's does, and every request that got a slot waits for it.
+  first answer after start (or on a chat with no messages, Ollama's load request), as Ollama's does, and every
+  request that got a slot waits for it; once loaded, /api/ps lists it beside ``loaded``.
 * ``invalid_rate`` / ``cutoff_rate`` / ``error_rate`` / ``hang_rate`` / ``drop_rate`` make answers wrong,
   cut off (done_reason "length"), HTTP 500, never answered (until the client goes away) or the connection
   closed mid-answer.  Outcomes are drawn in that order: error, hang, drop, cutoff, invalid (each with its own
@@ -688,6 +689,7 @@ class _Core:
         self.conns: set[_Conn] = set()
         self.ctx: dict[str, int] = {}  # model -> num_ctx it was last loaded with (what /api/ps reports)
         self.loaded_at: float | None = None  # when the model finishes loading (load_seconds after the first answer)
+        self.warm: set[str] = set()  # models loaded since start: /api/ps lists them
         self.reset_stats()
         self._date = ("", 0)
 
@@ -797,6 +799,18 @@ class _Core:
         if think is not None:
             return None, on
         return None, can and v >= (0, 12, 4)
+
+    async def load(self, model: str) -> None:
+        """The model loads once, `load_seconds` from the first request that needs it; every request waits for it.
+        (Without load_seconds nothing loads, and /api/ps says what ``loaded`` says.)"""
+        if self.cfg["load_seconds"] <= 0:
+            return
+        now = time.monotonic()
+        if self.loaded_at is None:
+            self.loaded_at = now + self.cfg["load_seconds"]
+        if self.loaded_at > now:
+            await asyncio.sleep(self.loaded_at - now)
+        self.warm.add(model)
 
     # ---- slots ----
     def _dispatch(self) -> None:
@@ -1087,7 +1101,7 @@ class _Conn(asyncio.Protocol):
             if loaded is None:  # cloud models run on ollama.com, not here
                 shown = {full: meta for full, meta in core.models().items() if "remote_host" not in meta}
             else:
-                wanted = {_normalize_model(m) for m in loaded}
+                wanted = {_normalize_model(m) for m in loaded} | core.warm
                 shown = {full: meta for full, meta in core.models().items() if full in wanted}
             models = [
                 {
@@ -1381,6 +1395,7 @@ class _Conn(asyncio.Protocol):
             note = prompt
             empty = not prompt
         if empty:  # real Ollama: an empty request just loads the model
+            await core.load(full)
             reply = {"model": name, "created_at": _rfc3339(), "done": True, "done_reason": "load"}
             reply.update({"message": {"role": "assistant", "content": ""}} if is_chat else {"response": ""})
             self._send(*_json(200, reply), keep=keep)
@@ -1622,12 +1637,7 @@ class _Conn(asyncio.Protocol):
             invalid = (
                 not (error or hang or drop or cutoff) and cfg["invalid_rate"] > 0 and rng.random() < cfg["invalid_rate"]
             )
-            if cfg["load_seconds"] > 0:
-                now = time.monotonic()
-                if core.loaded_at is None:
-                    core.loaded_at = now + cfg["load_seconds"]
-                if core.loaded_at > now:
-                    await asyncio.sleep(core.loaded_at - now)
+            await core.load(_normalize_model(name))
             if hang:
                 st["hung"] += 1
                 await self.gone  # hold the slot until the client goes away (connection_lost cancels us)

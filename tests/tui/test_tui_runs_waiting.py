@@ -142,3 +142,43 @@ async def test_a_run_waiting_for_its_server_or_its_results_says_so_and_what_unti
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+@run
+async def test_a_run_loading_its_model_says_so_before_its_first_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    ledger = tmp_path / "ledger"
+    forge_journal(ledger, RUN, [("2026-11-30T08:00:00.000Z", {"type": "header", "header": make_header(
+        experiment="pna-v1", model="llama3.1:70b", answer_schema=SCHEMA, total=500, slurm={},
+        hosts=["http://gpu-a:11434"])})])
+    now = time.time()
+    feed = Feed(ledger, now - 3)
+    load = {"on": "model", "where": ["http://gpu-a:11434"], "error": "not in memory", "since": now - 3,
+            "give_up_at": None, "over": False}
+    feed.add({"type": "waiting", **load, "t": now - 3})
+    feed.tick(waiting=[load])
+    app = build_app(tmp_path, ledger_dir=ledger)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("4")
+            await until(pilot, lambda: app.screen.followed is not None and app.screen.followed.waiting,
+                        timeout=20, what="the run followed while it loads")
+            await pilot.pause(0.3)
+            assert state_of_row(app) == "loading model"
+            clock = time.strftime("%H:%M:%S", time.gmtime(now - 3))
+            shown = one_line(app)
+            assert re.search(rf"loading its model on gpu-a:11434 \(not in memory\) since {clock} UTC \(\d+s\)", shown), shown
+            assert "gives up" not in shown
+            progress = progress_line(app)
+            assert "notes/s" not in progress and "ETA" not in progress, progress
+
+            feed.add({"type": "waiting", **load, "over": True, "t": now + 1})
+            feed.tick(notes=20)
+            await until(pilot, lambda: not app.screen.followed.waiting, what="the load over")
+            await pilot.pause(0.3)
+            assert state_of_row(app) == "running" and "notes/s" in progress_line(app)
+            assert "loading its model" not in one_line(app)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -334,7 +334,7 @@ class RunsScreen(NotesScreen):
         else:
             if f.waiting:
                 text.append(f" · {waiting_state(f.waiting)}", style=tone(app, "warn"))
-            if not any(w.on == "servers" for w in f.waiting):  # with no server to answer, not a rate fading to nothing
+            if not any(w.stalls for w in f.waiting):  # with no server to answer, not a rate fading to nothing
                 text.append(f" · {f.rate:.1f} notes/s" if f.rate else " · - notes/s")
                 text.append(f" · ETA {format_duration(eta)}" if eta is not None else "")
                 if f.in_flight is not None and self.size.width >= 100:
