@@ -64,16 +64,20 @@ def one_line(app) -> str:
     return " ".join(line.strip() for line in screen_text(app).splitlines())
 
 
-@run
-async def test_a_run_waiting_for_its_server_or_its_results_says_so_and_what_until(tmp_path, monkeypatch):
+def forged_run(tmp_path, monkeypatch, model: str, started_ago: float) -> tuple:
+    """Clock times in UTC (the test reads them off the screen), a run's journal header and its feed so far."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     ledger = tmp_path / "ledger"
     forge_journal(ledger, RUN, [("2026-11-30T08:00:00.000Z", {"type": "header", "header": make_header(
-        experiment="pna-v1", model="llama3:latest", answer_schema=SCHEMA, total=500, slurm={},
+        experiment="pna-v1", model=model, answer_schema=SCHEMA, total=500, slurm={},
         hosts=["http://gpu-a:11434"])})])
-    now = time.time()
-    feed = Feed(ledger, now - 30)
+    return ledger, Feed(ledger, time.time() - started_ago)
+
+
+@run
+async def test_a_run_waiting_for_its_server_or_its_results_says_so_and_what_until(tmp_path, monkeypatch):
+    ledger, feed = forged_run(tmp_path, monkeypatch, "llama3:latest", started_ago=30)
     for _ in range(5):
         feed.tick(notes=20)
     app = build_app(tmp_path, ledger_dir=ledger)
@@ -146,14 +150,8 @@ async def test_a_run_waiting_for_its_server_or_its_results_says_so_and_what_unti
 
 @run
 async def test_a_run_loading_its_model_says_so_before_its_first_note(tmp_path, monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    ledger = tmp_path / "ledger"
-    forge_journal(ledger, RUN, [("2026-11-30T08:00:00.000Z", {"type": "header", "header": make_header(
-        experiment="pna-v1", model="llama3.1:70b", answer_schema=SCHEMA, total=500, slurm={},
-        hosts=["http://gpu-a:11434"])})])
-    now = time.time()
-    feed = Feed(ledger, now - 3)
+    ledger, feed = forged_run(tmp_path, monkeypatch, "llama3.1:70b", started_ago=3)
+    now = feed.t0 + 3
     load = {"on": "model", "where": ["http://gpu-a:11434"], "error": "not in memory", "since": now - 3,
             "give_up_at": None, "over": False}
     feed.add({"type": "waiting", **load, "t": now - 3})
