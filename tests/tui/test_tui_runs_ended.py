@@ -160,7 +160,8 @@ def test_runs_started_here_end_in_the_ledgers_words_and_keep_their_progress_afte
                         what="the first run's row: interrupted")
             assert app.state.started[first.run_id].detached.exit_code() == 143
             assert rows(app, "runs-table")[first.run_id][3] not in ("-", "0/3,000 0%")  # its progress, kept
-            assert "1 running, 1 ended" in title(app) and counted(app) == "1 running, 1 ended"
+            await until(pilot, lambda: "1 running, 1 ended" in title(app) and counted(app) == "1 running, 1 ended",
+                        timeout=10, what="the title's counts")  # the title follows the rows on the next refresh
             os.kill(app.state.started[second.run_id].detached.pid, signal.SIGKILL)
             await until(pilot, lambda: rows(app, "runs-table")[second.run_id][4] == "crashed", timeout=30,
                         what="the second run's row: crashed")
@@ -210,8 +211,8 @@ async def test_a_short_run_shows_its_final_rate_and_duration(tmp_path):
             line = progress_line(app)
             took = f.ended["elapsed_s"]
             assert f"12/12 (100.0%) · completed in {took:.1f}s at {12 / took:.1f} notes/s" in line, line
-            assert rows(app, "runs-table")[f.run_id][3:] == ("12/12 100%", "completed")
-            assert "0 running, 1 ended" in title(app)
+            await until(pilot, lambda: rows(app, "runs-table")[f.run_id][3:] == ("12/12 100%", "completed")
+                        and "0 running, 1 ended" in title(app), timeout=10, what="the row and title: completed")
             scale = app.screen.query_one("#rate-scale")._shown
             assert scale == ("too short to draw" if not f.rates else f"0–{max(f.rates):.1f} notes/s")
             assert scale in screen_text(app)
