@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.events import Counts, Waiting
-from ledger.feed import Tail, feed_path, parse_line, read_first_line
+from ledger.feed import Tail, feed_path, parse_line, read_first_line, read_new_bytes
 
+GLANCE_BYTES = 256 << 10  # a glance reads this much of a feed's end: a second of notes at 1,000 notes/s
 RATE_WINDOW_S = 10.0  # the recent rate spans this much run time: a run at 0.5 notes/s finishes 0 or 1 note a second
 BACKLOG_BYTES = 1 << 20  # attaching to a running feed: read at most its last MiB (~4,000 notes), not hours of them
 _COUNT_FIELDS = frozenset(f.name for f in fields(Counts))
@@ -31,6 +32,41 @@ def counts_from(record: Any) -> Counts | None:
     if not isinstance(record, dict):
         return None
     return Counts(**{k: v for k, v in record.items() if k in _COUNT_FIELDS and isinstance(v, int)})
+
+
+@dataclass(frozen=True)
+class Glance:
+    """A running run nobody follows, from its feed's last progress line: its counts (the index has them only as of
+    its last batch) and what it waits on (the index has nothing of that)."""
+
+    counts: Counts | None
+    waiting: tuple[Waiting, ...] = ()
+
+
+def glance(path: Path, tail_bytes: int = GLANCE_BYTES) -> Glance | None:
+    """The last progress line of the feed at `path`, or None: no feed, no progress line in its last `tail_bytes`, or
+    an end line after it (the run closed: the index says how)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    start = max(0, size - tail_bytes)
+    got = read_new_bytes(path, start, tail_bytes)
+    if got is None:
+        return None
+    lines = got[1].split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # begun mid-line
+    for line in reversed(lines):
+        record = parse_line(line) if line.strip() else None
+        kind = record.get("type") if record else None
+        if kind == "end":
+            return None
+        if kind == "progress":
+            listed = record.get("waiting")
+            waits = [w for w in map(Waiting.from_record, listed if isinstance(listed, list) else []) if w is not None]
+            return Glance(counts_from(record.get("counts")), tuple(waits))
+    return None
 
 
 @dataclass

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.runs.followed import FollowedRun
+from app.runs.follow import Glance
+from app.runs.followed import FollowedRun, waiting_state
 from app.runs.running import RunningRun
 from app.runs.states import STARTING, run_state
 from ledger.procinfo import this_host
@@ -43,11 +44,14 @@ class Listed:
     starting: bool = False
 
 
-def listing(records: list[RunningRun], started: list[Started], followed: FollowedRun | None) -> list[Listed]:
+def listing(records: list[RunningRun], started: list[Started], followed: FollowedRun | None,
+            glances: dict[str, Glance] | None = None) -> list[Listed]:
     """One row per run, running rows first: the runs started here that the ledger does not list yet (the newest:
     run ids are ULIDs, which sort by start time), then the ledger's (running ones and the last that ended, each
     newest first, as recent_runs gives them), then the run followed if it is in neither (it ended and newer runs
-    have taken its place)."""
+    have taken its place). A running run's `glances` entry (its feed's last progress line) gives its row fresher
+    counts and what it waits on."""
+    glances = glances or {}
     by_id = {s.run_id: s for s in started}
     known = {r.run_id for r in records}
     rows: list[Listed] = []
@@ -67,8 +71,13 @@ def listing(records: list[RunningRun], started: list[Started], followed: Followe
         s = by_id.get(r.run_id)
         state = run_state(r.status, r.last_error, None, s.exit_code if s else None, s.exit_line if s else None)
         c = r.counts or {}
-        rows.append(Listed(r.run_id, r.experiment or "-", r.hostname, r.slurm, _int(c.get("done")),
-                           _int(r.total or c.get("total")), state.row_words, not state.over))
+        done, words = _int(c.get("done")), state.row_words
+        seen = glances.get(r.run_id) if not state.over else None
+        if seen is not None:
+            done = seen.counts.done if seen.counts is not None else done
+            words = waiting_state(list(seen.waiting)) if seen.waiting else words
+        rows.append(Listed(r.run_id, r.experiment or "-", r.hostname, r.slurm, done,
+                           _int(r.total or c.get("total")), words, not state.over))
     if followed is not None and all(row.run_id != followed.run_id for row in rows):
         h = followed.header or {}
         r = followed.recorded

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from app.engine.events import Counts
-from app.runs.follow import FeedFollower, FeedUpdate
+from app.runs.follow import FeedFollower, FeedUpdate, Glance, glance
 from app.runs.followed import QUIET_S, FollowedRun
 from app.runs.listing import Started, listing, progress_words, title_counts
 from app.runs.running import RunningRun, recent_runs
@@ -244,3 +244,52 @@ def test_a_followed_run_whose_feed_has_begun_is_running_before_the_index_lists_i
     assert f.row_words() == "running" and not f.state.over
     f.exit_code = -9  # killed outright: no end line will come
     assert f.row_words() == "crashed"
+
+
+# ---- every running run's row, from its feed at a glance ----
+
+def feed_lines(path, *records: dict) -> None:
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+def progress(done: int, waiting: list | None = None) -> dict:
+    return {"type": "progress", "counts": counts_for(done, 100), "in_flight": 2, "elapsed_s": 10.0,
+            **({"waiting": waiting} if waiting else {})}
+
+
+WAIT = {"on": "servers", "where": ["http://gpu-a:11434"], "error": "connection refused", "since": 1.0,
+        "give_up_at": 61.0, "over": False}
+
+
+def test_a_glance_is_the_feeds_last_progress_line_and_nothing_once_it_ended(tmp_path):
+    path = tmp_path / "run.jsonl"
+    assert glance(path) is None  # no feed yet
+    feed_lines(path, {"type": "feed", "run": "R"}, progress(10))
+    assert glance(path) == Glance(counts_for_glance(10), ())
+    unit = {"type": "unit", "id": "x" * 200, "outcome": "valid"}
+    feed_lines(path, *[unit] * 50, progress(60, [WAIT]), *[unit] * 3)
+    seen = glance(path)
+    assert seen.counts.done == 60 and [w.on for w in seen.waiting] == ["servers"]
+    assert glance(path, tail_bytes=500) is None  # the last progress line is further back than the glance reads
+    feed_lines(path, {"type": "end", "status": "completed"})
+    assert glance(path) is None  # ended: the index says how
+
+
+def counts_for_glance(done: int) -> Counts:
+    return Counts(**counts_for(done, 100))
+
+
+def test_a_running_run_nobody_follows_says_it_waits_in_its_row_with_its_feeds_counts():
+    from app.engine.events import Waiting
+
+    waiting = record("01B", done=20)
+    moving = record("01A", done=5)
+    glances = {"01B": Glance(counts_for_glance(42), (Waiting.from_record(WAIT),)),
+               "01A": Glance(counts_for_glance(7), ())}
+    rows = {r.run_id: r for r in listing([waiting, moving], [], None, glances)}
+    assert (rows["01B"].state, rows["01B"].done) == ("waiting for server", 42)
+    assert (rows["01A"].state, rows["01A"].done) == ("running", 7)
+    ended = record("01C", status="completed", done=100)  # a glance never overrides how the ledger says it ended
+    rows = {r.run_id: r for r in listing([ended], [], None, {"01C": glances["01B"]})}
+    assert (rows["01C"].state, rows["01C"].done) == ("completed", 100)

@@ -23,13 +23,13 @@ def counts(done: int) -> dict:
 
 
 class Feed:
-    def __init__(self, ledger, t0: float):
-        self.path = ledger / "live" / f"{RUN}.jsonl"
+    def __init__(self, ledger, t0: float, run_id: str = RUN):
+        self.path = ledger / "live" / f"{run_id}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.t0 = t0
         self.elapsed = 0.0
         self.done = 0
-        self.add({"type": "feed", "provisional": True, "v": 1, "run": RUN, "journal": f"journal/{RUN}.jsonl",
+        self.add({"type": "feed", "provisional": True, "v": 1, "run": run_id, "journal": f"journal/{run_id}.jsonl",
                   "experiment": "pna-v1", "total": 500, "model": "llama3:latest", "t": t0})
 
     def add(self, *lines: dict) -> None:
@@ -64,15 +64,15 @@ def one_line(app) -> str:
     return " ".join(line.strip() for line in screen_text(app).splitlines())
 
 
-def forged_run(tmp_path, monkeypatch, model: str, started_ago: float) -> tuple:
+def forged_run(tmp_path, monkeypatch, model: str, started_ago: float, run_id: str = RUN) -> tuple:
     """Clock times in UTC (the test reads them off the screen), a run's journal header and its feed so far."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     ledger = tmp_path / "ledger"
-    forge_journal(ledger, RUN, [("2026-11-30T08:00:00.000Z", {"type": "header", "header": make_header(
+    forge_journal(ledger, run_id, [("2026-11-30T08:00:00.000Z", {"type": "header", "header": make_header(
         experiment="pna-v1", model=model, answer_schema=SCHEMA, total=500, slurm={},
         hosts=["http://gpu-a:11434"])})])
-    return ledger, Feed(ledger, time.time() - started_ago)
+    return ledger, Feed(ledger, time.time() - started_ago, run_id)
 
 
 @run
@@ -177,6 +177,42 @@ async def test_a_run_loading_its_model_says_so_before_its_first_note(tmp_path, m
             await pilot.pause(0.3)
             assert state_of_row(app) == "running" and "notes/s" in progress_line(app)
             assert "loading its model" not in one_line(app)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@run
+async def test_a_run_nobody_follows_says_it_waits_in_its_row(tmp_path, monkeypatch):
+    """Two runs: the one followed moves on; the other's server is gone. Its row says so too (from its feed's last
+    progress line), with its feed's counts, not the index's last batch."""
+    other_id = "01KWAITING00000000000000AB"
+    ledger, feed = forged_run(tmp_path, monkeypatch, "llama3:latest", started_ago=30)
+    _, other = forged_run(tmp_path, monkeypatch, "qwen2.5:7b", started_ago=20, run_id=other_id)
+    for _ in range(3):
+        feed.tick(notes=20)
+        other.tick(notes=10)
+    app = build_app(tmp_path, ledger_dir=ledger)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("4")
+            await until(pilot, lambda: app.screen.followed is not None, timeout=20, what="a run followed")
+            app.screen._follow(RUN)
+            await until(pilot, lambda: rows(app, "runs-table").get(other_id, ("",) * 5)[4] == "running",
+                        timeout=20, what="the other run listed")
+            wait = {"on": "servers", "where": ["http://gpu-b:11434"], "error": "connection refused",
+                    "since": other.t0 + other.elapsed, "give_up_at": other.t0 + other.elapsed + 60, "over": False}
+            other.add({"type": "waiting", **wait, "t": wait["since"]})
+            other.tick(waiting=[wait])
+            feed.tick(notes=20)
+            await until(pilot, lambda: rows(app, "runs-table")[other_id][4] == "waiting for server", timeout=10,
+                        what="the other run's row: waiting")
+            assert rows(app, "runs-table")[other_id][3] == "30/500 6%"
+            assert app.screen.followed.run_id == RUN and state_of_row(app) == "running"
+            other.add({"type": "waiting", **wait, "over": True, "t": wait["since"] + 5})
+            other.tick(notes=10)
+            await until(pilot, lambda: rows(app, "runs-table")[other_id][3:] == ("40/500 8%", "running"), timeout=10,
+                        what="the other run's row: running again")
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

@@ -126,6 +126,7 @@ class RunsScreen(NotesScreen):
     def __init__(self) -> None:
         super().__init__()
         self.runs: list = []  # RunningRun: those running, then the last that ended, each newest first
+        self.glances: dict = {}  # run id -> app.runs.follow.Glance: the running runs' feeds, at a glance
         self.followed: FollowedRun | None = None
         self._follow_timer = None
         self._runs_timer = None
@@ -177,6 +178,7 @@ class RunsScreen(NotesScreen):
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
     def _find_runs(self) -> None:
+        from app.runs.follow import glance
         from app.runs.running import recent_runs
 
         try:
@@ -184,10 +186,14 @@ class RunsScreen(NotesScreen):
         except Exception as exc:  # noqa: BLE001 - a ledger that cannot be read is a line
             self.app.call_from_thread(self.query_one(StatusLine).say, f"cannot read the ledger: {exc}", True)
             return
-        self.app.call_from_thread(self._runs_found, runs)
+        # every running run's feed, at a glance: its row says when it waits, not only the followed one's
+        glances = {r.run_id: g for r in runs if r.status == "running" and r.feed is not None
+                   and (g := glance(r.feed)) is not None}
+        self.app.call_from_thread(self._runs_found, runs, glances)
 
-    def _runs_found(self, runs: list) -> None:
+    def _runs_found(self, runs: list, glances: dict | None = None) -> None:
         self.runs = runs
+        self.glances = glances or {}
         f = self.followed
         if f is not None:
             f.recorded = next((r for r in runs if r.run_id == f.run_id), f.recorded)
@@ -218,7 +224,7 @@ class RunsScreen(NotesScreen):
                     # it ended before its feed said so (a mistake before the first note): its log says why
                     f.start_error = f.state.why or "its log says why: l shows it"
                 self._render_followed()
-        listed = listing(self.runs, started, f)
+        listed = listing(self.runs, started, f, self.glances)
         rows = [(r.run_id, (r.run_id[:10], r.experiment, where(r.hostname, r.slurm), progress_words(r.done, r.total),
                              r.state)) for r in listed]
         self.table.set_rows(rows)
