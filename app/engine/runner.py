@@ -218,10 +218,14 @@ class Runner:
         self._set_waiting("model", (cold, "not in memory", time.monotonic(), None))
         loads = asyncio.ensure_future(asyncio.gather(*(self.backend.load(h) for h in cold), return_exceptions=True))
         stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({loads, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not loads.done():  # stopped while loading: nothing was sent, nothing to wait for
-            loads.cancel()
+        try:
+            await asyncio.wait({loads, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the run's task cancelled too: no load left behind
+            stop.cancel()
+            stopped = not loads.done()
+            if stopped:
+                loads.cancel()
+        if stopped:  # stopped while loading: nothing was sent, nothing to wait for
             self._waiting.pop("model", None)
             self._waiting_key.pop("model", None)
             return

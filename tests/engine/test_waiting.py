@@ -347,3 +347,28 @@ def test_a_model_that_does_not_load_is_said_and_the_notes_go_out_anyway(tmp_path
     printed = run.out.getvalue()
     assert re.search(r"its model did not load \(load failed: .*404.*\) after \d+s; the notes go out anyway", printed), printed
     assert f"note: loading the model on {server.url} failed" in printed
+
+
+def test_a_run_stopped_while_its_model_loads_ends_at_once_with_no_note_sent(tmp_path):
+    from app.backends import make_backend
+    from tests.standin.standin_ollama import StandinOllama
+
+    with StandinOllama(latency=0.01, slots=4, loaded=(), load_seconds=60) as server:
+        run = Run(tmp_path, make_backend, n=10, hosts=(server.url,))
+
+        async def scenario():
+            task = asyncio.create_task(run.runner.run())
+            await until(lambda: run.of(Waiting), what="the load to begin")
+            stopped = time.monotonic()
+            run.runner.request_stop("SIGTERM")
+            result = await asyncio.wait_for(task, 30)
+            return result, time.monotonic() - stopped
+
+        try:
+            result, took = asyncio.run(scenario())
+        finally:
+            run.source.close()
+        stats = server.stats()
+    assert result.status == "interrupted" and result.counts.done == 0 and took < 5
+    assert stats["chat"] == 1 and written(run.db) == 0  # the load, no note
+    assert [w.over for w in run.of(Waiting)] == [False]  # it ended waiting, as a run that gives up does
