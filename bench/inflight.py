@@ -12,7 +12,8 @@ in processes of their own. Each line prints the share of the servers' capacity a
 - slowdown: 64 slots at 200 ms, answers twice as slow from the 5th second on (another user's run), 6,000 notes
 - holdout:  two hosts of 4 slots at 200 ms (the engine's own throughput holdout, 0.96 of slot time or better)
 - cold:     one Ollama with 4 slots at 200 ms whose model loads for 8 s on the first request, 1,000 notes: the
-            load must not be taken for the server's pace (the server queue says whether it was)
+            load must not be taken for the server's pace (the server queue says whether it was). Its /api/ps
+            lists the model, so the run does not load it first (as when Ollama dropped it after the run's check)
 """
 
 from __future__ import annotations
