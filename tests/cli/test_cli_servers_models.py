@@ -20,7 +20,7 @@ def cli_env(env: dict | None) -> dict:
     """This user's environment without CI and OLLAMA_HOST, and without the test Slurm: the server jobs the Slurm
     tests start meanwhile (same user, same queue) would show in `server list` and answer `models list`."""
     e = {k: v for k, v in os.environ.items() if k not in ("CI", "OLLAMA_HOST")}
-    e["SLURM_CONF"] = "/nonexistent/slurm.conf"
+    e["SLURM_CONF"] = os.devnull  # squeue fails at once (a missing file: it retries for 60 s)
     e.update(env or {})
     return e
 
