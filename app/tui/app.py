@@ -145,7 +145,8 @@ class NotesApp(App):
 
     def _jobs_arrived(self, jobs: list[ServerJob], error: str | None = None) -> None:
         state = self.state
-        if jobs == state.job_list and error == state.jobs_error and state.servers == self._servers_now(jobs):
+        first, state.jobs_asked = not state.jobs_asked, True
+        if not first and jobs == state.job_list and error == state.jobs_error and state.servers == self._servers_now(jobs):
             return
         state.job_list, state.jobs_error = jobs, error
         state.servers = self._servers_now(jobs)

@@ -58,6 +58,7 @@ class TuiState:
     selected_url: str | None = None  # a server's URL, or a server job's row key while it has no address yet
     job_list: list[ServerJob] = field(default_factory=list)  # the user's server jobs, from squeue
     jobs_error: str | None = None  # why the last squeue failed (job_list is then the last list it gave)
+    jobs_asked: bool = False  # squeue has answered (or failed) once: before that, job_list says nothing
     idle: dict[str, Any] = field(default_factory=dict)  # job URL -> app.cluster.idle.IdleState, asked with squeue
     models: dict[str, ModelList] = field(default_factory=dict)  # by server URL
     started: dict[str, StartedRun] = field(default_factory=dict)  # by run id

@@ -222,3 +222,24 @@ async def test_a_failing_squeue_is_said_with_its_cause_not_shown_as_no_jobs(tmp_
         assert "0 server jobs" not in text and "server jobs unknown: squeue failed (below)" in text
         assert "squeue could not get the job list: Unable to contact slurm controller (connect failure)" in text
         assert "slurmctld) is not answering" in text and "partition" not in text
+
+
+@run
+async def test_before_squeue_answers_the_jobs_are_being_asked_for_not_zero(tmp_path, monkeypatch):
+    """A busy controller: squeue takes seconds. Meanwhile Servers says it is asking, not "0 server jobs"."""
+    import app.cluster.slurm as slurm_module
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "squeue"
+    fake.write_text("#!/bin/sh\nsleep 2\nexit 0\n")  # no job, after a while
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(slurm_module, "_shared", {})
+    monkeypatch.setattr(slurm_module.Slurm, "available", property(lambda self: True))  # the autouse no_slurm undone
+    app = build_app(tmp_path)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: "Servers" in screen_text(app), what="the Servers screen")
+        assert "server jobs: asking squeue…" in screen_text(app) and "0 server jobs" not in screen_text(app)
+        await until(pilot, lambda: "0 server jobs" in screen_text(app), timeout=15, what="squeue's answer")
+        assert "asking squeue" not in screen_text(app)

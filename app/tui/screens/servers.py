@@ -108,6 +108,8 @@ class ServersScreen(NotesScreen):
             else ""
         if app.state.jobs_error:  # not "0 server jobs", which reads as "my job is gone"
             jobs = " · server jobs unknown: squeue failed (below)"
+        elif app.jobs.available and not app.state.jobs_asked:  # nor before squeue has said anything
+            jobs = " · server jobs: asking squeue…"
         self.query_one("#servers-title", Shown).show(Text.assemble(
             ("Servers", "bold"), f"  {len(app.state.servers)} known{jobs} · health every 5 s · enter: its models"))
         self.table.set_rows(rows)
