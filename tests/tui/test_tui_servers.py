@@ -201,20 +201,26 @@ async def test_remove_a_saved_server_after_a_confirmation_keeping_the_rest_of_th
         assert app.ctx.config.servers == []
 
 
-@run
-async def test_a_failing_squeue_is_said_with_its_cause_not_shown_as_no_jobs(tmp_path, monkeypatch):
-    """A stand-in squeue that fails as Slurm's does when slurmctld is down (the real one cannot be stopped here
-    on demand): Servers says the jobs are unknown and why, not "0 server jobs"."""
+def fake_squeue(tmp_path, monkeypatch, script: str) -> None:
+    """A stand-in squeue on PATH running `script` (the real one cannot be made slow or broken on demand)."""
     import app.cluster.slurm as slurm_module
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "squeue"
-    fake.write_text("#!/bin/sh\necho 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n")
+    fake.write_text(f"#!/bin/sh\n{script}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setattr(slurm_module, "_shared", {})
     monkeypatch.setattr(slurm_module.Slurm, "available", property(lambda self: True))  # the autouse no_slurm undone
+
+
+@run
+async def test_a_failing_squeue_is_said_with_its_cause_not_shown_as_no_jobs(tmp_path, monkeypatch):
+    """A stand-in squeue that fails as Slurm's does when slurmctld is down (the real one cannot be stopped here
+    on demand): Servers says the jobs are unknown and why, not "0 server jobs"."""
+    fake_squeue(tmp_path, monkeypatch, "echo 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\n"
+                                       "exit 1")
     app = build_app(tmp_path)
     async with app.run_test(size=(120, 30)) as pilot:
         await until(pilot, lambda: "squeue failed" in screen_text(app), what="the failure on screen")
@@ -227,16 +233,7 @@ async def test_a_failing_squeue_is_said_with_its_cause_not_shown_as_no_jobs(tmp_
 @run
 async def test_before_squeue_answers_the_jobs_are_being_asked_for_not_zero(tmp_path, monkeypatch):
     """A busy controller: squeue takes seconds. Meanwhile Servers says it is asking, not "0 server jobs"."""
-    import app.cluster.slurm as slurm_module
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "squeue"
-    fake.write_text("#!/bin/sh\nsleep 2\nexit 0\n")  # no job, after a while
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    monkeypatch.setattr(slurm_module, "_shared", {})
-    monkeypatch.setattr(slurm_module.Slurm, "available", property(lambda self: True))  # the autouse no_slurm undone
+    fake_squeue(tmp_path, monkeypatch, "sleep 2\nexit 0")  # no job, after a while
     app = build_app(tmp_path)
     async with app.run_test(size=(120, 30)) as pilot:
         await until(pilot, lambda: "Servers" in screen_text(app), what="the Servers screen")
