@@ -70,8 +70,23 @@ def server_rows(header: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("in flight", ", ".join(f"{_host(url)} {v.get('min')}/{v.get('median')}/{v.get('max')}"
                                             for url, v in limits.items() if isinstance(v, dict))
                      + " (min/median/max of the limit the run found per host)"))
+    load = (header.get("at_end") or {}).get("model_load") if isinstance(header.get("at_end"), dict) else None
+    if isinstance(load, dict):
+        rows.append(("model load", model_load_text(load)))
     rows.append(("remote", remote_text(header)))
     return rows
+
+
+def model_load_text(load: dict[str, Any]) -> str:
+    """What loading the model before the first note cost, e.g. `23.4 s on gpu-a:11434 before the first note`."""
+    hosts = ", ".join(_host(h) for h in load.get("hosts") or []) or "?"
+    took = f"{load.get('seconds', '?')} s on {hosts}"
+    outcome = str(load.get("outcome") or "loaded")
+    if outcome == "loaded":
+        return f"{took} before the first note (it was not in memory)"
+    if outcome == "stopped":
+        return f"{took}, stopped while it loaded"
+    return f"{took}, then {outcome}; the notes were sent anyway"
 
 
 def _host(url: str) -> str:

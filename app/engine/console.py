@@ -106,6 +106,11 @@ class ConsolePrinter:
         if limits and any(v["max"] > 1 for v in limits.values()):
             lines.append("  in flight per host (min/median/max of the limit the run found): " + ", ".join(
                 f"{host} {v['min']}/{v['median']}/{v['max']}" for host, v in limits.items()))
+        load = f.extra.get("model_load")
+        if load:
+            from ledger.serverfacts import model_load_text
+
+            lines.append(f"  model load: {model_load_text(load)}")
         if f.last_error:
             lines.append(f"  last error: {f.last_error}")
         return "\n".join(lines)

@@ -65,7 +65,7 @@ class JournalRecorder:
                 self._last_checkpoint = now
                 self.journal.checkpoint(self._counts(event.counts))
         elif isinstance(event, RunFinished):
-            facts = {k: event.extra[k] for k in ("server", "in_flight") if event.extra.get(k)}
+            facts = {k: event.extra[k] for k in ("server", "in_flight", "model_load") if event.extra.get(k)}
             self.journal.close(event.status, self._counts(event.counts), event.last_error, facts=facts or None)
 
     def _counts(self, live: Counts) -> dict[str, int]:

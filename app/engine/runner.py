@@ -93,6 +93,7 @@ class Runner:
         # what the run waits on now, by Waiting.on, and what each said (on the monotonic clock), so a retry that
         # changes nothing says nothing
         self._waiting: dict[str, Waiting] = {}
+        self.model_load: dict[str, Any] | None = None  # the model loaded before the first note: where, how long
         self._waiting_key: dict[str, tuple] = {}
 
     def request_stop(self, reason: str) -> None:
@@ -197,7 +198,8 @@ class Runner:
         self.bus.emit(RunFinished(run_id=run_id, status=status, counts=self.counts.snapshot(), elapsed_s=elapsed,
                                   last_error=self._last_error, reason=self.stop_reason,
                                   extra={"reasons": dict(self.reasons), "in_flight": self.pool.limits_summary(),
-                                         **({"server": facts} if facts else {})}))
+                                         **({"server": facts} if facts else {}),
+                                         **({"model_load": self.model_load} if self.model_load else {})}))
         await self.backend.close()
         if isinstance(self._fatal, UserError):
             raise self._fatal
@@ -215,7 +217,8 @@ class Runner:
             self.bus.emit(Notice(f"the model is not in memory on {', '.join(cold)}: the first answers there wait for "
                                  "it to load"))
             return
-        self._set_waiting("model", (cold, "not in memory", time.monotonic(), None))
+        began = time.monotonic()
+        self._set_waiting("model", (cold, "not in memory", began, None))
         loads = asyncio.ensure_future(asyncio.gather(*(self.backend.load(h) for h in cold), return_exceptions=True))
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -225,6 +228,10 @@ class Runner:
             stopped = not loads.done()
             if stopped:
                 loads.cancel()
+        # the run's record says what the load cost: GPU time before the first note, and a first cell of a study
+        # that is slower than the next for it
+        self.model_load = {"hosts": list(cold), "seconds": round(time.monotonic() - began, 1),
+                           "outcome": "stopped" if stopped else "loaded"}
         if stopped:  # stopped while loading: nothing was sent, nothing to wait for
             self._waiting.pop("model", None)
             self._waiting_key.pop("model", None)
@@ -234,6 +241,7 @@ class Runner:
         self._waiting_key.pop("model", None)
         if len(failed) == len(cold):  # the over line says so (the notes will say more, with their retries)
             wait = replace(wait, error=f"{LOAD_FAILED}: {_describe(failed[0][1])}")
+            self.model_load["outcome"] = wait.error
         self.bus.emit(replace(wait, over=True))
         for host, outcome in failed:
             self.bus.emit(Notice(f"loading the model on {host} failed ({_describe(outcome)}); its notes are "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -424,3 +425,22 @@ def test_a_model_loading_on_the_first_request_is_not_taken_for_the_servers_pace(
         assert code == 0, err
         assert server.stats()["max_queued"] <= 4
     assert len(results(tmp_path / "notes.db")) == 400
+
+
+def test_the_models_load_before_the_first_note_is_in_the_runs_record(tmp_path, capsys, private_ledger):
+    make_db(tmp_path / "notes.db", n=20)
+    with StandinOllama(latency=0.01, slots=4, loaded=(), load_seconds=1.0) as server:
+        exp = write_exp(tmp_path, server)
+        code, out, err = cli(capsys, "--run", str(exp))
+        assert code == 0, err
+        run_id = ledger_runs(private_ledger)[0]["run_id"]
+        code, shown, err = cli(capsys, "ledger", "show", run_id)
+        assert code == 0, err
+        host = server.url.split("://")[1]
+        assert re.search(rf"model load +1\.\d s on {host} before the first note \(it was not in memory\)", shown), \
+            shown
+        make_db(tmp_path / "more.db", n=5)  # another run: the model is in memory now, nothing to load or say
+        code, again, err = cli(capsys, "--run", str(write_exp(tmp_path, server, source=SOURCE.replace("notes.db",
+                                                                                                        "more.db"))))
+        assert code == 0 and "5/5 notes" in again, err
+        assert "model load" not in again and "loading its model" not in again

@@ -302,6 +302,10 @@ def test_a_model_not_in_memory_is_loaded_before_the_first_note_and_the_run_says_
                             line) for line in printed), printed
     assert any(re.fullmatch(r"its model is loaded after [12]s; the notes go out", line) for line in printed), printed
     assert not [line for line in printed if line.startswith("[") and "loading its model" in line and "notes/s" in line]
+    # what the load cost, for the run's record (tests/engine/test_run_sqlite.py: `ledger show` says it)
+    load = run.of(RunFinished)[0].extra["model_load"]
+    assert load["hosts"] == [server.url] and load["outcome"] == "loaded" and 1.4 <= load["seconds"] <= 5
+    assert re.search(rf"  model load: {load['seconds']} s on {host} before the first note", "\n".join(printed))
 
 
 def test_a_model_in_memory_on_one_server_starts_there_at_once(tmp_path):
