@@ -49,11 +49,17 @@ def check_lines(file: str, rerun_invalid: bool = False) -> Iterator[tuple[str, b
         for c in cells:  # one cell a model, in the order they run
             firsts.setdefault(c.spec.model.name, c)
         for model_exp in firsts.values():
-            info = asyncio.run(_prepare(make_backend(model_exp)))
+            backend = make_backend(model_exp)
+            info = asyncio.run(_prepare(backend))
             where_model = ", ".join(info.hosts)
             version = f" (server {info.server_version})" if info.server_version else ""
             digest = (info.digest or "unknown").removeprefix("sha256:")[:12]
             yield f"model:   {info.model} digest {digest} on {where_model}{version}", False
+            cold = backend.cold_hosts()
+            if cold:
+                then = ("the run loads it first" if len(cold) == len(info.hosts)
+                        else "the first answers there wait for it to load")
+                yield f"memory:  not in memory on {', '.join(cold)}: {then}", False
         facts = {"server": info.server, "allow_remote": spec.model.allow_remote, "backend": spec.model.backend}
         for label, text in server_rows(facts):
             if label != "server":

@@ -209,6 +209,10 @@ def test_check_reports_counts_model_and_the_first_prompt(tmp_path, server, capsy
     conn = sqlite3.connect(tmp_path / "notes.db")
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'pna_results'").fetchone() is None
     conn.close()
+    assert "memory:" not in out  # the stand-in holds the model (its /api/ps lists it)
+    server.configure(loaded=())  # nothing in memory: check says the run will load it first
+    code, out, err = cli(capsys, "check", str(exp))
+    assert code == 0 and f"memory:  not in memory on {server.url}: the run loads it first" in out, out
 
 
 @pytest.mark.slow  # seconds of real time
