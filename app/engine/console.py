@@ -22,6 +22,7 @@ class ConsolePrinter:
         self._host_said: dict[str, float] = {}
         self._down: set[str] = set()  # hosts said down and not yet up again: a retry that fails again says nothing
         self._waiting_on: set[str] = set()  # Waiting.on said and not yet over
+        self.load_s = 0.0  # the seconds the run spent loading its model: no note could be answered then
         self.started: RunStarted | None = None
 
     def say(self, text: str) -> None:
@@ -55,6 +56,8 @@ class ConsolePrinter:
             if event.over:
                 self._waiting_on.discard(event.on)
                 self.say(event.over_words())
+                if event.on == "model":
+                    self.load_s = max(0.0, time.time() - event.since)
             elif event.on not in self._waiting_on:
                 self._waiting_on.add(event.on)
                 self.say(event.words())
@@ -62,14 +65,16 @@ class ConsolePrinter:
             now = time.monotonic()
             if now - self._last >= self.every_s:
                 self._last = now
-                self.say(self.progress_line(event))
+                self.say(self.progress_line(event, self.load_s))
         elif isinstance(event, RunFinished):
             self.say(self.summary(event))
 
     @staticmethod
-    def progress_line(p: Progress) -> str:
+    def progress_line(p: Progress, load_s: float = 0.0) -> str:
+        """`load_s`: the seconds spent loading the model, left out of the rate (and so of the ETA)."""
         c = p.counts
-        rate = c.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        answering = p.elapsed_s - load_s
+        rate = c.done / answering if answering > 0 else 0.0
         pct = 100.0 * c.done / c.total if c.total else 100.0
         answered = c.valid + c.invalid
         valid = f"{100.0 * c.valid / answered:.1f}%" if answered else "-"

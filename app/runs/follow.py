@@ -177,6 +177,8 @@ class FeedFollower:
             wait = Waiting.from_record(record)
             if wait is not None and wait.over:
                 self.waiting.pop(wait.on, None)
+                if wait.on == "model":  # the recent rate starts with the first notes, not with the seconds of loading
+                    self._ticks.clear()
             elif wait is not None:
                 self.waiting[wait.on] = wait
         elif kind == "feed":

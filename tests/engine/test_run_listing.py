@@ -293,3 +293,23 @@ def test_a_running_run_nobody_follows_says_it_waits_in_its_row_with_its_feeds_co
     ended = record("01C", status="completed", done=100)  # a glance never overrides how the ledger says it ended
     rows = {r.run_id: r for r in listing([ended], [], None, {"01C": glances["01B"]})}
     assert (rows["01C"].state, rows["01C"].done) == ("completed", 100)
+
+
+def test_the_recent_rate_starts_after_the_model_loaded_not_with_the_load(tmp_path):
+    """Ten seconds of loading, then 10 notes a second: the recent rate says 10, not 10 notes spread over the load."""
+    ledger = tmp_path / "ledger"
+    run_id = "01KLOADRATE000000000000000"
+    path = ledger / "live" / f"{run_id}.jsonl"
+    path.parent.mkdir(parents=True)
+    load = {"on": "model", "where": ["http://gpu-a:11434"], "error": "not in memory", "since": 0.0,
+            "give_up_at": None, "over": False}
+    lines = [{"type": "feed", "run": run_id, "total": 100}, {"type": "waiting", **load}]
+    lines += [{"type": "progress", "counts": counts_for(0, 100), "elapsed_s": float(t), "waiting": [load]}
+              for t in range(1, 11)]
+    lines.append({"type": "waiting", **load, "over": True})
+    lines += [{"type": "progress", "counts": counts_for(10 * (t - 10), 100), "elapsed_s": float(t)}
+              for t in range(11, 14)]
+    feed_lines(path, *lines)
+    update = FeedFollower(ledger, run_id).poll()
+    assert update.recent_rate == pytest.approx(10.0)
+    assert update.waiting == []

@@ -16,7 +16,7 @@ import pytest
 from app.backends.base import Backend, ModelInfo, Reply, Transient
 from app.engine.bus import EventBus
 from app.engine.console import ConsolePrinter
-from app.engine.events import HostState, Progress, RunFinished, UnitDone, Waiting
+from app.engine.events import Counts, HostState, Progress, RunFinished, UnitDone, Waiting
 from app.engine.feed import LiveFeed
 from app.engine.runner import Runner, RunOptions
 from app.errors import BackendError
@@ -376,3 +376,13 @@ def test_a_run_stopped_while_its_model_loads_ends_at_once_with_no_note_sent(tmp_
     assert result.status == "interrupted" and result.counts.done == 0 and took < 5
     assert stats["chat"] == 1 and written(run.db) == 0  # the load, no note
     assert [w.over for w in run.of(Waiting)] == [False]  # it ended waiting, as a run that gives up does
+
+
+def test_the_printed_rate_and_eta_leave_out_the_seconds_the_model_loaded():
+    printer = ConsolePrinter(io.StringIO(), every_s=0.0)
+    printer(Waiting(on="model", where=(A,), error="not in memory", since=time.time() - 10.0, over=True))
+    assert 9.9 <= printer.load_s <= 11
+    progress = Progress(counts=Counts(total=100, done=50, valid=50), elapsed_s=15.0, in_flight=2)
+    line = ConsolePrinter.progress_line(progress, load_s=10.0)
+    assert "10.0 notes/s  ETA 00:00:05" in line, line
+    assert "3.3 notes/s" in ConsolePrinter.progress_line(progress)  # the same run counted from its start
