@@ -17,7 +17,6 @@ from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
 from app.engine.answer import AnswerSpec
 from app.engine.bus import EventBus
 from app.engine.events import (
-    LOAD_FAILED,
     BatchCommitted,
     Counts,
     HostState,
@@ -29,6 +28,7 @@ from app.engine.events import (
     Waiting,
 )
 from app.engine.hosts import AllHostsDown, HostPool, HostSlot, Lease
+from app.engine.modelload import describe, load_model
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runinfo import run_header
 from app.errors import UserError
@@ -187,7 +187,7 @@ class Runner:
         ticker.cancel()
         if self._fatal is not None:
             status = "failed"
-            self._last_error = self._last_error or _describe(self._fatal)
+            self._last_error = self._last_error or describe(self._fatal)
         elif self.stop_reason is not None:
             status = "interrupted"
         elapsed = time.monotonic() - t0
@@ -209,7 +209,9 @@ class Runner:
     async def _load_model(self, hosts: tuple[str, ...]) -> None:
         """Every server lacks the model in memory: it is loaded first, and the run says so meanwhile, not a run
         stalled at 0 notes/s for the seconds or minutes a load takes (Ollama loads on the first request). With a
-        warm server beside them the notes start there and a cold one loads under its first requests, as before."""
+        warm server beside them the notes start there and a cold one loads under its first requests, as before.
+        What it took goes in the run's record (GPU time before the first note; why a study's first cell of a model
+        is slower than the next)."""
         cold = self.backend.cold_hosts()
         if not cold:
             return
@@ -219,7 +221,7 @@ class Runner:
             return
         began = time.monotonic()
         self._set_waiting("model", (cold, "not in memory", began, None))
-        loads = asyncio.ensure_future(asyncio.gather(*(self.backend.load(h) for h in cold), return_exceptions=True))
+        loads = asyncio.ensure_future(load_model(self.backend, cold))
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({loads, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -228,24 +230,17 @@ class Runner:
             stopped = not loads.done()
             if stopped:
                 loads.cancel()
-        # the run's record says what the load cost: GPU time before the first note, and a first cell of a study
-        # that is slower than the next for it
-        self.model_load = {"hosts": list(cold), "seconds": round(time.monotonic() - began, 1),
-                           "outcome": "stopped" if stopped else "loaded"}
-        if stopped:  # stopped while loading: nothing was sent, nothing to wait for
-            self._waiting.pop("model", None)
-            self._waiting_key.pop("model", None)
-            return
-        failed = [(host, outcome) for host, outcome in zip(cold, loads.result()) if isinstance(outcome, Exception)]
         wait = self._waiting.pop("model")
         self._waiting_key.pop("model", None)
-        if len(failed) == len(cold):  # the over line says so (the notes will say more, with their retries)
-            wait = replace(wait, error=f"{LOAD_FAILED}: {_describe(failed[0][1])}")
-            self.model_load["outcome"] = wait.error
+        if stopped:  # nothing was sent, nothing to wait for: the run ends waiting, as one that gives up does
+            self.model_load = {"hosts": list(cold), "seconds": round(time.monotonic() - began, 1), "outcome": "stopped"}
+            return
+        self.model_load = loads.result()
+        if self.model_load["outcome"] != "loaded":  # the over line says so (the notes will say more, with retries)
+            wait = replace(wait, error=self.model_load["outcome"])
         self.bus.emit(replace(wait, over=True))
-        for host, outcome in failed:
-            self.bus.emit(Notice(f"loading the model on {host} failed ({_describe(outcome)}); its notes are "
-                                 "sent anyway"))
+        for host, error in self.model_load.get("failed", {}).items():
+            self.bus.emit(Notice(f"loading the model on {host} failed ({error}); its notes are sent anyway"))
 
     async def _forget_unrecorded(self, killed: str) -> list[str]:
         """Rows of a killed run that its journal does not record (killed between the database's commit and the
@@ -569,7 +564,3 @@ class Runner:
 def _ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
 
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{exc.__class__.__name__}: {text}"[:300]

@@ -14,6 +14,7 @@ from typing import Any
 from app.backends import make_backend
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Transient
 from app.engine.answer import AnswerSpec
+from app.engine.modelload import load_model
 from app.engine.prompt import Template, prompt_hash
 from app.engine.runner import BUSY_BACKOFF_S, MAX_TRANSPORT_FAILURES
 from app.experiment import Experiment
@@ -57,6 +58,7 @@ class TryReport:
     picked: str  # which notes, in words
     notes: list[TriedNote] = field(default_factory=list)
     agreement: dict[str, Any] | None = None  # see app.tryout.gold.agreement
+    model_load: dict[str, Any] | None = None  # the model loaded first (it was not in memory): hosts, seconds, outcome
 
 
 async def ask_all(exp: Experiment, units: Sequence[Unit], backend: Backend | None = None) -> tuple[ModelInfo, list[TriedNote]]:
@@ -64,6 +66,9 @@ async def ask_all(exp: Experiment, units: Sequence[Unit], backend: Backend | Non
     backend = backend or make_backend(exp)
     try:
         info = await backend.prepare()
+        cold = backend.cold_hosts()
+        if cold:  # first, so that a tried note's latency is the model's, not a load's
+            info.details["model_load"] = await load_model(backend, cold)
         answer = AnswerSpec(exp.spec.answer)
         template = Template(exp.spec.prompt.user)
         cap = exp.spec.run.concurrency or backend.max_in_flight
@@ -135,4 +140,4 @@ def report_for(exp: Experiment, info: ModelInfo, picked: str, notes: list[TriedN
     phash = prompt_hash(exp.spec.prompt.system, exp.spec.prompt.user, schema, exp.spec.model.options.as_dict(),
                         exp.spec.model.think)
     return TryReport(experiment=exp.name, model=info.model, model_digest=info.digest, hosts=list(info.hosts),
-                     prompt_hash=phash, picked=picked, notes=notes)
+                     prompt_hash=phash, picked=picked, notes=notes, model_load=info.details.get("model_load"))

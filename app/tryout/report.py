@@ -14,6 +14,10 @@ def report_lines(report: TryReport) -> list[str]:
     lines = [f"try:     {report.experiment!r} with {report.model} (digest {digest}) on {', '.join(report.hosts)}: "
              f"{report.picked}; nothing is written",
              f"prompt hash: {report.prompt_hash}"]
+    if report.model_load:
+        from ledger.serverfacts import model_load_text
+
+        lines.append(f"model load: {model_load_text(report.model_load)}")
     for i, note in enumerate(report.notes, 1):
         lines += ["", f"[{i}/{len(report.notes)}] note {note.id}: {_verdict(note)}", f"        {_numbers(note)}",
                   "--- note ---", note.note if note.note is not None else "(empty: not sent)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -156,3 +157,15 @@ def test_try_on_mysql_with_two_id_columns(tmp_path, mysql_db, capsys):
         cur.execute("SHOW TABLES")
         assert [r[0] for r in cur.fetchall()] == ["PNA2_100_RadNotes"]
     conn.close()
+
+
+def test_a_model_not_in_memory_is_loaded_first_and_the_latencies_are_the_models(tmp_path, exp, capsys):
+    with StandinOllama(latency=0.05, slots=2, loaded=(), load_seconds=1.0) as server:
+        code, out, err = cli(capsys, "try", str(exp(server)), "-n", "3")
+        stats = server.stats()
+    assert code == 0, err
+    host = server.url.split("://")[1]
+    assert re.search(rf"model load: 1\.\d s on {host} before the first note \(it was not in memory\)", out), out
+    latency = float(out.split("median latency ")[1].split(" ms")[0])
+    assert latency < 500  # the model's 50 ms, not the load's second
+    assert stats["chat"] == 3 + 1  # the load, then the notes
