@@ -56,7 +56,8 @@ async def test_l_shows_the_tail_of_a_running_server_jobs_output_and_c_what_it_ru
         look = app.screen.look
         assert f"server job {job_id} (ollama-standin) — the end of its output" in text
         assert look.output_from == "scontrol show job" and look.output.name == f"ollama-standin-{job_id}.out"
-        assert look.output.parent == app.ledger_dir / "slurm" and look.size == look.output.stat().st_size
+        # the size when it was read: a running job may have written more since
+        assert look.output.parent == app.ledger_dir / "slurm" and 0 < look.size <= look.output.stat().st_size
         assert any(line.startswith("LISTENING http://127.0.0.1:") for line in look.lines)
         token = tokens.job_record(job_id)["token"]
         assert any("token in " in line for line in look.lines)  # the job names its token's file…
