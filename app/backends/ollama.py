@@ -21,6 +21,7 @@ from typing import Any
 
 from app.backends.base import Backend, Busy, ModelInfo, PromptTooLong, Reply, Transient
 from app.backends.jobproof import prove_jobs
+from app.backends.kvcache import kv_shape
 from app.backends.lean_http import HTTPFailure, Response
 from app.backends.ollama_wire import (
     Wire,
@@ -142,6 +143,11 @@ class OllamaBackend(Backend):
             "remote": remote,
             "allow_remote": m.allow_remote,
         }
+        shape = kv_shape(first["show"].get("model_info"))
+        if shape is not None:  # what num_ctx costs on the GPU (check says it; the run's record keeps it)
+            server["kv_cache"] = {"bytes_per_token": shape.bytes_per_token, "shape": shape.words()}
+        if as_int(entry.get("size")):
+            server["model_bytes"] = as_int(entry.get("size"))
         return ModelInfo(model=full_name(self.model), digest=entry.get("digest"), server_version=first["version"],
                          hosts=self.hosts, details={"unreachable": problems, **details}, server=server)
 

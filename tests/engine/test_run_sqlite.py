@@ -210,6 +210,13 @@ def test_check_reports_counts_model_and_the_first_prompt(tmp_path, server, capsy
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'pna_results'").fetchone() is None
     conn.close()
     assert "memory:" not in out  # the stand-in holds the model (its /api/ps lists it)
+    # what the model needs on a GPU: the stand-in says llama3.1:8b's shape (128 KiB a token), num_ctx is 4096
+    gpu = re.search(r"gpu:     (\d+\.\d) GB weights \+ 0\.5 GB KV cache a slot \(num_ctx 4096; 32 layers × 8 KV heads "
+                    r"× 128, f16\): (\d+\.\d) GB with 1 slot, (\d+\.\d) GB with 4 slots — an estimate", out)
+    assert gpu, out
+    weights, one, four = map(float, gpu.groups())
+    slot = 131_072 * 4096 / 1e9  # 0.537 GB
+    assert abs(one - (weights + slot)) <= 0.1 and abs(four - (weights + 4 * slot)) <= 0.1
     server.configure(loaded=())  # nothing in memory: check says the run will load it first
     code, out, err = cli(capsys, "check", str(exp))
     assert code == 0 and f"memory:  not in memory on {server.url}: the run loads it first" in out, out

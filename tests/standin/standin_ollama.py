@@ -1231,6 +1231,8 @@ class _Conn(asyncio.Protocol):
                 f"{fam}.context_length": 8192,
                 f"{fam}.embedding_length": 4096,
                 f"{fam}.block_count": 32,
+                f"{fam}.attention.head_count": 32,
+                f"{fam}.attention.head_count_kv": 8,  # llama3.1:8b's shape: 128 KiB of f16 KV cache a token
             },
             "tensors": [],
             "capabilities": ["completion", "tools", *(["thinking"] if self.core.can_think(meta["name"]) else [])],
