@@ -267,6 +267,11 @@ def _pull_with_progress_file(args: argparse.Namespace) -> int:
     from app.errors import UserError
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # no terminal to lose; a hang-up must not end the pull
+    # a cancel that comes once the file says queued but before the pull's own handlers: kept, not a kill that
+    # leaves the file saying queued
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     progress = ProgressFile(Path(args.progress_file), args.host or "", args.name)
     try:
         name = check_model_name(args.name)
@@ -277,7 +282,8 @@ def _pull_with_progress_file(args: argparse.Namespace) -> int:
         progress.close()
         raise
     printer = _PullPrinter(sys.stdout.isatty())
-    pull = asyncio.run(pull_detached(progress.path, url, name, ctx.config.quota_bytes, printer.update, progress))
+    pull = asyncio.run(pull_detached(progress.path, url, name, ctx.config.quota_bytes, printer.update, progress,
+                                     cancelled_before=lambda: bool(early)))
     printer.end()
     return _pull_exit(pull)
 

@@ -243,10 +243,12 @@ def pulls_ahead(path: Path, url: str, skip: set[str] | None = None) -> list[str]
 
 
 async def pull_detached(path: Path, url: str, name: str, quota_bytes: int | None,
-                        on_update: Callable[[Pull], None] = lambda _: None, progress: ProgressFile | None = None) -> Pull:
+                        on_update: Callable[[Pull], None] = lambda _: None, progress: ProgressFile | None = None,
+                        cancelled_before: Callable[[], bool] = lambda: False) -> Pull:
     """`models pull --progress-file F`: wait until no earlier pull of the server (beside F) is queued or pulling,
     pull, keep F current. SIGTERM or SIGINT cancels (the HTTP stream is closed: Ollama stops the pull; F's last line
-    says cancelled). The command ignores SIGHUP before it calls this: the process has no terminal to lose."""
+    says cancelled). The command ignores SIGHUP before it calls this: the process has no terminal to lose.
+    `cancelled_before`: whether a cancel came before this installed its handlers (the caller kept it)."""
     progress = progress or ProgressFile(path, url, name)
 
     def changed(pull: Pull) -> None:
@@ -266,6 +268,8 @@ async def pull_detached(path: Path, url: str, name: str, quota_bytes: int | None
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, cancel)
+    if cancelled_before():
+        cancel()
     keeper = asyncio.create_task(progress.keep())
     try:
         if not await _wait_turn(progress, url, cancelled):

@@ -104,3 +104,21 @@ def test_a_mistake_before_the_pull_is_the_files_last_line(tmp_path):
     assert proc.returncode == 2 and err.startswith("notes-tui: error: 'bad name!' is not a model name")
     last = read_progress(progress)
     assert last["state"] == "failed" and last["error"] in err and last["pid"] == proc.pid
+
+
+def test_a_cancel_as_soon_as_the_file_says_queued_is_a_cancel_not_a_kill(tmp_path):
+    """The file says queued (with its pid) from the process's first moment, before the pull's own handlers: a
+    SIGTERM then (the app's `c` at once) ended the process at the signal's default, the file still saying queued."""
+    with StandinOllama(pull_seconds=2.0) as server:
+        for _ in range(3):
+            path = tmp_path / "pulls" / f"{new_run_id()}.jsonl"
+            proc = start("llama3.1:8b", server.url, path)
+            try:
+                wait_for(lambda p=path: p.exists() and p.stat().st_size > 0, 30, "the first line", every=0.001)
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 143, proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            assert read_progress(path)["state"] == "cancelled"
+        assert server.stats()["pulls"] == 0  # none of them asked the server
