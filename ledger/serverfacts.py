@@ -65,12 +65,13 @@ def server_rows(header: dict[str, Any]) -> list[tuple[str, str]]:
                 rows.append((label, text))
         if server.get("digest") and not header.get("model_digest"):
             rows.append(("digest", str(server["digest"])))
-    limits = (header.get("at_end") or {}).get("in_flight") if isinstance(header.get("at_end"), dict) else None
+    at_end = header.get("at_end") if isinstance(header.get("at_end"), dict) else {}
+    limits = at_end.get("in_flight")
     if isinstance(limits, dict) and limits:
         rows.append(("in flight", ", ".join(f"{_host(url)} {v.get('min')}/{v.get('median')}/{v.get('max')}"
                                             for url, v in limits.items() if isinstance(v, dict))
                      + " (min/median/max of the limit the run found per host)"))
-    load = (header.get("at_end") or {}).get("model_load") if isinstance(header.get("at_end"), dict) else None
+    load = at_end.get("model_load")
     if isinstance(load, dict):
         rows.append(("model load", model_load_text(load)))
     rows.append(("remote", remote_text(header)))

@@ -91,11 +91,9 @@ class OllamaBackend(Backend):
 
     def initial_in_flight(self, host: str) -> int:
         """A server job started from a profile with num_parallel answers that many at once; others start at one."""
-        from app.cluster.tokens import record_for_url
+        from app.cluster.tokens import job_slots
 
-        record = record_for_url(host) or {}
-        parallel = record.get("num_parallel")
-        return parallel if isinstance(parallel, int) and parallel > 0 else self.default_concurrency
+        return job_slots(host) or self.default_concurrency
 
     async def prepare(self) -> ModelInfo:
         m = self.exp.spec.model
@@ -126,7 +124,7 @@ class OllamaBackend(Backend):
         self.send_think = thinks or (capabilities is None and self.think is not False)
         self.truncate_flag = {h for h, i in up.items() if version_tuple(i["version"]) >= TRUNCATE_FLAG_SINCE}
         # a cloud model runs on ollama.com and is never in /api/ps: nothing to load here
-        self.cold = () if remote else tuple(h for h, i in up.items() if not _is_loaded(i["ps"], full_name(self.model)))
+        self.cold = () if remote else tuple(h for h, i in up.items() if _ps_entry(i["ps"], full_name(self.model)) is None)
         self.hosts = tuple(up)
         versions = {h: i["version"] for h, i in up.items()}
         entry = first["entry"]
@@ -268,13 +266,13 @@ class OllamaBackend(Backend):
             await wire.aclose()
 
 
-def _is_loaded(ps: dict[str, Any], name: str) -> bool:
-    return any(isinstance(m, dict) and (m.get("model") or m.get("name")) == name for m in ps.get("models") or [])
+def _ps_entry(ps: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The model's entry in /api/ps: None when it is not in memory."""
+    return next((m for m in ps.get("models") or [] if isinstance(m, dict) and (m.get("model") or m.get("name")) == name),
+                None)
 
 
 def _loaded_context(ps: dict[str, Any], name: str) -> int | None:
-    for m in ps.get("models") or []:
-        if isinstance(m, dict) and (m.get("model") or m.get("name")) == name:
-            return as_int(m.get("context_length"))
-    return None
+    entry = _ps_entry(ps, name)
+    return None if entry is None else as_int(entry.get("context_length"))
 

@@ -75,6 +75,12 @@ def record_for_url(url: str, environ: dict[str, str] | None = None) -> dict[str,
     return next((r for r in records(environ) if r.get("url") == url), None)
 
 
+def job_slots(url: str) -> int | None:
+    """The slots (num_parallel) the profile of the server job behind `url` gave it; None for any other server."""
+    parallel = (record_for_url(url) or {}).get("num_parallel")
+    return parallel if isinstance(parallel, int) and parallel > 0 else None
+
+
 def auth_headers(url: str, environ: dict[str, str] | None = None) -> dict[str, str]:
     """The header a client of `url` must send: the token of the server job behind it, or nothing."""
     rec = record_for_url(url, environ)

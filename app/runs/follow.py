@@ -28,6 +28,12 @@ BACKLOG_BYTES = 1 << 20  # attaching to a running feed: read at most its last Mi
 _COUNT_FIELDS = frozenset(f.name for f in fields(Counts))
 
 
+def waits_from(record: dict[str, Any]) -> list[Waiting]:
+    """What a progress line says the run waits on (none when it says nothing, or nothing that reads as a wait)."""
+    listed = record.get("waiting")
+    return [w for w in map(Waiting.from_record, listed if isinstance(listed, list) else []) if w is not None]
+
+
 def counts_from(record: Any) -> Counts | None:
     if not isinstance(record, dict):
         return None
@@ -63,9 +69,7 @@ def glance(path: Path, tail_bytes: int = GLANCE_BYTES) -> Glance | None:
         if kind == "end":
             return None
         if kind == "progress":
-            listed = record.get("waiting")
-            waits = [w for w in map(Waiting.from_record, listed if isinstance(listed, list) else []) if w is not None]
-            return Glance(counts_from(record.get("counts")), tuple(waits))
+            return Glance(counts_from(record.get("counts")), tuple(waits_from(record)))
     return None
 
 
@@ -170,9 +174,7 @@ class FeedFollower:
                 self.counts = counts
                 self._progress = record
             # the run's waits as of this line: a follower that attached mid-wait learns of it here
-            listed = record.get("waiting")
-            waits = [w for w in map(Waiting.from_record, listed if isinstance(listed, list) else []) if w is not None]
-            self.waiting = {w.on: w for w in waits}
+            self.waiting = {w.on: w for w in waits_from(record)}
         elif kind == "waiting":
             wait = Waiting.from_record(record)
             if wait is not None and wait.over:

@@ -118,6 +118,7 @@ def memory_line(server: dict, num_ctx: int, hosts: tuple[str, ...]) -> str | Non
     e.g. `gpu:     4.7 GB weights + 1.1 GB KV cache a slot (num_ctx 8192; 32 layers × 8 KV heads × 128, f16): 5.8 GB
     with 1 slot, 9.0 GB with 4 slots`."""
     from app.backends.kvcache import gigabytes
+    from app.cluster.tokens import job_slots
 
     kv = server.get("kv_cache") if isinstance(server, dict) else None
     if not isinstance(kv, dict) or not isinstance(kv.get("bytes_per_token"), int):
@@ -125,19 +126,11 @@ def memory_line(server: dict, num_ctx: int, hosts: tuple[str, ...]) -> str | Non
     per_slot = kv["bytes_per_token"] * num_ctx
     weights = server.get("model_bytes") if isinstance(server.get("model_bytes"), int) else 0
     # one slot (Ollama's default), four, and what a server job's profile set (num_parallel)
-    slots = sorted({1, 4} | {n for h in hosts if (n := _job_slots(h))})
+    slots = sorted({1, 4} | {n for h in hosts if (n := job_slots(h))})
     totals = ", ".join(f"{gigabytes(weights + n * per_slot)} with {n} slot{'s' if n != 1 else ''}" for n in slots)
     head = f"{gigabytes(weights)} weights + " if weights else ""
     return (f"gpu:     {head}{gigabytes(per_slot)} KV cache a slot (num_ctx {num_ctx}; {kv.get('shape')}, f16): "
             f"{totals} — an estimate (OLLAMA_KV_CACHE_TYPE=q8_0 halves the cache)")
-
-
-def _job_slots(host: str) -> int | None:
-    """The slots (num_parallel) a server job's profile gave the host, if it is one."""
-    from app.cluster.tokens import record_for_url
-
-    parallel = (record_for_url(host) or {}).get("num_parallel")
-    return parallel if isinstance(parallel, int) and parallel > 0 else None
 
 
 async def _prepare(backend):
